@@ -1,0 +1,65 @@
+"""The one place that decides who may do what: pages, the API and templates all ask here."""
+
+from enum import Enum
+from functools import wraps
+
+from django.contrib.auth.views import redirect_to_login
+from django.http import Http404
+from rest_framework.permissions import BasePermission
+
+
+class Role(str, Enum):
+    SUBSCRIBER = "subscriber"
+    ARTIST = "artist"
+    STAFF = "staff"
+
+
+def roles_of(user):
+    """The roles of a user: every signed-in user is a subscriber; artists have a profile; staff use the admin."""
+    if not getattr(user, "is_authenticated", False) or not user.is_active:
+        return frozenset()
+    roles = {Role.SUBSCRIBER}
+    if hasattr(user, "artist"):
+        roles.add(Role.ARTIST)
+    if user.is_staff:
+        roles.add(Role.STAFF)
+    return frozenset(roles)
+
+
+def has_role(user, role):
+    return role in roles_of(user)
+
+
+def role_required(role):
+    """View decorator: anonymous users go to the log-in page; signed-in users without the role get a 404."""
+
+    def decorator(view):
+        @wraps(view)
+        def wrapped(request, *args, **kwargs):
+            if not request.user.is_authenticated:
+                return redirect_to_login(request.get_full_path())
+            if not has_role(request.user, role):
+                raise Http404
+            return view(request, *args, **kwargs)
+
+        return wrapped
+
+    return decorator
+
+
+class HasRole(BasePermission):
+    """DRF permission for one role; `HasRole.for_role(Role.ARTIST)` makes the class a view lists."""
+
+    role = None
+
+    @classmethod
+    def for_role(cls, role):
+        return type(f"Has{role.value.title()}Role", (cls,), {"role": role})
+
+    def has_permission(self, request, view):
+        return has_role(request.user, self.role)
+
+
+IsSubscriber = HasRole.for_role(Role.SUBSCRIBER)
+IsArtist = HasRole.for_role(Role.ARTIST)
+IsStaff = HasRole.for_role(Role.STAFF)

@@ -1,0 +1,30 @@
+from django.contrib import messages
+from django.contrib.auth import login
+from django.contrib.auth.decorators import login_required
+from django.shortcuts import redirect, render
+from django.utils.translation import gettext as _
+
+from .forms import SignUpForm
+from .roles import roles_of
+from .services import user_create
+
+
+def sign_up(request):
+    if request.user.is_authenticated:
+        return redirect("site:home")
+    form = SignUpForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        user = user_create(
+            email=form.cleaned_data["email"],
+            password=form.cleaned_data["password1"],
+            display_name=form.cleaned_data["display_name"],
+        )
+        login(request, user, backend="django.contrib.auth.backends.ModelBackend")
+        messages.success(request, _("Welcome! Your account is ready."))
+        return redirect("site:home")
+    return render(request, "accounts/sign_up.html", {"form": form})
+
+
+@login_required
+def account(request):
+    return render(request, "accounts/account.html", {"roles": sorted(role.value for role in roles_of(request.user))})

@@ -1,0 +1,18 @@
+#!/usr/bin/env python
+"""Django's command-line utility for administrative tasks."""
+
+import os
+import sys
+
+
+def main():
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "illustration_platform.settings.local")
+    from django.core.management import execute_from_command_line
+
+    from illustration_platform.startup import run_cleanly
+
+    run_cleanly(lambda: execute_from_command_line(sys.argv))
+
+
+if __name__ == "__main__":
+    main()

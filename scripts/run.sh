@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The embedded default on one machine: SQLite, the file-system Celery broker, the built-in base model,
+# demo data, the web server and two Celery workers (training; default + generation). Ctrl-C stops all.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/bootstrap.sh
+export DJANGO_SETTINGS_MODULE=illustration_platform.settings.local
+.venv/bin/python manage.py migrate --noinput
+.venv/bin/python manage.py seed_demo
+
+stop_all() {
+  trap - EXIT INT TERM
+  kill $(jobs -p) 2>/dev/null || true
+  wait 2>/dev/null || true
+}
+trap stop_all EXIT INT TERM
+.venv/bin/celery -A illustration_platform worker -Q training --pool solo -n "training@%h" -l info &
+.venv/bin/celery -A illustration_platform worker -Q default,generation --pool solo -n "general@%h" -l info &
+.venv/bin/python manage.py runserver --noreload "${HOST:-127.0.0.1}:${PORT:-8000}"

@@ -1,0 +1,57 @@
+import pytest
+from rest_framework.test import APIClient
+
+from tests.factories import ArtistFactory, StaffFactory, UserFactory
+
+
+@pytest.fixture(autouse=True)
+def media_root(settings, tmp_path):
+    """Each test writes media into its own folder, so a test can list exactly what it stored."""
+    settings.MEDIA_ROOT = tmp_path / "media"
+    settings.MEDIA_ROOT.mkdir()
+    return settings.MEDIA_ROOT
+
+
+@pytest.fixture
+def subscriber(db):
+    return UserFactory()
+
+
+@pytest.fixture
+def artist_user(db):
+    return ArtistFactory().user
+
+
+@pytest.fixture
+def staff_user(db):
+    return StaffFactory()
+
+
+@pytest.fixture
+def api_client():
+    return APIClient()
+
+
+@pytest.fixture
+def client_for(client):
+    """A page client logged in as the given user (or anonymous for None)."""
+
+    def make(user):
+        client.logout()
+        if user is not None:
+            client.force_login(user)
+        return client
+
+    return make
+
+
+@pytest.fixture
+def api_client_for(api_client):
+    def make(user):
+        api_client.force_authenticate(user=None)
+        api_client.logout()
+        if user is not None:
+            api_client.force_login(user)
+        return api_client
+
+    return make

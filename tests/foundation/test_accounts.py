@@ -1,0 +1,69 @@
+import re
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core import mail
+from django.urls import reverse
+
+from tests.factories import PASSWORD, UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def test_sign_up_creates_a_subscriber_and_logs_them_in(client):
+    response = client.post(
+        reverse("accounts:sign_up"),
+        {"email": "New@Example.test", "display_name": "New", "password1": PASSWORD, "password2": PASSWORD},
+    )
+    assert response.status_code == 302
+    user = get_user_model().objects.get(email="new@example.test")
+    assert user.check_password(PASSWORD)
+    assert client.get(reverse("api-me")).json()["roles"] == ["subscriber"]
+
+
+def test_sign_up_refuses_a_taken_email_and_mismatched_passwords(client):
+    UserFactory(email="taken@example.test")
+    response = client.post(
+        reverse("accounts:sign_up"),
+        {"email": "TAKEN@example.test", "password1": PASSWORD, "password2": PASSWORD + "x"},
+    )
+    assert response.status_code == 200
+    assert "An account with this email address already exists." in response.content.decode()
+    assert "The two password fields didn" in response.content.decode()
+    assert get_user_model().objects.count() == 1
+
+
+def test_log_in_with_email_and_log_out(client):
+    user = UserFactory()
+    response = client.post(reverse("accounts:login"), {"username": user.email, "password": PASSWORD})
+    assert response.status_code == 302
+    assert client.get(reverse("accounts:account")).status_code == 200
+    client.post(reverse("accounts:logout"))
+    assert client.get(reverse("accounts:account")).status_code == 302
+
+
+def test_log_in_with_a_wrong_password_says_so(client):
+    user = UserFactory()
+    response = client.post(reverse("accounts:login"), {"username": user.email, "password": "wrong"})
+    assert response.status_code == 200
+    assert "Please enter a correct email address and password" in response.content.decode()
+
+
+def test_password_reset_mails_a_link_that_sets_a_new_password(client):
+    user = UserFactory()
+    client.post(reverse("accounts:password_reset"), {"email": user.email})
+    assert len(mail.outbox) == 1
+    link = re.search(r"https?://[^/]+(/\S+)", mail.outbox[0].body).group(1)
+    form_page = client.get(link, follow=True)
+    assert form_page.context["validlink"]
+    new_password = "another-long-password-77"
+    client.post(form_page.redirect_chain[-1][0], {"new_password1": new_password, "new_password2": new_password})
+    user.refresh_from_db()
+    assert user.check_password(new_password)
+
+
+def test_api_token_for_email_and_password(api_client):
+    user = UserFactory()
+    token = api_client.post(reverse("api-token"), {"username": user.email, "password": PASSWORD}).json()["token"]
+    api_client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    assert api_client.get(reverse("api-me")).json()["email"] == user.email

@@ -1,0 +1,58 @@
+"""A bad environment ends start-up with one clear sentence, never a traceback."""
+
+import os
+import secrets
+import subprocess
+import sys
+
+import pytest
+
+from tests.support.workers import REPO_ROOT
+
+STRONG_KEY = secrets.token_urlsafe(60)
+
+
+def run_manage(*args, **env):
+    base = {key: value for key, value in os.environ.items() if key not in {"DATABASE_URL", "CELERY_BROKER_URL", "DJANGO_SETTINGS_MODULE"}}
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=REPO_ROOT, env={**base, **env}, capture_output=True, text=True, timeout=120
+    )
+
+
+BAD_ENVIRONMENTS = [
+    ({"DATABASE_URL": "not a url"}, "DATABASE_URL 'not a url' is not a database URL"),
+    ({"DATABASE_URL": "postgres://127.0.0.1:5432"}, "names no database"),
+    ({"DEBUG": "maybe"}, "DEBUG must be true or false"),
+    ({"CELERY_BROKER_URL": "kafka://127.0.0.1"}, "CELERY_BROKER_URL 'kafka://127.0.0.1' is not a supported broker URL"),
+    ({"HEALTH_CHECK_TIMEOUT_SECONDS": "soon"}, "HEALTH_CHECK_TIMEOUT_SECONDS must be a whole number, got 'soon'"),
+    ({"HEALTH_CHECK_TIMEOUT_SECONDS": "0"}, "HEALTH_CHECK_TIMEOUT_SECONDS must be at least 1"),
+    ({"DJANGO_SETTINGS_MODULE": "illustration_platform.settings.production", "ALLOWED_HOSTS": "example.com"}, "SECRET_KEY must be set in production"),
+    ({"DJANGO_SETTINGS_MODULE": "illustration_platform.settings.production", "SECRET_KEY": "short", "ALLOWED_HOSTS": "example.com"}, "SECRET_KEY is too weak"),
+    ({"DJANGO_SETTINGS_MODULE": "illustration_platform.settings.production", "SECRET_KEY": STRONG_KEY}, "ALLOWED_HOSTS must be set in production"),
+    ({"DJANGO_SETTINGS_MODULE": "illustration_platform.settings.production", "SECRET_KEY": STRONG_KEY, "ALLOWED_HOSTS": "*"}, "not '*'"),
+]
+
+
+@pytest.mark.parametrize("env,message", BAD_ENVIRONMENTS, ids=[str(case[0]) for case in BAD_ENVIRONMENTS])
+def test_bad_value_gives_one_clear_sentence(env, message):
+    result = run_manage("check", **env)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_unreachable_database_is_one_sentence():
+    result = run_manage("migrate", DATABASE_URL="postgres://nobody@127.0.0.1:1/platform")
+    assert result.returncode == 2
+    assert result.stderr.startswith("The database (127.0.0.1:1/platform) cannot be used:")
+    assert "Traceback" not in result.stderr
+
+
+def test_production_settings_pass_the_deploy_check():
+    result = run_manage(
+        "check", "--deploy", "--fail-level", "WARNING",
+        DJANGO_SETTINGS_MODULE="illustration_platform.settings.production", SECRET_KEY=STRONG_KEY, ALLOWED_HOSTS="illustration.example",
+    )
+    assert result.returncode == 0, result.stderr
+    assert "System check identified no issues" in result.stdout
