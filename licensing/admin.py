@@ -1,10 +1,51 @@
 from django.contrib import admin
 
-from .models import Artist
+from .models import Artist, ConsentEvent, ConsentTerms, DatasetSnapshot, Work
 
 
 @admin.register(Artist)
 class ArtistAdmin(admin.ModelAdmin):
-    list_display = ["display_name", "slug", "user", "created_at"]
+    list_display = ["display_name", "slug", "user", "agreement", "left_at", "created_at"]
     search_fields = ["display_name", "slug", "user__email"]
+    list_filter = ["left_at"]
     prepopulated_fields = {"slug": ["display_name"]}
+    raw_id_fields = ["user"]
+
+
+@admin.register(ConsentTerms)
+class ConsentTermsAdmin(admin.ModelAdmin):
+    list_display = ["kind", "version", "title", "is_active", "published_at"]
+    list_filter = ["kind", "is_active"]
+
+
+@admin.register(Work)
+class WorkAdmin(admin.ModelAdmin):
+    list_display = ["id", "artist", "original_name", "status", "do_not_train", "shown_on_profile", "current_consent", "created_at"]
+    list_filter = ["status", "do_not_train", "shown_on_profile"]
+    search_fields = ["artist__display_name", "original_name", "caption", "sha256"]
+    raw_id_fields = ["artist", "near_duplicate_of", "current_consent"]
+    readonly_fields = ["sha256", "phash", "width", "height", "original_format", "current_consent", "deleted_at"]
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(ConsentEvent)
+class ConsentEventAdmin(ReadOnlyAdmin):
+    list_display = ["id", "work", "kind", "terms", "actor", "reason", "created_at"]
+    list_filter = ["kind", "terms"]
+    search_fields = ["work__artist__display_name", "actor__email"]
+
+
+@admin.register(DatasetSnapshot)
+class DatasetSnapshotAdmin(ReadOnlyAdmin):
+    list_display = ["id", "artist", "terms", "work_count", "fingerprint", "created_at"]
+    search_fields = ["artist__display_name", "fingerprint"]

@@ -1,6 +1,86 @@
+"""Artists, their works, the consent they give or withdraw, and frozen dataset snapshots.
+
+ConsentEvent and DatasetSnapshot are append-only: the model, its queryset and (in a migration)
+database triggers refuse to change or delete a row once written.
+"""
+
+import hashlib
+import json
+import uuid
+
 from django.conf import settings
 from django.db import models
 from django.utils.translation import gettext_lazy as _
+
+
+class ImmutableRowError(Exception):
+    """Raised when code tries to change or delete an append-only row."""
+
+
+class AppendOnlyQuerySet(models.QuerySet):
+    def update(self, **kwargs):
+        raise ImmutableRowError(f"{self.model.__name__} rows are append-only: they cannot be updated.")
+
+    def delete(self):
+        raise ImmutableRowError(f"{self.model.__name__} rows are append-only: they cannot be deleted.")
+
+    def bulk_update(self, objs, fields, batch_size=None):
+        raise ImmutableRowError(f"{self.model.__name__} rows are append-only: they cannot be updated.")
+
+
+class AppendOnlyModel(models.Model):
+    objects = AppendOnlyQuerySet.as_manager()
+
+    class Meta:
+        abstract = True
+
+    def save(self, *args, **kwargs):
+        if not self._state.adding:
+            raise ImmutableRowError(f"{type(self).__name__} rows are append-only: they cannot be updated.")
+        kwargs["force_insert"] = True
+        return super().save(*args, **kwargs)
+
+    def delete(self, *args, **kwargs):
+        raise ImmutableRowError(f"{type(self).__name__} rows are append-only: they cannot be deleted.")
+
+
+class ConsentTerms(models.Model):
+    """A versioned text an artist accepts; the newest active version of a kind is the current one."""
+
+    class Kind(models.TextChoices):
+        TRAINING = "training", _("Training consent")
+        ARTIST_AGREEMENT = "artist_agreement", _("Artist agreement")
+
+    kind = models.CharField(_("kind"), max_length=32, choices=Kind.choices, default=Kind.TRAINING)
+    version = models.PositiveIntegerField(_("version"))
+    title = models.CharField(_("title"), max_length=200)
+    text = models.TextField(_("text"))
+    is_active = models.BooleanField(
+        _("active"), default=True, help_text=_("The newest active version of each kind is the one artists accept now.")
+    )
+    published_at = models.DateTimeField(_("published at"), auto_now_add=True)
+
+    class Meta:
+        ordering = ["kind", "-version"]
+        verbose_name = _("consent terms")
+        verbose_name_plural = _("consent terms")
+        constraints = [models.UniqueConstraint(fields=["kind", "version"], name="consent_terms_kind_version_unique")]
+
+    def __str__(self):
+        return f"{self.get_kind_display()} v{self.version}"
+
+    @classmethod
+    def current(cls, kind=Kind.TRAINING):
+        return cls.objects.filter(kind=kind, is_active=True).order_by("-version").first()
+
+
+def avatar_path(instance, filename):
+    return f"artists/{instance.pk or 'new'}/avatar-{uuid.uuid4().hex}{_suffix(filename)}"
+
+
+def _suffix(filename):
+    suffix = "." + filename.rsplit(".", 1)[-1].lower() if "." in filename else ""
+    return suffix if suffix in {".png", ".jpg", ".jpeg", ".webp"} else ""
 
 
 class Artist(models.Model):
@@ -10,6 +90,15 @@ class Artist(models.Model):
     display_name = models.CharField(_("display name"), max_length=80)
     slug = models.SlugField(_("slug"), unique=True)
     bio = models.TextField(_("bio"), blank=True)
+    avatar = models.ImageField(_("avatar"), upload_to=avatar_path, blank=True)
+    links = models.TextField(_("links"), blank=True, help_text=_("One web address per line."))
+    payout_contact = models.CharField(_("payout contact"), max_length=200, blank=True)
+    agreement = models.ForeignKey(
+        ConsentTerms, verbose_name=_("accepted artist agreement"), null=True, blank=True,
+        on_delete=models.PROTECT, related_name="+",
+    )
+    agreement_accepted_at = models.DateTimeField(_("agreement accepted at"), null=True, blank=True)
+    left_at = models.DateTimeField(_("left at"), null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -17,3 +106,135 @@ class Artist(models.Model):
 
     def __str__(self):
         return self.display_name
+
+    @property
+    def has_left(self):
+        return self.left_at is not None
+
+    @property
+    def link_list(self):
+        return [line.strip() for line in self.links.splitlines() if line.strip()]
+
+
+def work_upload_path(instance, filename):
+    return f"works/{instance.artist_id}/{filename}"
+
+
+class Work(models.Model):
+    """One uploaded image: the file as uploaded, an RGB copy for training, hashes, caption and signals."""
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", _("Active")
+        DELETED = "deleted", _("Deleted")
+
+    artist = models.ForeignKey(Artist, on_delete=models.PROTECT, related_name="works")
+    original = models.FileField(_("original file"), upload_to=work_upload_path, blank=True)
+    training_image = models.FileField(_("training copy (RGB PNG)"), upload_to=work_upload_path, blank=True)
+    original_name = models.CharField(_("uploaded file name"), max_length=255, blank=True)
+    original_format = models.CharField(_("format"), max_length=8)
+    sha256 = models.CharField(_("SHA-256"), max_length=64, db_index=True)
+    phash = models.CharField(_("perceptual hash"), max_length=16)
+    width = models.PositiveIntegerField(_("width"))
+    height = models.PositiveIntegerField(_("height"))
+    caption = models.TextField(_("caption"), blank=True)
+    shown_on_profile = models.BooleanField(_("shown on profile"), default=False)
+    do_not_train = models.BooleanField(_("do-not-train signal"), default=False)
+    do_not_train_reason = models.CharField(_("do-not-train reason"), max_length=300, blank=True)
+    near_duplicate_of = models.ForeignKey(
+        "self", verbose_name=_("resembles"), null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    status = models.CharField(_("status"), max_length=16, choices=Status.choices, default=Status.ACTIVE)
+    current_consent = models.ForeignKey(
+        "ConsentEvent", verbose_name=_("latest consent event"), null=True, blank=True,
+        on_delete=models.PROTECT, related_name="+",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    deleted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["artist", "sha256"], condition=models.Q(status="active"), name="work_artist_sha256_unique_active"
+            ),
+        ]
+
+    def __str__(self):
+        return f"#{self.pk} {self.original_name or self.sha256[:12]}"
+
+    @property
+    def is_deleted(self):
+        return self.status == self.Status.DELETED
+
+    @property
+    def is_opted_in(self):
+        return self.current_consent is not None and self.current_consent.kind == ConsentEvent.Kind.GRANTED
+
+    @property
+    def ineligible_reason(self):
+        """Why the work cannot be opted in, in one sentence; empty when it can."""
+        if self.is_deleted:
+            return _("The work has been deleted.")
+        if self.do_not_train:
+            return self.do_not_train_reason or _("The file carries a do-not-train signal.")
+        if not self.caption.strip():
+            return _("Write a caption first.")
+        return ""
+
+    @property
+    def is_eligible(self):
+        return not self.ineligible_reason
+
+    def needs_reconsent(self, current_terms):
+        return self.is_opted_in and current_terms is not None and self.current_consent.terms_id != current_terms.pk
+
+
+class ConsentEvent(AppendOnlyModel):
+    """One grant or withdrawal of consent to train on one work; never changed, never deleted."""
+
+    class Kind(models.TextChoices):
+        GRANTED = "granted", _("Granted")
+        WITHDRAWN = "withdrawn", _("Withdrawn")
+
+    work = models.ForeignKey(Work, on_delete=models.PROTECT, related_name="consent_events")
+    kind = models.CharField(_("kind"), max_length=16, choices=Kind.choices)
+    terms = models.ForeignKey(ConsentTerms, on_delete=models.PROTECT, null=True, blank=True, related_name="events")
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    reason = models.CharField(_("reason"), max_length=300, blank=True)
+    created_at = models.DateTimeField(_("time"), auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self):
+        return f"{self.get_kind_display()} {self.work_id} ({self.created_at:%Y-%m-%d %H:%M})"
+
+
+def snapshot_fingerprint(entries):
+    """sha256 over the canonical JSON of the entries (sorted by work id, sorted keys, no spaces)."""
+    canonical = json.dumps(
+        sorted(entries, key=lambda entry: entry["work_id"]), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+class DatasetSnapshot(AppendOnlyModel):
+    """A frozen list of the works an artist had opted in at one moment; adapters are trained from these."""
+
+    artist = models.ForeignKey(Artist, on_delete=models.PROTECT, related_name="snapshots")
+    terms = models.ForeignKey(ConsentTerms, on_delete=models.PROTECT, related_name="+")
+    entries = models.JSONField(_("entries"))
+    fingerprint = models.CharField(_("fingerprint"), max_length=64, db_index=True)
+    work_count = models.PositiveIntegerField(_("works"))
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self):
+        return f"Snapshot {self.pk} of {self.artist} ({self.work_count} works, {self.fingerprint[:12]})"
+
+    @property
+    def work_ids(self):
+        return [entry["work_id"] for entry in self.entries]

@@ -33,3 +33,32 @@ class ArtistFactory(factory.django.DjangoModelFactory):
     user = factory.SubFactory(UserFactory)
     display_name = factory.Sequence(lambda n: f"Artist {n}")
     slug = factory.Sequence(lambda n: f"artist-{n}")
+
+
+# Licensing ---------------------------------------------------------------
+
+
+class ConsentTermsFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "licensing.ConsentTerms"
+        django_get_or_create = ("kind", "version")
+
+    kind = "training"
+    version = 1
+    title = factory.LazyAttribute(lambda o: f"{o.kind} v{o.version}")
+    text = "I allow training on this work and may withdraw at any time."
+
+
+def make_work(artist, seed=1, caption="a drawing", **kwargs):
+    """Upload a real generated PNG for `artist` through the licensing service; returns the Work."""
+    from licensing.services import work_upload
+    from tests.licensing.images import good_png
+
+    result = work_upload(artist=artist, data=good_png(seed), filename=f"work-{seed}.png", caption=caption)
+    assert result.status == "created", result.message
+    work = result.work
+    if kwargs:
+        for name, value in kwargs.items():
+            setattr(work, name, value)
+        work.save()
+    return work

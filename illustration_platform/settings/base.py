@@ -183,3 +183,10 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
 }
+
+# Licensing: limits for uploaded works (one validation module applies them to pages, API and import).
+WORK_MAX_BYTES = env_int("WORK_MAX_BYTES", 20 * 1024 * 1024, minimum=1)
+WORK_MAX_PIXELS = env_int("WORK_MAX_PIXELS", 40_000_000, minimum=1)
+WORK_MIN_SIDE_PX = env_int("WORK_MIN_SIDE_PX", 256, minimum=1)
+# Works whose perceptual hashes (imagehash phash, 64 bits) differ in at most this many bits are flagged as near-duplicates.
+WORK_NEAR_DUPLICATE_DISTANCE = env_int("WORK_NEAR_DUPLICATE_DISTANCE", 6, minimum=0)

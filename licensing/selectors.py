@@ -1,0 +1,74 @@
+"""Reads of the licensing app that need more than one line of ORM."""
+
+from django.db.models import Q
+from django.shortcuts import get_object_or_404
+
+from .models import Artist, ConsentEvent, ConsentTerms, Work
+
+
+def works_of_artist(*, artist):
+    return (
+        Work.objects.filter(artist=artist, status=Work.Status.ACTIVE)
+        .select_related("current_consent", "current_consent__terms")
+        .order_by("-created_at", "-id")
+    )
+
+
+def work_for_user(*, user, pk):
+    """One active work of the signed-in artist; anything else (another artist's, deleted, missing) is a 404."""
+    return get_object_or_404(
+        Work.objects.select_related("artist", "current_consent", "current_consent__terms"),
+        pk=pk, artist__user=user, status=Work.Status.ACTIVE,
+    )
+
+
+def works_for_training(*, artist, terms):
+    """Works a snapshot may hold: active, captioned, no do-not-train signal, latest event a grant under `terms`."""
+    return (
+        Work.objects.filter(
+            artist=artist, status=Work.Status.ACTIVE, do_not_train=False,
+            current_consent__kind=ConsentEvent.Kind.GRANTED, current_consent__terms=terms,
+        )
+        .exclude(caption="")
+        .order_by("pk")
+    )
+
+
+def works_needing_reconsent(*, artist, terms):
+    """Opted-in works whose grant was under an older terms version (still valid for past training, not future)."""
+    if terms is None:
+        return Work.objects.none()
+    return (
+        Work.objects.filter(artist=artist, status=Work.Status.ACTIVE, current_consent__kind=ConsentEvent.Kind.GRANTED)
+        .exclude(current_consent__terms=terms)
+        .order_by("pk")
+    )
+
+
+def consent_history(*, artist, work=None):
+    events = ConsentEvent.objects.filter(work__artist=artist).select_related("work", "terms", "actor")
+    if work is not None:
+        events = events.filter(work=work)
+    return events.order_by("-created_at", "-id")
+
+
+def artist_public(*, slug):
+    return get_object_or_404(Artist, slug=slug, left_at__isnull=True)
+
+
+def works_shown(*, artist):
+    return Work.objects.filter(artist=artist, status=Work.Status.ACTIVE, shown_on_profile=True).order_by("-created_at", "-id")
+
+
+def studio_summary(*, artist):
+    terms = ConsentTerms.current(ConsentTerms.Kind.TRAINING)
+    works = works_of_artist(artist=artist)
+    return {
+        "terms": terms,
+        "total": works.count(),
+        "opted_in": works.filter(current_consent__kind=ConsentEvent.Kind.GRANTED).count(),
+        "for_training": works_for_training(artist=artist, terms=terms).count() if terms else 0,
+        "needs_reconsent": list(works_needing_reconsent(artist=artist, terms=terms).values_list("pk", flat=True)),
+        "do_not_train": works.filter(do_not_train=True).count(),
+        "uncaptioned": works.filter(Q(caption="")).count(),
+    }

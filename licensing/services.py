@@ -1,0 +1,336 @@
+"""Every write of the licensing app: `<noun>_<verb>(*, ...)` inside one transaction each.
+
+Files are written only after validation passes, inside the transaction; if the transaction fails they are
+deleted again before the error propagates. Deleting files of removed works happens on commit.
+"""
+
+from dataclasses import dataclass, field
+
+import imagehash
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+import uuid
+
+from . import hooks
+from .models import Artist, ConsentEvent, ConsentTerms, DatasetSnapshot, Work, snapshot_fingerprint
+from .validation import ImageRefused, validate_image
+
+
+class LicensingError(Exception):
+    """A request the rules refuse; `message` is one sentence for the user."""
+
+    def __init__(self, message, code="invalid"):
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+@dataclass
+class UploadResult:
+    status: str  # "created" or "duplicate"
+    work: Work
+    message: str = ""
+    warnings: list = field(default_factory=list)
+
+
+# ---------------------------------------------------------------- artists
+
+
+def artist_become(*, user, display_name, slug, bio="", links="", payout_contact="", accept_agreement):
+    """Make `user` an artist (or bring back one who left), accepting the current artist agreement."""
+    agreement = ConsentTerms.current(ConsentTerms.Kind.ARTIST_AGREEMENT)
+    if agreement is None:
+        raise LicensingError(_("No artist agreement has been published yet; please try again later."))
+    if not accept_agreement:
+        raise LicensingError(_("You must accept the artist agreement to become an artist."))
+    with transaction.atomic():
+        if Artist.objects.filter(slug=slug).exclude(user=user).exists():
+            raise LicensingError(_("That address is taken; choose another slug."), code="slug_taken")
+        artist, created = Artist.objects.select_for_update().get_or_create(
+            user=user, defaults={"display_name": display_name, "slug": slug}
+        )
+        if not created and not artist.has_left:
+            raise LicensingError(_("You are already an artist."), code="already_artist")
+        artist.display_name = display_name
+        artist.slug = slug
+        artist.bio = bio
+        artist.links = links
+        artist.payout_contact = payout_contact
+        artist.agreement = agreement
+        artist.agreement_accepted_at = timezone.now()
+        artist.left_at = None
+        artist.save()
+    return artist
+
+
+def artist_update(*, artist, **fields):
+    allowed = {"display_name", "slug", "bio", "links", "payout_contact", "avatar"}
+    unknown = set(fields) - allowed
+    if unknown:
+        raise ValueError(f"artist_update cannot change {sorted(unknown)}")
+    with transaction.atomic():
+        if "slug" in fields and Artist.objects.filter(slug=fields["slug"]).exclude(pk=artist.pk).exists():
+            raise LicensingError(_("That address is taken; choose another slug."), code="slug_taken")
+        for name, value in fields.items():
+            setattr(artist, name, value)
+        artist.save()
+    return artist
+
+
+def artist_leave(*, artist, actor):
+    """The artist leaves: every consent is withdrawn (one hook call), every work deleted, the profile hidden."""
+    with transaction.atomic():
+        artist = Artist.objects.select_for_update().get(pk=artist.pk)
+        works = list(Work.objects.select_for_update().filter(artist=artist, status=Work.Status.ACTIVE))
+        works_withdraw(works=works, actor=actor, reason=_("The artist left the platform."))
+        for work in works:
+            _work_remove(work)
+        if artist.avatar:
+            name = artist.avatar.name
+            transaction.on_commit(lambda: default_storage.delete(name))
+            artist.avatar = ""
+        artist.left_at = timezone.now()
+        artist.save()
+    return artist
+
+
+# ---------------------------------------------------------------- works
+
+
+def work_upload(*, artist, data, filename="", caption=""):
+    """Validate and store one work. Raises ImageRefused; returns UploadResult('duplicate') for exact copies."""
+    if artist.has_left:
+        raise LicensingError(_("You have left the platform; become an artist again to upload works."))
+    image = validate_image(data, filename=filename)
+    written = []
+    try:
+        with transaction.atomic():
+            Artist.objects.select_for_update().filter(pk=artist.pk).first()
+            existing = Work.objects.filter(artist=artist, sha256=image.sha256, status=Work.Status.ACTIVE).first()
+            if existing is not None:
+                return UploadResult(
+                    "duplicate", existing, _("This image is already among your works (work #%(id)s).") % {"id": existing.pk}
+                )
+            work = Work(
+                artist=artist,
+                original_name=(filename or "")[-255:],
+                original_format=image.format,
+                sha256=image.sha256,
+                phash=image.phash,
+                width=image.width,
+                height=image.height,
+                caption=(caption or "").strip(),
+                do_not_train=bool(image.do_not_train_reason),
+                do_not_train_reason=image.do_not_train_reason[:300],
+                near_duplicate_of=_near_duplicate(artist, image.phash),
+            )
+            stem = uuid.uuid4().hex
+            work.original.save(f"{stem}-original.{image.extension}", ContentFile(image.data), save=False)
+            written.append(work.original.name)
+            work.training_image.save(f"{stem}-train.png", ContentFile(image.training_png), save=False)
+            written.append(work.training_image.name)
+            work.save()
+    except IntegrityError:
+        _delete_files(written)
+        existing = Work.objects.filter(artist=artist, sha256=image.sha256, status=Work.Status.ACTIVE).first()
+        if existing is None:
+            raise
+        return UploadResult("duplicate", existing, _("This image is already among your works (work #%(id)s).") % {"id": existing.pk})
+    except BaseException:
+        _delete_files(written)
+        raise
+    warnings = []
+    if work.near_duplicate_of_id:
+        warnings.append(_("This image looks very like work #%(id)s.") % {"id": work.near_duplicate_of_id})
+    if work.do_not_train:
+        warnings.append(work.do_not_train_reason)
+    return UploadResult("created", work, "", warnings)
+
+
+def _near_duplicate(artist, phash):
+    limit = settings.WORK_NEAR_DUPLICATE_DISTANCE
+    target = imagehash.hex_to_hash(phash)
+    best = None
+    for pk, other in Work.objects.filter(artist=artist, status=Work.Status.ACTIVE).values_list("pk", "phash"):
+        distance = target - imagehash.hex_to_hash(other)
+        if distance <= limit and (best is None or distance < best[0]):
+            best = (distance, pk)
+    return Work(pk=best[1]) if best else None
+
+
+def _delete_files(names):
+    for name in names:
+        if name:
+            try:
+                default_storage.delete(name)
+            except OSError:
+                pass
+
+
+def work_update(*, work, caption=None, shown_on_profile=None):
+    with transaction.atomic():
+        work = Work.objects.select_for_update().get(pk=work.pk)
+        if work.is_deleted:
+            raise LicensingError(_("The work has been deleted."), code="deleted")
+        if caption is not None:
+            work.caption = caption.strip()
+        if shown_on_profile is not None:
+            work.shown_on_profile = shown_on_profile
+        work.save()
+    return work
+
+
+def work_captions_apply(*, artist, work_ids, caption):
+    """Give every selected work of the artist the same caption; returns how many changed."""
+    with transaction.atomic():
+        return Work.objects.filter(artist=artist, pk__in=list(work_ids), status=Work.Status.ACTIVE).update(
+            caption=caption.strip(), updated_at=timezone.now()
+        )
+
+
+def work_captions_replace(*, artist, find, replace, work_ids=None):
+    """Replace `find` by `replace` in the captions of the artist's works (all, or the selected ones)."""
+    if not find:
+        raise LicensingError(_("Enter the text to find."), code="find_required")
+    changed = 0
+    with transaction.atomic():
+        works = Work.objects.select_for_update().filter(artist=artist, status=Work.Status.ACTIVE, caption__contains=find)
+        if work_ids is not None:
+            works = works.filter(pk__in=list(work_ids))
+        for work in works:
+            new = work.caption.replace(find, replace).strip()
+            if new != work.caption:
+                work.caption = new
+                work.save(update_fields=["caption", "updated_at"])
+                changed += 1
+    return changed
+
+
+def work_delete(*, work, actor):
+    """Withdraw consent (through the one withdrawal service), then delete the files and keep a soft-deleted row.
+
+    The row stays so that consent events and snapshots that name it remain meaningful (audit); the image
+    files themselves are removed from storage once the transaction commits.
+    """
+    with transaction.atomic():
+        work = Work.objects.select_for_update().get(pk=work.pk)
+        if work.is_deleted:
+            return work
+        works_withdraw(works=[work], actor=actor, reason=_("The work was deleted."))
+        _work_remove(work)
+    return work
+
+
+def _work_remove(work):
+    names = [work.original.name, work.training_image.name]
+    work.status = Work.Status.DELETED
+    work.deleted_at = timezone.now()
+    work.shown_on_profile = False
+    work.original = ""
+    work.training_image = ""
+    work.save()
+    transaction.on_commit(lambda: _delete_files(names))
+
+
+# ---------------------------------------------------------------- consent
+
+
+def _current_training_terms():
+    terms = ConsentTerms.current(ConsentTerms.Kind.TRAINING)
+    if terms is None:
+        raise LicensingError(_("No consent terms have been published yet, so works cannot be opted in."), code="no_terms")
+    return terms
+
+
+def work_opt_in(*, work, actor):
+    """Grant consent for one eligible work under the current terms; idempotent when already granted under them."""
+    with transaction.atomic():
+        terms = _current_training_terms()
+        work = Work.objects.select_for_update().select_related("current_consent").get(pk=work.pk)
+        reason = work.ineligible_reason
+        if reason:
+            raise LicensingError(str(reason), code="not_eligible")
+        if work.is_opted_in and work.current_consent.terms_id == terms.pk:
+            return work.current_consent
+        event = ConsentEvent.objects.create(work=work, kind=ConsentEvent.Kind.GRANTED, terms=terms, actor=actor)
+        Work.objects.filter(pk=work.pk).update(current_consent=event)
+        work.current_consent = event
+    return event
+
+
+def works_opt_in_eligible(*, artist, actor):
+    """Opt in every eligible work of the artist not yet granted under the current terms; returns the new events."""
+    events = []
+    with transaction.atomic():
+        terms = _current_training_terms()
+        for work in Work.objects.select_for_update().select_related("current_consent").filter(
+            artist=artist, status=Work.Status.ACTIVE
+        ):
+            if not work.is_eligible or (work.is_opted_in and work.current_consent.terms_id == terms.pk):
+                continue
+            events.append(work_opt_in(work=work, actor=actor))
+    return events
+
+
+def work_withdraw(*, work, actor, reason=""):
+    """Withdraw consent for one work; returns the event, or None if it was not opted in."""
+    events = works_withdraw(works=[work], actor=actor, reason=reason)
+    return events[0] if events else None
+
+
+def works_withdraw(*, works, actor, reason=""):
+    """THE withdrawal service: records a ConsentEvent per opted-in work, then calls the withdrawal hook once.
+
+    Opt-out, work deletion and an artist leaving all come through here. The hook runs inside this
+    transaction; if it raises, nothing is recorded.
+    """
+    events = []
+    with transaction.atomic():
+        terms = ConsentTerms.current(ConsentTerms.Kind.TRAINING)
+        locked = Work.objects.select_for_update().select_related("current_consent").filter(
+            pk__in=[work.pk for work in works]
+        ).order_by("pk")
+        for work in locked:
+            if not work.is_opted_in:
+                continue
+            event = ConsentEvent.objects.create(
+                work=work, kind=ConsentEvent.Kind.WITHDRAWN, terms=terms or work.current_consent.terms,
+                actor=actor, reason=(reason or "")[:300],
+            )
+            Work.objects.filter(pk=work.pk).update(current_consent=event)
+            events.append(event)
+        if events:
+            hooks.notify_withdrawal([event.work_id for event in events], [event.pk for event in events])
+    for work in works:  # keep the caller's objects in step with the database
+        for event in events:
+            if event.work_id == work.pk:
+                work.current_consent = event
+    return events
+
+
+# ---------------------------------------------------------------- snapshots
+
+
+def dataset_snapshot_create(*, artist):
+    """Freeze the artist's opted-in, eligible works (granted under the current terms) into a snapshot."""
+    from .selectors import works_for_training
+
+    with transaction.atomic():
+        terms = _current_training_terms()
+        Artist.objects.select_for_update().filter(pk=artist.pk).first()
+        entries = [
+            {"work_id": work.pk, "sha256": work.sha256, "caption": work.caption, "consent_event_id": work.current_consent_id}
+            for work in works_for_training(artist=artist, terms=terms)
+        ]
+        if not entries:
+            raise LicensingError(
+                _("No works are opted in under the current consent terms, so there is nothing to snapshot."), code="empty"
+            )
+        return DatasetSnapshot.objects.create(
+            artist=artist, terms=terms, entries=entries, fingerprint=snapshot_fingerprint(entries), work_count=len(entries)
+        )

@@ -1,0 +1,181 @@
+"""The one gate every uploaded work passes through (upload page, API and import command alike).
+
+Refusals raise ImageRefused with one clear sentence; nothing here writes a file or a row.
+Animated images (GIF, animated WebP, APNG) are refused rather than cut to their first frame:
+an artist should choose the still that represents the work.
+"""
+
+import hashlib
+import io
+import struct
+import warnings
+from dataclasses import dataclass
+
+import imagehash
+from django.conf import settings
+from django.utils.translation import gettext as _
+from PIL import Image, ImageFile, ImageOps
+
+from .do_not_train import do_not_train_reason
+
+FORMATS = {"PNG": ("image/png", "png"), "JPEG": ("image/jpeg", "jpg"), "WEBP": ("image/webp", "webp")}
+
+
+class ImageRefused(Exception):
+    def __init__(self, message):
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass
+class ValidatedImage:
+    data: bytes
+    format: str
+    mime: str
+    extension: str
+    width: int
+    height: int
+    sha256: str
+    phash: str
+    training_png: bytes
+    do_not_train_reason: str
+
+
+def _sniff(data):
+    """The format the first bytes announce: PNG/JPEG/WEBP, or a description of what else the file is."""
+    head = data[:512]
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
+    lowered = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if head.startswith((b"GIF87a", b"GIF89a")):
+        return "a GIF image"
+    if lowered.startswith(b"<svg") or (lowered.startswith(b"<?xml") and b"<svg" in data[:4096].lower()):
+        return "an SVG drawing"
+    if lowered.startswith((b"<!doctype html", b"<html", b"<head", b"<body", b"<script")):
+        return "an HTML page"
+    if lowered.startswith(b"<"):
+        return "an XML or HTML document"
+    if head.startswith(b"%PDF"):
+        return "a PDF document"
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        return "a ZIP archive"
+    if head.startswith(b"\x7fELF") or head.startswith(b"MZ") or head[:4] in (b"\xcf\xfa\xed\xfe", b"\xfe\xed\xfa\xcf"):
+        return "an executable program"
+    if head.startswith((b"BM",)):
+        return "a BMP image"
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return "a TIFF image"
+    if head[4:12] in (b"ftypavif", b"ftypheic", b"ftypmif1"):
+        return "an AVIF or HEIC image"
+    return ""
+
+
+def _check_no_hidden_payload(data, kind):
+    """Refuse polyglots: bytes after the image's end marker or another format's markers inside."""
+    if kind == "PNG":
+        end = data.rfind(b"IEND")
+        if end == -1 or data[end + 8:].strip(b"\x00"):
+            raise ImageRefused(_("The file has extra data after the end of the PNG image, so it may also be another kind of file."))
+    elif kind == "JPEG":
+        if not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
+            raise ImageRefused(_("The file has extra data after the end of the JPEG image, so it may also be another kind of file."))
+    elif kind == "WEBP":
+        (size,) = struct.unpack("<I", data[4:8])
+        if size + 8 != len(data):
+            raise ImageRefused(_("The WebP file's length does not match its header, so it is truncated or has extra data."))
+    lowered = data[:4096].lower()
+    if any(marker in lowered for marker in (b"<script", b"<html", b"<svg", b"<!doctype")):
+        raise ImageRefused(_("The file contains HTML or SVG markup, so it may also be another kind of file."))
+    if b"PK\x03\x04" in data and b"PK\x05\x06" in data[-65_600:]:
+        raise ImageRefused(_("The file contains a ZIP archive, so it may also be another kind of file."))
+
+
+def _to_rgb(image):
+    """An RGB copy for training: 16-bit scaled to 8, palette/alpha composited on white, CMYK converted."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        image = image.convert("I") if image.mode != "I" else image
+        image = image.point(lambda value: value * (1 / 256)).convert("L")
+    elif image.mode == "F":
+        image = image.convert("L")
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in ("LA", "PA", "La", "RGBa"):
+        image = image.convert("RGBA")
+    if image.mode == "RGBA":
+        background = Image.new("RGB", image.size, (255, 255, 255))
+        background.paste(image, mask=image.getchannel("A"))
+        return background
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    return image
+
+
+def validate_image(data, *, filename=""):
+    """Check an uploaded file completely and prepare its training copy; raise ImageRefused otherwise."""
+    if not data:
+        raise ImageRefused(_("The file is empty."))
+    max_bytes = settings.WORK_MAX_BYTES
+    if len(data) > max_bytes:
+        raise ImageRefused(
+            _("The file is %(size)s bytes; the limit is %(limit)s bytes.") % {"size": len(data), "limit": max_bytes}
+        )
+    kind = _sniff(data)
+    if kind not in FORMATS:
+        if kind:
+            raise ImageRefused(_("The file is %(kind)s, not a PNG, JPEG or WebP image.") % {"kind": kind})
+        raise ImageRefused(_("The file is not a PNG, JPEG or WebP image."))
+    max_pixels = settings.WORK_MAX_PIXELS
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=[kind])
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ImageRefused(
+                    _("The image is %(w)s×%(h)s pixels; the limit is %(limit)s pixels in all.")
+                    % {"w": width, "h": height, "limit": max_pixels}
+                )
+            if getattr(image, "is_animated", False) or getattr(image, "n_frames", 1) > 1:
+                raise ImageRefused(_("Animated images are not accepted; upload a single still frame as PNG, JPEG or WebP."))
+            ImageFile.LOAD_TRUNCATED_IMAGES = False
+            image.load()
+            _check_no_hidden_payload(data, kind)
+            upright = ImageOps.exif_transpose(image)
+    except ImageRefused:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageRefused(_("The image has too many pixels (a possible decompression bomb); the limit is %(limit)s pixels.") % {"limit": max_pixels}) from None
+    except Exception:  # Pillow raises OSError, SyntaxError, ValueError, struct.error, EOFError… for broken files
+        raise ImageRefused(_("The image is truncated or corrupt and cannot be read.")) from None
+    if image.format != kind:
+        raise ImageRefused(_("The file is not a PNG, JPEG or WebP image."))
+    width, height = upright.size
+    min_side = settings.WORK_MIN_SIDE_PX
+    if min(width, height) < min_side:
+        raise ImageRefused(
+            _("The image is %(w)s×%(h)s pixels; each side must be at least %(min)s pixels.")
+            % {"w": width, "h": height, "min": min_side}
+        )
+    try:
+        rgb = _to_rgb(upright)
+    except Exception:
+        raise ImageRefused(_("The image uses a colour format that cannot be converted to RGB.")) from None
+    buffer = io.BytesIO()
+    rgb.save(buffer, format="PNG", optimize=False)
+    mime, extension = FORMATS[kind]
+    return ValidatedImage(
+        data=data,
+        format=kind,
+        mime=mime,
+        extension=extension,
+        width=width,
+        height=height,
+        sha256=hashlib.sha256(data).hexdigest(),
+        phash=str(imagehash.phash(rgb)),
+        training_png=buffer.getvalue(),
+        do_not_train_reason=do_not_train_reason(data, mime, image),
+    )
