@@ -1,5 +1,6 @@
 """Studio pages: thin views over licensing.services and licensing.selectors."""
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import FileResponse, Http404
@@ -32,8 +33,6 @@ def studio(request):
     for work in works:
         work.needs_new_consent = work.needs_reconsent(terms)
     context = {"artist": artist, "works": works, "summary": summary, "terms": terms}
-    if request.htmx:
-        return render(request, "licensing/_works_table.html", context)
     return render(request, "licensing/studio.html", context)
 
 
@@ -124,7 +123,7 @@ def work_delete(request, pk):
 @role_required(Role.ARTIST)
 def upload(request):
     artist = _artist(request) or _gone()
-    return render(request, "licensing/upload.html", {"artist": artist})
+    return render(request, "licensing/upload.html", {"artist": artist, "min_side": settings.WORK_MIN_SIDE_PX})
 
 
 @role_required(Role.ARTIST)
