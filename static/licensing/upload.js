@@ -1,5 +1,6 @@
 // Multi-file upload: each image is posted to POST /api/works/ (fields `image`, `caption`) with its own
-// progress bar. A `name.txt` dropped with `name.png` becomes its caption. Two uploads run at a time.
+// progress bar. A `name.txt` dropped with `name.png` becomes its caption. One upload runs at a time
+// (the embedded SQLite database takes one writer at a time); each file still shows its own progress.
 (function () {
   "use strict";
   var form = document.getElementById("upload-form");
@@ -106,7 +107,7 @@
   }
 
   function pump() {
-    while (running < 2 && queue.length) { send(queue.shift()); }
+    while (running < 1 && queue.length) { send(queue.shift()); }
     if (!running && !queue.length && list.children.length) {
       summary.textContent = msg("done") + " " + counts.created + " / " + counts.duplicate + " / " + counts.refused;
       summary.setAttribute("data-done", "true");
