@@ -59,7 +59,7 @@ def load_pipeline(path: str | Path = BUILTIN_BASE_MODEL, device=None, dtype=None
     extra = {}
     if cls is StableDiffusionPipeline:
         extra = dict(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-    pipe = cls.from_pretrained(str(path), torch_dtype=dtype, local_files_only=True, **extra)
+    pipe = cls.from_pretrained(str(path), dtype=dtype, local_files_only=True, **extra)
     pipe.set_progress_bar_config(disable=True)
     if device.type == "cpu":
         # Denormal floats make CPU inference several times slower; flushing

@@ -1,0 +1,204 @@
+"""Loading, saving and sampling through `load_pipeline` and the sampling CLI,
+offline, on tiny randomly initialised models of the real shapes."""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from diffusers import (
+    AutoencoderKL,
+    EulerDiscreteScheduler,
+    StableDiffusionPipeline,
+    StableDiffusionXLPipeline,
+    UNet2DConditionModel,
+)
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+from generation.ml import BUILTIN_BASE_MODEL, sample
+from generation.ml.architecture import NOISE_SCHEDULE, TINY_CONFIG, build_pipeline
+from generation.ml.pipeline import generate, load_pipeline, pick_dtype
+from generation.ml.tokenizer import build_tokenizer
+
+PROMPT = "a red star on a blue background, top left"
+
+# ------------------------------------------------------------ network guard
+
+_guard = {"on": False, "attempts": []}
+
+
+def _refuse_sockets(event, args):
+    if _guard["on"] and event in ("socket.connect", "socket.getaddrinfo"):
+        _guard["attempts"].append((event, args[1] if len(args) > 1 else args))
+        raise ConnectionRefusedError(f"network access during an offline test: {event} {args[1:]}")
+
+
+sys.addaudithook(_refuse_sockets)  # audit hooks cannot be removed; the flag turns it off
+
+
+@contextmanager
+def no_network():
+    """Fails any socket connect or name lookup inside the block, including
+    ones made from C code, and records the attempt even if it was swallowed."""
+    _guard["on"], _guard["attempts"] = True, []
+    try:
+        yield _guard["attempts"]
+    finally:
+        _guard["on"] = False
+
+
+# ------------------------------------------------------------ fixtures
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny-sd")
+    build_pipeline(TINY_CONFIG).save_pretrained(folder)
+    return folder
+
+
+def tiny_sdxl(folder: Path) -> None:
+    """A randomly initialised SDXL-shaped pipeline: two text encoders (the
+    second with a projection), text-time added conditioning."""
+    torch.manual_seed(0)
+    text_config = dict(hidden_size=32, intermediate_size=64, num_attention_heads=2, num_hidden_layers=2,
+                       vocab_size=len(build_tokenizer()), max_position_embeddings=24, projection_dim=32)
+    unet = UNet2DConditionModel(
+        sample_size=16, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4), use_linear_projection=True, transformer_layers_per_block=(1, 2),
+        addition_embed_type="text_time", addition_time_embed_dim=8,
+        projection_class_embeddings_input_dim=6 * 8 + 32, cross_attention_dim=64, norm_num_groups=8,
+    )
+    vae = AutoencoderKL(
+        block_out_channels=(16, 32), down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=8, sample_size=32,
+    )
+    StableDiffusionXLPipeline(
+        vae=vae,
+        text_encoder=CLIPTextModel(CLIPTextConfig(**text_config)),
+        text_encoder_2=CLIPTextModelWithProjection(CLIPTextConfig(**text_config)),
+        tokenizer=build_tokenizer(),
+        tokenizer_2=build_tokenizer(),
+        unet=unet,
+        scheduler=EulerDiscreteScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                                         timestep_spacing="leading", steps_offset=1),
+    ).save_pretrained(folder)
+
+
+# ------------------------------------------------------------ tests
+
+
+def test_network_guard_really_refuses_connections():
+    with no_network() as attempts, pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", 9), timeout=1)
+    assert attempts
+
+
+def test_load_and_sample_never_touch_the_network(tiny_folder):
+    with no_network() as attempts:
+        pipe = load_pipeline(tiny_folder)
+        image = generate(pipe, PROMPT, seed=1, steps=3)[0]
+    assert attempts == []
+    assert isinstance(pipe, StableDiffusionPipeline)
+    assert image.size == (32, 32)
+
+
+def test_saved_pipeline_loads_with_identical_weights(tmp_path):
+    torch.manual_seed(1)
+    original = build_pipeline(TINY_CONFIG)
+    original.save_pretrained(tmp_path)
+    loaded = load_pipeline(tmp_path, device="cpu")
+    for name in ("unet", "vae", "text_encoder"):
+        expected, actual = getattr(original, name).state_dict(), getattr(loaded, name).state_dict()
+        assert expected.keys() == actual.keys()
+        for key in expected:
+            assert torch.equal(expected[key], actual[key]), f"{name}.{key}"
+    assert loaded.tokenizer(PROMPT).input_ids == original.tokenizer(PROMPT).input_ids
+    assert type(loaded.scheduler) is type(original.scheduler)
+    assert {k: loaded.scheduler.config[k] for k in NOISE_SCHEDULE} == NOISE_SCHEDULE
+    assert loaded.unet.dtype == torch.float32 and loaded.device.type == "cpu"
+
+
+def test_plain_diffusers_loads_the_folder_offline(tiny_folder):
+    pipe = StableDiffusionPipeline.from_pretrained(tiny_folder, local_files_only=True)
+    assert pipe.safety_checker is None and pipe.tokenizer.model_max_length == 24
+
+
+def test_dtype_is_fp32_on_cpu_and_half_on_cuda():
+    assert pick_dtype(torch.device("cpu")) == torch.float32
+    assert pick_dtype(torch.device("cpu"), torch.bfloat16) == torch.bfloat16
+    if torch.cuda.is_available():
+        assert pick_dtype(torch.device("cuda")) in (torch.float16, torch.bfloat16)
+
+
+def test_sdxl_shaped_folder_samples_through_the_same_loader(tmp_path):
+    tiny_sdxl(tmp_path)
+    with no_network() as attempts:
+        pipe = load_pipeline(tmp_path)
+        images = generate(pipe, [PROMPT, "a green moon"], seed=0, steps=2)
+    assert attempts == []
+    assert isinstance(pipe, StableDiffusionXLPipeline)
+    assert [image.size for image in images] == [(32, 32), (32, 32)]
+    assert np.asarray(images[0]).std() > 0
+
+
+def test_unknown_folders_are_refused_clearly(tmp_path):
+    with pytest.raises(FileNotFoundError, match="model_index.json"):
+        load_pipeline(tmp_path)
+    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "FluxPipeline"}))
+    with pytest.raises(ValueError, match="unsupported pipeline 'FluxPipeline'"):
+        load_pipeline(tmp_path)
+
+
+def test_sampling_cli_writes_byte_identical_pngs_for_the_same_seed(tiny_folder, tmp_path, capsys):
+    common = ["--model", str(tiny_folder), "--prompt", PROMPT, "--steps", "3", "--count", "2"]
+    with no_network() as attempts:
+        first = sample.main([*common, "--seed", "5", "--out", str(tmp_path / "a.png")])
+        second = sample.main([*common, "--seed", "5", "--out", str(tmp_path / "b.png")])
+        other = sample.main([*common, "--seed", "6", "--count", "1", "--out", str(tmp_path / "c.png")])
+    assert attempts == []
+    assert [r["path"] for r in first] == [str(tmp_path / "a-5.png"), str(tmp_path / "a-6.png")]
+    for a, b in zip(first, second):
+        assert Path(a["path"]).read_bytes() == Path(b["path"]).read_bytes()
+    assert Path(first[0]["path"]).read_bytes() != Path(first[1]["path"]).read_bytes()
+    # Image i of a batch is image 0 of a run started at its seed.
+    assert Path(first[1]["path"]).read_bytes() == Path(other[0]["path"]).read_bytes()
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(lines) == 5 and lines[0]["seed"] == 5 and lines[0]["steps"] == 3 and lines[0]["seconds"] > 0
+
+
+def test_sampling_cli_upscales_on_request_and_says_so(tiny_folder, tmp_path):
+    record = sample.main(["--model", str(tiny_folder), "--prompt", PROMPT, "--steps", "2", "--upscale", "4",
+                          "--out", str(tmp_path / "big.png")])[0]
+    assert record["native_size"] == [32, 32] and record["size"] == [128, 128]
+    assert record["upscaled"] == "nearest x4"
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--model", "/nonexistent/model"], "no model_index.json"),
+        (["--steps", "0"], "at least 1"),
+        (["--lora", "/nonexistent/lora"], "--lora /nonexistent/lora: no such folder"),
+    ],
+)
+def test_sampling_cli_rejects_bad_arguments_in_one_line(tiny_folder, tmp_path, capsys, arguments, message):
+    base = ["--model", str(tiny_folder), "--prompt", PROMPT, "--out", str(tmp_path / "x.png")]
+    with pytest.raises(SystemExit) as exit_info:
+        sample.main(base + arguments)
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert message in error
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_builtin_model_path_is_inside_the_package():
+    assert BUILTIN_BASE_MODEL.name == "base_model" and BUILTIN_BASE_MODEL.parent.name == "ml"
