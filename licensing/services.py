@@ -251,7 +251,7 @@ def work_opt_in(*, work, actor):
     """Grant consent for one eligible work under the current terms; idempotent when already granted under them."""
     with transaction.atomic():
         terms = _current_training_terms()
-        work = Work.objects.select_for_update().select_related("current_consent").get(pk=work.pk)
+        work = Work.objects.select_for_update(of=("self",)).select_related("current_consent").get(pk=work.pk)
         reason = work.ineligible_reason
         if reason:
             raise LicensingError(str(reason), code="not_eligible")
@@ -268,7 +268,7 @@ def works_opt_in_eligible(*, artist, actor):
     events = []
     with transaction.atomic():
         terms = _current_training_terms()
-        for work in Work.objects.select_for_update().select_related("current_consent").filter(
+        for work in Work.objects.select_for_update(of=("self",)).select_related("current_consent").filter(
             artist=artist, status=Work.Status.ACTIVE
         ):
             if not work.is_eligible or (work.is_opted_in and work.current_consent.terms_id == terms.pk):
@@ -292,7 +292,7 @@ def works_withdraw(*, works, actor, reason=""):
     events = []
     with transaction.atomic():
         terms = ConsentTerms.current(ConsentTerms.Kind.TRAINING)
-        locked = Work.objects.select_for_update().select_related("current_consent").filter(
+        locked = Work.objects.select_for_update(of=("self",)).select_related("current_consent").filter(
             pk__in=[work.pk for work in works]
         ).order_by("pk")
         for work in locked:

@@ -35,6 +35,16 @@ def page(monkeypatch):
 
 
 def test_artist_uploads_twenty_captioned_works_opts_in_withdraws_one_and_sees_history(live_server, page, tmp_path):
+    from licensing.hooks import replaced_withdrawal_receiver
+    from tests.licensing.conftest import Receiver
+
+    receiver = Receiver()
+    with replaced_withdrawal_receiver(receiver):
+        run_flow(live_server, page, tmp_path)
+    assert len(receiver.calls) == 1 and receiver.calls[0]["in_atomic_block"]
+
+
+def run_flow(live_server, page, tmp_path):
     ConsentTermsFactory(kind="training", version=1)
     artist = ArtistFactory()
     files = []
