@@ -1,5 +1,6 @@
 """The works, consent and snapshot API; thin views over licensing.services and licensing.selectors."""
 
+from django.conf import settings
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
@@ -52,9 +53,9 @@ class WorkViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Updat
         form.is_valid(raise_exception=True)
         upload = form.validated_data["image"]
         try:
-            if upload.size is not None and upload.size > services.settings.WORK_MAX_BYTES:
+            if upload.size is not None and upload.size > settings.WORK_MAX_BYTES:
                 raise ImageRefused(
-                    f"The file is {upload.size} bytes; the limit is {services.settings.WORK_MAX_BYTES} bytes."
+                    f"The file is {upload.size} bytes; the limit is {settings.WORK_MAX_BYTES} bytes."
                 )
             result = services.work_upload(
                 artist=request.user.artist, data=upload.read(), filename=upload.name or "",
