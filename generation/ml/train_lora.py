@@ -1,0 +1,155 @@
+"""Trains a style LoRA adapter on a folder of captioned images, without Django.
+
+    python -m generation.ml.train_lora [--base DIR] --data DIR --out DIR
+        [--preset quick|standard|thorough] [--steps N] [--rank R] [--seed S]
+
+The data folder holds images (png, jpg, jpeg, webp, gif, bmp, tif, tiff)
+each with a caption in a text file of the same name (`cat.png` + `cat.txt`).
+Images of any size are centre-cropped and resized to the base model's
+resolution. Progress goes to stderr; the last line on stdout is JSON with the
+weights path, sha256, steps, final loss and seconds. Running the same command
+again with the same --work folder resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+
+
+class DataFolderError(ValueError):
+    pass
+
+
+def read_data_folder(folder) -> list:
+    """TrainingExamples from images with same-named .txt captions, sorted by name."""
+    from .lora_training import TrainingExample
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataFolderError(f"data folder not found: {folder}")
+    images = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not images:
+        raise DataFolderError(f"no images in {folder} (expected {', '.join(sorted(IMAGE_SUFFIXES))} files)")
+    missing = [p.name for p in images if not p.with_suffix(".txt").is_file()]
+    if missing:
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise DataFolderError(f"{len(missing)} image(s) without a .txt caption: {shown}")
+    examples = []
+    for path in images:
+        caption = " ".join(path.with_suffix(".txt").read_text(encoding="utf-8").split())
+        if not caption:
+            raise DataFolderError(f"empty caption in {path.with_suffix('.txt').name}")
+        examples.append(TrainingExample(str(path), caption))
+    return examples
+
+
+class PrintingCallbacks:
+    """Progress lines on stderr, about every 5% of the steps."""
+
+    def __init__(self, stream=None):
+        self.stream = stream
+
+    def _print(self, line: str) -> None:
+        print(line, file=self.stream or sys.stderr, flush=True)
+
+    def on_progress(self, step, total, loss, eta_seconds):
+        every = max(1, total // 20)
+        if step % every == 0 or step == total or step == 1:
+            eta = f"{eta_seconds:.0f} s" if eta_seconds is not None else "?"
+            self._print(f"step {step}/{total}  loss {loss:.4f}  eta {eta}")
+
+    def on_preview(self, step, images):
+        self._print(f"step {step}: {len(images)} preview images")
+
+    def on_checkpoint(self, step):
+        pass
+
+    def should_cancel(self):
+        return False
+
+    def on_log(self, line):
+        self._print(line)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from . import BUILTIN_BASE_MODEL
+
+    parser = argparse.ArgumentParser(prog="python -m generation.ml.train_lora",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("--base", type=Path, default=BUILTIN_BASE_MODEL,
+                        help="diffusers model folder (default: the built-in base model)")
+    parser.add_argument("--data", type=Path, required=True, help="folder of images with .txt captions")
+    parser.add_argument("--out", type=Path, required=True, help="adapter folder to write")
+    parser.add_argument("--preset", choices=("quick", "standard", "thorough"), default="standard")
+    parser.add_argument("--steps", type=int, help="override the preset's steps")
+    parser.add_argument("--rank", type=int, help="override the preset's rank (alpha follows it)")
+    parser.add_argument("--alpha", type=int, help="override the LoRA alpha")
+    parser.add_argument("--batch-size", type=int, help="override the preset's batch size")
+    parser.add_argument("--learning-rate", type=float, help="override the preset's learning rate")
+    parser.add_argument("--resolution", type=int, help="training size in px (default: the base's own)")
+    parser.add_argument("--train-text-encoder", action="store_true", help="also train a text-encoder LoRA")
+    parser.add_argument("--seed", type=int, help="random seed (default 0)")
+    parser.add_argument("--work", type=Path, help="cache and checkpoint folder (default: <out>.work)")
+    parser.add_argument("--device", help="cuda, cpu, ... (default: CUDA when present)")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
+    args = parser.parse_args(argv)
+
+    for name in ("steps", "rank", "alpha", "batch_size", "resolution", "threads"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if not (args.base / "model_index.json").is_file():
+        parser.error(f"--base {args.base}: not a diffusers model folder (no model_index.json)")
+    try:
+        examples = read_data_folder(args.data)
+    except DataFolderError as exc:
+        parser.error(f"--data: {exc}")
+
+    import torch
+
+    from .lora_training import BaseModelError, TrainingDataError, base_kind_of, preset_config, train_lora
+
+    torch.set_num_threads(args.threads)
+    try:
+        kind = base_kind_of(args.base)
+    except BaseModelError as exc:
+        parser.error(f"--base: {exc}")
+    overrides = dict(steps=args.steps, rank=args.rank, alpha=args.alpha if args.alpha else args.rank,
+                     batch_size=args.batch_size, learning_rate=args.learning_rate, resolution=args.resolution,
+                     seed=args.seed, train_text_encoder=args.train_text_encoder or None)
+    try:
+        config = preset_config(args.preset, kind, **overrides)
+    except ValueError as exc:
+        parser.error(str(exc))
+    work = args.work or args.out.with_name(args.out.name + ".work")
+    callbacks = PrintingCallbacks()
+    try:
+        result = train_lora(base_path=args.base, examples=examples, out_dir=args.out, config=config,
+                            work_dir=work, callbacks=callbacks, device=args.device)
+    except (BaseModelError, TrainingDataError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2)
+    summary = {
+        "weights_path": result.weights_path,
+        "sha256": result.sha256,
+        "steps": result.steps,
+        "final_loss": round(result.final_loss, 6),
+        "seconds": round(result.seconds, 2),
+        "encode_seconds": round(result.encode_seconds, 2),
+        "train_seconds": round(result.train_seconds, 2),
+        "resumed_from_step": result.resumed_from_step,
+        "base_kind": kind,
+        "preset": args.preset,
+        "config": config.to_dict(),
+    }
+    print(json.dumps(summary))
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,315 @@
+"""The style LoRA training loop, its adapters and its CLI, on a tiny randomly
+initialised model of the built-in base's shape (a step takes milliseconds)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+
+from generation.ml import lora_training as lt
+from generation.ml import scenes
+from generation.ml.architecture import TINY_CONFIG, build_pipeline
+from generation.ml.lora_training import (
+    LoraTrainingConfig,
+    TrainingCallbacks,
+    TrainingCancelled,
+    TrainingExample,
+    apply_adapters,
+    disable_adapters,
+    load_base_pipeline,
+    train_lora,
+)
+from generation.ml.train_lora import main as cli_main
+
+# One thread: these models are tiny, and on a 2-core machine shared with other
+# work two OpenMP threads can run ten times slower than one.
+torch.set_num_threads(1)
+
+PROMPTS = ["a red star on a blue background, top left", "a yellow house on a green background, centre"]
+
+
+@pytest.fixture(scope="module")
+def tiny_base(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny-base")
+    build_pipeline(TINY_CONFIG).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def works(tmp_path_factory) -> list[TrainingExample]:
+    """Twelve pastel-outline works; some larger than the base's 32 px and not square."""
+    folder = tmp_path_factory.mktemp("works")
+    examples = []
+    for i in range(12):
+        drawing = scenes.illustration(500 + i, "pastel-outline")
+        image = drawing.image
+        if i % 3 == 0:
+            image = image.resize((96, 64), 0)
+        path = folder / f"work{i:02d}.png"
+        image.save(path)
+        (folder / f"work{i:02d}.txt").write_text(drawing.caption)
+        examples.append(TrainingExample(str(path), drawing.caption))
+    return examples
+
+
+def config(**kw) -> LoraTrainingConfig:
+    base = dict(rank=4, alpha=4, learning_rate=5e-3, steps=12, batch_size=4, checkpoint_every=5,
+                preview_every=0, seed=0)
+    base.update(kw)
+    return LoraTrainingConfig(**base)
+
+
+def images_of(pipe, prompts=PROMPTS, seed=0) -> np.ndarray:
+    generators = [torch.Generator().manual_seed(seed + i) for i in range(len(prompts))]
+    out = pipe(prompt=prompts, generator=generators, num_inference_steps=4, guidance_scale=3.0,
+               output_type="np").images
+    return np.asarray(out)
+
+
+def probe_loss(pipe, work_dir: Path, seed: int = 123) -> float:
+    """The noise-prediction loss on fixed latents, noise and timesteps: the
+    training loss without its sampling noise."""
+    from diffusers import DDPMScheduler
+
+    cache = torch.load(work_dir / "cache.pt", weights_only=True)
+    g = torch.Generator().manual_seed(seed)
+    latents = cache["mean"] * pipe.vae.config.scaling_factor
+    latents = latents.repeat(4, 1, 1, 1)
+    embeds = cache["embeds"].repeat(4, 1, 1)
+    scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    noise = torch.randn(latents.shape, generator=g)
+    t = torch.randint(0, 1000, (latents.shape[0],), generator=g)
+    target = scheduler.get_velocity(latents, noise, t)
+    with torch.no_grad():
+        pred = pipe.unet(scheduler.add_noise(latents, noise, t), t, embeds).sample
+    return float(torch.nn.functional.mse_loss(pred, target))
+
+
+def test_training_lowers_the_loss_and_the_adapter_changes_the_output(tiny_base, works, tmp_path):
+    progress, logs = [], []
+
+    class Recorder(TrainingCallbacks):
+        def on_progress(self, step, total, loss, eta):
+            progress.append((step, total, loss, eta))
+
+        def on_log(self, line):
+            logs.append(line)
+
+    result = train_lora(base_path=tiny_base, examples=works, out_dir=tmp_path / "adapter",
+                        config=config(steps=40, learning_rate=1e-2), work_dir=tmp_path / "work", callbacks=Recorder())
+    assert result.steps == 40 and len(result.losses) == 40 and result.resumed_from_step == 0
+    assert [p[0] for p in progress] == list(range(1, 41)) and all(p[1] == 40 for p in progress)
+    assert progress[-1][3] == 0 and all(p[3] is not None and p[3] >= 0 for p in progress[1:])
+    assert any("encoded 12 works" in line for line in logs)
+    weights = Path(result.weights_path)
+    assert weights == (tmp_path / "adapter" / lt.WEIGHTS_NAME).resolve() and weights.is_file()
+    assert result.sha256 == lt.sha256_file(weights)
+
+    pipe = load_base_pipeline(tiny_base)
+    before_loss = probe_loss(pipe, tmp_path / "work")
+    before = images_of(pipe)
+    apply_adapters(pipe, [("style", result.weights_path, 1.0)])
+    after_loss = probe_loss(pipe, tmp_path / "work")
+    after = images_of(pipe)
+    assert after_loss < 0.95 * before_loss, (before_loss, after_loss)
+    assert np.abs(after - before).mean() > 1e-3
+    # Scale 0 and disabling both give the base's output back exactly.
+    disable_adapters(pipe)
+    assert np.array_equal(images_of(pipe), before)
+    apply_adapters(pipe, [("style", result.weights_path, 1.0)])
+    assert np.array_equal(images_of(pipe), after)
+
+
+def test_same_seed_same_adapter_and_images_other_seed_differs(tiny_base, works, tmp_path):
+    runs = [train_lora(base_path=tiny_base, examples=works, out_dir=tmp_path / f"a{i}", config=config(seed=seed),
+                       work_dir=tmp_path / f"w{i}") for i, seed in enumerate((7, 7, 8))]
+    assert runs[0].sha256 == runs[1].sha256 != runs[2].sha256
+    assert Path(runs[0].weights_path).read_bytes() == Path(runs[1].weights_path).read_bytes()
+    assert runs[0].losses == runs[1].losses
+    outputs = []
+    for run in runs[:2]:
+        pipe = load_base_pipeline(tiny_base)
+        apply_adapters(pipe, [("s", run.weights_path, 1.0)])
+        outputs.append(images_of(pipe))
+    assert np.array_equal(outputs[0], outputs[1])
+
+
+def test_alpha_different_from_rank_survives_save_and_load(tiny_base, works, tmp_path):
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
+
+    cfg = config(rank=4, alpha=16)
+    result = train_lora(base_path=tiny_base, examples=works, out_dir=tmp_path / "adapter", config=cfg,
+                        work_dir=tmp_path / "work")
+    with safe_open(result.weights_path, "pt") as handle:
+        metadata = handle.metadata()
+    stored = json.loads(metadata["lora_adapter_metadata"])
+    assert stored["unet.lora_alpha"] == 16 and stored["unet.r"] == 4
+
+    # The trained weights in memory (from the final checkpoint), on a fresh base.
+    checkpoint = torch.load(tmp_path / "work" / lt.CHECKPOINT_NAME, weights_only=False)
+    in_memory = load_base_pipeline(tiny_base)
+    in_memory.unet.add_adapter(LoraConfig(r=4, lora_alpha=16, init_lora_weights="gaussian", target_modules=lt.UNET_TARGETS))
+    set_peft_model_state_dict(in_memory.unet, checkpoint["lora"]["unet"])
+    expected = images_of(in_memory)
+
+    reloaded = load_base_pipeline(tiny_base)
+    apply_adapters(reloaded, [("s", result.weights_path, 1.0)])
+    assert np.array_equal(images_of(reloaded), expected)
+
+    # The same weights saved without the metadata load with alpha = rank: the
+    # output differs, so the comparison above could have failed.
+    bare = tmp_path / "bare"
+    StableDiffusionPipeline.save_lora_weights(
+        str(bare), unet_lora_layers=convert_state_dict_to_diffusers(get_peft_model_state_dict(in_memory.unet)))
+    lossy = load_base_pipeline(tiny_base)
+    apply_adapters(lossy, [("s", bare / lt.WEIGHTS_NAME, 1.0)])
+    assert not np.allclose(images_of(lossy), expected, atol=1e-4)
+
+
+class CancelAt(TrainingCallbacks):
+    def __init__(self, step):
+        self.stop_at, self.seen, self.checkpoints = step, 0, []
+
+    def on_progress(self, step, total, loss, eta):
+        self.seen = step
+
+    def on_checkpoint(self, step):
+        self.checkpoints.append(step)
+
+    def should_cancel(self):
+        return self.seen >= self.stop_at
+
+
+def test_cancel_leaves_a_checkpoint_and_resume_matches_an_uninterrupted_run(tiny_base, works, tmp_path):
+    cfg = config(steps=12, checkpoint_every=5)
+    callbacks = CancelAt(7)
+    with pytest.raises(TrainingCancelled):
+        train_lora(base_path=tiny_base, examples=works, out_dir=tmp_path / "adapter", config=cfg,
+                   work_dir=tmp_path / "work", callbacks=callbacks)
+    assert callbacks.checkpoints == [5, 7]
+    assert not (tmp_path / "adapter").exists()
+    checkpoint = torch.load(tmp_path / "work" / lt.CHECKPOINT_NAME, weights_only=False)
+    assert checkpoint["step"] == 7 and len(checkpoint["losses"]) == 7
+
+    resumed = train_lora(base_path=tiny_base, examples=works, out_dir=tmp_path / "adapter", config=cfg,
+                         work_dir=tmp_path / "work")
+    assert resumed.resumed_from_step == 7 and resumed.steps == 12 and len(resumed.losses) == 12
+
+    straight = train_lora(base_path=tiny_base, examples=works, out_dir=tmp_path / "straight", config=cfg,
+                          work_dir=tmp_path / "work2")
+    assert resumed.losses == straight.losses
+    assert resumed.sha256 == straight.sha256
+
+    # A checkpoint of another config is not resumed from.
+    other = train_lora(base_path=tiny_base, examples=works, out_dir=tmp_path / "other", config=config(steps=12, seed=3),
+                       work_dir=tmp_path / "work")
+    assert other.resumed_from_step == 0 and other.sha256 != straight.sha256
+
+
+def test_a_failed_save_leaves_no_partial_adapter(tiny_base, works, tmp_path, monkeypatch):
+    from diffusers import StableDiffusionPipeline
+
+    tmp_path = tmp_path / "own"  # a folder this test alone writes in
+
+    out = tmp_path / "adapter"
+    good = train_lora(base_path=tiny_base, examples=works, out_dir=out, config=config(steps=3), work_dir=tmp_path / "w")
+    good_bytes = Path(good.weights_path).read_bytes()
+
+    def broken_save(save_directory, **kwargs):
+        Path(save_directory, lt.WEIGHTS_NAME).write_bytes(b"half an adapter")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(StableDiffusionPipeline, "save_lora_weights", staticmethod(broken_save))
+    with pytest.raises(OSError, match="disk full"):
+        train_lora(base_path=tiny_base, examples=works, out_dir=out, config=config(steps=4), work_dir=tmp_path / "w2")
+    assert Path(good.weights_path).read_bytes() == good_bytes  # the previous adapter is untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adapter", "w", "w2"]  # no temporary folder left
+    with pytest.raises(OSError):
+        train_lora(base_path=tiny_base, examples=works, out_dir=tmp_path / "fresh", config=config(steps=4),
+                   work_dir=tmp_path / "w3")
+    assert not (tmp_path / "fresh").exists()
+
+
+def test_mixing_adapters_and_reloading_by_name(tiny_base, works, tmp_path):
+    a = train_lora(base_path=tiny_base, examples=works, out_dir=tmp_path / "a", config=config(seed=1, steps=8),
+                   work_dir=tmp_path / "wa")
+    b = train_lora(base_path=tiny_base, examples=works[:6], out_dir=tmp_path / "b", config=config(seed=2, steps=8),
+                   work_dir=tmp_path / "wb")
+    pipe = load_base_pipeline(tiny_base)
+    apply_adapters(pipe, [("a", a.weights_path, 1.0)])
+    only_a = images_of(pipe)
+    apply_adapters(pipe, [("a", a.weights_path, 0.5), ("b", b.weights_path, 0.5)])
+    mixed = images_of(pipe)
+    assert sorted(lt.loaded_adapters(pipe)) == ["a", "b"]
+    assert not np.array_equal(mixed, only_a)
+    apply_adapters(pipe, [("a", a.weights_path, 1.0)])
+    assert np.array_equal(images_of(pipe), only_a)
+    lt.remove_adapter(pipe, "a")
+    assert sorted(lt.loaded_adapters(pipe)) == ["b"]
+
+
+def test_config_round_trip_presets_and_validation(tiny_base):
+    cfg = lt.preset_config("standard", "builtin", steps=10, seed=4)
+    data = json.loads(json.dumps(cfg.to_dict()))
+    assert LoraTrainingConfig.from_dict(data) == cfg and cfg.steps == 10 and cfg.seed == 4
+    for kind in ("builtin", "sd"):
+        assert set(lt.PRESETS[kind]) == {"quick", "standard", "thorough"}
+    assert lt.PRESETS["builtin"]["quick"].steps < lt.PRESETS["builtin"]["standard"].steps < lt.PRESETS["builtin"]["thorough"].steps
+    assert lt.base_kind_of(tiny_base) == "builtin"
+    with pytest.raises(ValueError, match="unknown preset"):
+        lt.preset_config("huge")
+    with pytest.raises(ValueError, match="rank must be at least 1"):
+        LoraTrainingConfig(rank=0, alpha=1, learning_rate=1e-3, steps=1, batch_size=1)
+    with pytest.raises(ValueError, match="unknown training setting"):
+        LoraTrainingConfig.from_dict({**cfg.to_dict(), "bogus": 1})
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def test_cli_trains_and_prints_json(tiny_base, works, tmp_path, capsys):
+    data = Path(works[0].image_path).parent
+    summary = cli_main(["--base", str(tiny_base), "--data", str(data), "--out", str(tmp_path / "adapter"),
+                        "--preset", "quick", "--steps", "6", "--rank", "4", "--seed", "3", "--threads", "1"])
+    out, err = capsys.readouterr()
+    printed = json.loads(out.strip().splitlines()[-1])
+    assert printed == json.loads(json.dumps(summary))
+    assert printed["steps"] == 6 and printed["config"]["rank"] == 4 and printed["config"]["seed"] == 3
+    assert printed["sha256"] == lt.sha256_file(printed["weights_path"])
+    assert "step 6/6" in err
+
+
+@pytest.mark.parametrize("case, message", [
+    ("missing", "data folder not found"),
+    ("empty", "no images in"),
+    ("uncaptioned", "1 image(s) without a .txt caption: b.png"),
+    ("bad-base", "not a diffusers model folder"),
+])
+def test_cli_errors_are_one_line(case, message, tiny_base, tmp_path, capsys):
+    data = tmp_path / "data"
+    base = tiny_base
+    if case != "missing":
+        data.mkdir()
+    if case in ("uncaptioned", "bad-base"):
+        scenes.illustration(1).image.save(data / "a.png")
+        (data / "a.txt").write_text("a red star")
+        scenes.illustration(2).image.save(data / "b.png")
+        if case == "bad-base":
+            (data / "b.txt").write_text("a blue moon")
+            base = tmp_path / "not-a-model"
+            base.mkdir()
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["--base", str(base), "--data", str(data), "--out", str(tmp_path / "adapter")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert message in err[-1]
+    assert not (tmp_path / "adapter").exists()
