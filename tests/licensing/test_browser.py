@@ -17,6 +17,8 @@ CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-backg
 def page(monkeypatch):
     from playwright.sync_api import sync_playwright
 
+    from django.db import connections
+
     # Playwright's sync API runs an event loop in this thread; the test's own ORM checks are still synchronous.
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
@@ -32,6 +34,14 @@ def page(monkeypatch):
         page.failed = failed
         yield page
         browser.close()
+    if connections["default"].vendor == "postgresql":
+        # The live server's request threads keep their connections (CONN_MAX_AGE); end them so the test
+        # database can be dropped when the run ends.
+        with connections["default"].cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
 
 
 def test_artist_uploads_twenty_captioned_works_opts_in_withdraws_one_and_sees_history(live_server, page, tmp_path):
