@@ -554,6 +554,7 @@ def save_adapter(pipe, config: LoraTrainingConfig, out_dir) -> tuple[str, str]:
     out = Path(out_dir).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    tmp.chmod(0o755)  # mkdtemp's 0700 would hide the adapter from a server running as another user
     old = None
     try:
         kwargs: dict[str, Any] = {
@@ -626,14 +627,13 @@ def _previews(pipe, config: LoraTrainingConfig, device, resolution: int) -> list
 
 
 def train_lora(*, base_path, examples: list[TrainingExample], out_dir, config: LoraTrainingConfig,
-               work_dir, callbacks: TrainingCallbacks | None = None, device=None, dtype=None,
-               pipe=None) -> LoraTrainingResult:
+               work_dir, callbacks: TrainingCallbacks | None = None, device=None,
+               dtype=None) -> LoraTrainingResult:
     """Trains one style adapter; see the module docstring.
 
     `work_dir` keeps the encoded cache and the latest checkpoint; a call with
-    the same base, data and config resumes from that checkpoint. `pipe` may
-    pass an already loaded base pipeline (it gets the LoRA layers added and
-    removed again)."""
+    the same base, data and config resumes from that checkpoint. `device` and
+    `dtype` default to CUDA in bf16/fp16 when present, else the CPU in fp32."""
     started = time.perf_counter()
     callbacks = callbacks or TrainingCallbacks()
     log = callbacks.on_log
@@ -643,12 +643,7 @@ def train_lora(*, base_path, examples: list[TrainingExample], out_dir, config: L
     work.mkdir(parents=True, exist_ok=True)
 
     device, dtype = choose_device_and_dtype(device, dtype)
-    own_pipe = pipe is None
-    if own_pipe:
-        pipe = load_base_pipeline(base_path, device, dtype)
-    else:
-        device = pipe.unet.device
-        dtype = pipe.unet.dtype
+    pipe = load_base_pipeline(base_path, device, dtype)
     native = _native_resolution(dict(pipe.unet.config), dict(pipe.vae.config))
     resolution = config.resolution or native
     latent_factor = native // (pipe.unet.config.sample_size if not isinstance(pipe.unet.config.sample_size, (list, tuple))
@@ -806,20 +801,11 @@ def train_lora(*, base_path, examples: list[TrainingExample], out_dir, config: L
     final_loss = float(sum(tail) / len(tail)) if tail else float("nan")
     seconds = time.perf_counter() - started
     log(f"saved {weights_path} (sha256 {digest[:12]}), final loss {final_loss:.4f}, {seconds:.1f} s")
-    if not own_pipe:
-        remove_training_lora(pipe)
     return LoraTrainingResult(
         weights_path=weights_path, sha256=digest, steps=step, final_loss=final_loss, losses=losses,
         seconds=seconds, resumed_from_step=resumed_from, trainable_parameters=trainable,
         encode_seconds=encode_seconds, train_seconds=train_seconds,
     )
-
-
-def remove_training_lora(pipe) -> None:
-    """Takes the training adapter off a pipeline that was passed in."""
-    for module in (pipe.unet, pipe.text_encoder, getattr(pipe, "text_encoder_2", None)):
-        if module is not None and getattr(module, "peft_config", None) and "default" in module.peft_config:
-            module.delete_adapters("default") if hasattr(module, "delete_adapters") else None
 
 
 # ---------------------------------------------------------------- using adapters

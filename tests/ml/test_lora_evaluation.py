@@ -1,0 +1,127 @@
+"""The style distance, evaluate_style and the demo styles build, on a tiny
+randomly initialised model of the built-in base's shape."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from generation.ml import demo_styles, scenes
+from generation.ml import style_metrics as sm
+from generation.ml.architecture import TINY_CONFIG, build_pipeline
+from generation.ml.evaluate_style import evaluate_style
+from generation.ml.evaluate_style import main as evaluate_main
+from generation.ml.lora_training import LoraTrainingConfig, sha256_file, train_lora
+from generation.ml.train_lora import read_data_folder
+
+torch.set_num_threads(1)  # tiny models; see test_lora_training.py
+
+STYLES = ["plain", *scenes.DEMO_STYLES]
+
+
+def drawn(style: str, first_seed: int, count: int = 16) -> list[Image.Image]:
+    return [scenes.illustration(first_seed + i, style).image for i in range(count)]
+
+
+def test_style_distance_ranks_a_styles_own_works_closest():
+    sets_a = {style: sm.summarise(drawn(style, 100)) for style in STYLES}
+    sets_b = {style: sm.summarise(drawn(style, 900)) for style in STYLES}
+    for style in STYLES:
+        own = sm.style_distance(sets_a[style], sets_b[style])
+        for other in STYLES:
+            if other != style:
+                assert own < sm.style_distance(sets_a[style], sets_b[other]), (style, other)
+
+
+def test_style_distance_ignores_size_and_is_symmetric():
+    small = drawn("pixel-art", 5, 8)
+    large = [im.resize((256, 256), Image.Resampling.NEAREST) for im in small]
+    assert sm.style_distance(small, large) == pytest.approx(0.0, abs=1e-9)
+    a, b = drawn("ink-hatching", 5, 8), drawn("pastel-outline", 5, 8)
+    assert sm.style_distance(a, b) == pytest.approx(sm.style_distance(b, a))
+    assert sm.style_distance(a, b) > 0.5
+
+
+@pytest.fixture(scope="module")
+def tiny_setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("evaluation")
+    torch.manual_seed(0)
+    build_pipeline(TINY_CONFIG).save_pretrained(root / "base")
+    works = root / "works"
+    demo_styles.draw_evaluation_works("pastel-outline", works, 6)
+    config = LoraTrainingConfig(rank=4, alpha=4, learning_rate=1e-2, steps=10, batch_size=4, preview_every=0)
+    train_lora(base_path=root / "base", examples=read_data_folder(works), out_dir=root / "adapter",
+               config=config, work_dir=root / "work")
+    return root
+
+
+def test_evaluate_style_reports_distances_bound_and_adherence(tiny_setup):
+    root = tiny_setup
+    result = evaluate_style(base=root / "base", lora=root / "adapter", works=root / "works", n=4, steps=3,
+                            style="pastel-outline")
+    distance = result["style_distance"]
+    for key in ("base_to_works", "lora_to_works", "vae_bound", "works_half_to_half"):
+        assert set(distance[key]) == {"palette", "texture", "total"}
+        assert distance[key]["total"] == pytest.approx(distance[key]["palette"] + distance[key]["texture"], abs=2e-4)
+    assert distance["fraction_closed"] == pytest.approx(
+        1 - distance["lora_to_works"]["total"] / distance["base_to_works"]["total"], abs=1e-3)
+    assert result["style_prompts"] == "works' captions" and result["n_style_samples"] == 6
+    adherence = result["caption_adherence"]
+    assert 0 <= adherence["base"]["points"] <= 100 and set(adherence["base"]["accuracy"]) == {
+        "colour", "background", "position", "shape"}
+    assert adherence["drop_points"] == pytest.approx(adherence["base"]["points"] - adherence["lora"]["points"], abs=0.02)
+    # The classifier reads the style's own drawings of the captions well on position and shape.
+    in_style = adherence["works_in_style_same_captions"]["accuracy"]
+    assert in_style["position"] == 1.0 and "style_aware" in adherence
+
+    # At strength 0 the LoRA's samples are the base's: nothing is closed.
+    zero = evaluate_style(base=root / "base", lora=root / "adapter", works=root / "works", n=4, steps=3, scale=0.0)
+    assert zero["style_distance"]["lora_to_works"] == zero["style_distance"]["base_to_works"]
+    assert zero["style_distance"]["fraction_closed"] == 0.0
+
+
+def test_evaluate_style_cli_errors(tiny_setup, tmp_path, capsys):
+    root = tiny_setup
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate_main(["--base", str(root / "base"), "--lora", str(tmp_path), "--works", str(root / "works")])
+    assert exit_info.value.code == 2 and "no pytorch_lora_weights.safetensors" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        evaluate_main(["--base", str(root / "base"), "--lora", str(root / "adapter"), "--works", str(tmp_path / "x")])
+    assert "works folder not found" in capsys.readouterr().err
+
+
+def test_demo_works_are_deterministic_and_upload_sized(tmp_path):
+    first = demo_styles.draw_works("ink-hatching", tmp_path / "a", 4)
+    second = demo_styles.draw_works("ink-hatching", tmp_path / "b", 4)
+    assert first == second
+    other = demo_styles.draw_works("pixel-art", tmp_path / "c", 4)
+    assert {w["sha256"] for w in first}.isdisjoint({w["sha256"] for w in other})
+    for work in first:
+        path = tmp_path / "a" / Path(work["file"]).name
+        assert Image.open(path).size == (256, 256)
+        assert path.with_suffix(".txt").read_text().strip() == work["caption"]
+        assert sha256_file(path) == work["sha256"]
+
+
+def test_demo_style_build_writes_a_verifiable_manifest(tiny_setup, tmp_path):
+    root = tiny_setup
+    manifest = demo_styles.build_style("pixel-art", base=root / "base", out=tmp_path / "demo", n_works=6,
+                                       n_evaluation=4, evaluation_steps=2, steps=6, batch_size=4)
+    folder = tmp_path / "demo" / "pixel-art"
+    on_disk = json.loads((folder / "manifest.json").read_text())
+    assert on_disk == json.loads(json.dumps(manifest))
+    assert on_disk["artist"] == scenes.DEMO_STYLES["pixel-art"].artist and on_disk["bio"]
+    assert len(on_disk["works"]) == 6
+    for work in on_disk["works"]:
+        assert sha256_file(folder / work["file"]) == work["sha256"]
+    assert sha256_file(folder / on_disk["adapter"]["file"]) == on_disk["adapter"]["sha256"]
+    assert on_disk["base_model"]["sha256"]["unet/diffusion_pytorch_model.safetensors"] == sha256_file(
+        root / "base" / "unet" / "diffusion_pytorch_model.safetensors")
+    assert on_disk["training"]["steps"] == 6 and on_disk["training"]["config"]["steps"] == 6
+    assert "fraction_closed" in on_disk["evaluation"]["style_distance"]
+    # Nothing half-built is left beside the finished folder.
+    assert sorted(p.name for p in (tmp_path / "demo").iterdir()) == ["pixel-art"]
