@@ -295,7 +295,7 @@ def run_child(kind: str, args, scratch: Path, data: Path) -> dict:
         command += ["--reference", str(args.reference)]
         if args.reference_site:
             command += ["--reference-site", str(args.reference_site)]
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(os.environ, OMP_WAIT_POLICY=os.environ.get("OMP_WAIT_POLICY", "PASSIVE"), PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     completed = subprocess.run(command, capture_output=True, text=True, env=env, cwd=str(ROOT))
     lines = [line for line in completed.stdout.splitlines() if line.startswith("BENCH ")]
     if completed.returncode != 0 or not lines:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -192,6 +193,7 @@ def main(argv: list[str] | None = None) -> dict:
     if unknown or not slugs:
         parser.error(f"--styles: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(scenes.DEMO_STYLES)}")
 
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see train_lora.main
     import torch
 
     torch.set_num_threads(args.threads)

@@ -28,6 +28,10 @@ Without captions the held-out captions of `evaluate_base` are used.
 
 from __future__ import annotations
 
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads; see train_lora.main
+
 import argparse
 import json
 import sys
