@@ -4,3 +4,11 @@ from django.apps import AppConfig
 class GenerationConfig(AppConfig):
     name = "generation"
     verbose_name = "Generation"
+
+    def ready(self):
+        from licensing.hooks import register_withdrawal_receiver
+
+        from . import tasks  # noqa: F401  (connects the worker_ready recovery)
+        from .services import withdrawal_receiver
+
+        register_withdrawal_receiver(withdrawal_receiver)

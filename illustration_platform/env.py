@@ -5,6 +5,7 @@ variable, the bad value and what was expected; manage.py, the WSGI entry point
 and the Celery app print that sentence instead of a traceback.
 """
 
+import json
 import os
 from pathlib import Path
 from urllib.parse import urlparse
@@ -44,6 +45,23 @@ def env_int(name, default, minimum=None):
     if minimum is not None and value < minimum:
         raise ImproperlyConfigured(f"{name} must be at least {minimum}, got {value}.")
     return value
+
+
+def env_choice(name, default, choices):
+    raw = os.environ.get(name, default)
+    if raw not in choices:
+        raise ImproperlyConfigured(f"{name} must be one of {', '.join(sorted(choices))}, got {raw!r}.")
+    return raw
+
+
+def env_json(name, default):
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        return json.loads(raw)
+    except ValueError as error:
+        raise ImproperlyConfigured(f"{name} must be JSON ({error.msg} at character {error.pos}), got {raw!r}.") from None
 
 
 def env_list(name, default):

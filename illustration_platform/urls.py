@@ -11,6 +11,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", include("illustration_platform.api.urls")),
     path("account/", include("illustration_platform.accounts.urls")),
+    path("studio/style/", include("generation.urls")),
     path("studio/", include("licensing.urls")),
     path("", include("illustration_platform.site.urls")),
 ]

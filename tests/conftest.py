@@ -55,3 +55,15 @@ def api_client_for(api_client):
         return api_client
 
     return make
+
+
+def pytest_collection_modifyitems(items):
+    """Transactional tests (real workers, live server) restore what migrations put in the database.
+
+    A transactional test empties every table afterwards; the first consent terms ship in a data
+    migration, so without a serialized rollback later tests would find no terms.
+    """
+    for item in items:
+        marker = item.get_closest_marker("django_db")
+        if marker and marker.kwargs.get("transaction"):
+            item.add_marker(pytest.mark.django_db(**{**marker.kwargs, "serialized_rollback": True}), append=False)

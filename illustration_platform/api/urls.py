@@ -13,4 +13,5 @@ urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularSwaggerSplitView.as_view(url_name="api-schema"), name="api-docs"),
     path("", include("licensing.api.urls")),
+    path("", include("generation.api.urls")),
 ]

@@ -8,15 +8,18 @@ from pathlib import Path
 
 from django.utils.translation import gettext_lazy as _
 
+from generation.ml import BUILTIN_BASE_MODEL
 from illustration_platform.env import (
     env_bool,
     env_broker_url,
+    env_choice,
     env_database,
-    filesystem_broker_options,
     env_int,
+    env_json,
     env_list,
     env_path,
     env_str,
+    filesystem_broker_options,
 )
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
@@ -173,7 +176,19 @@ CELERY_TASK_ALWAYS_EAGER = False
 CELERY_TIMEZONE = TIME_ZONE
 
 # The base diffusion model: the built-in one unless a diffusers folder on disk is configured.
-BASE_MODEL = env_path("BASE_MODEL", BASE_DIR / "generation" / "ml" / "base_model")
+BASE_MODEL = env_path("BASE_MODEL", BUILTIN_BASE_MODEL)
+
+# Style training. Adapters and training work stay outside MEDIA_ROOT: they are never served as files.
+ADAPTER_ROOT = env_path("ADAPTER_ROOT", DATA_DIR / "adapters")
+TRAINING_WORK_ROOT = env_path("TRAINING_WORK_ROOT", DATA_DIR / "training")
+STYLE_MIN_WORKS = env_int("STYLE_MIN_WORKS", 10, minimum=1)
+# Per-preset changes to the training hyper-parameters, e.g. {"standard": {"steps": 600}}.
+TRAINING_PRESET_OVERRIDES = env_json("TRAINING_PRESET_OVERRIDES", {})
+TRAINING_MAX_ATTEMPTS = env_int("TRAINING_MAX_ATTEMPTS", 3, minimum=1)
+# A training job whose worker has not reported for this long is taken to be dead and is resumed.
+TRAINING_STALE_SECONDS = env_int("TRAINING_STALE_SECONDS", 60, minimum=1)
+# What happens to the weights of an adapter retired by a withdrawal: "keep" (for audit only) or "delete".
+RETIRED_ADAPTER_FILES = env_choice("RETIRED_ADAPTER_FILES", "keep", {"keep", "delete"})
 
 HEALTH_CHECK_TIMEOUT_SECONDS = env_int("HEALTH_CHECK_TIMEOUT_SECONDS", 3, minimum=1)
 

@@ -1,0 +1,53 @@
+from rest_framework import serializers
+
+from ..presentation import PRESET_CHOICES
+
+
+class PreviewSerializer(serializers.Serializer):
+    step = serializers.IntegerField()
+    prompt = serializers.CharField()
+    seed = serializers.IntegerField()
+    url = serializers.CharField()
+
+
+class TrainingStateSerializer(serializers.Serializer):
+    """One adapter version and its training, as the style page shows it."""
+
+    id = serializers.IntegerField()
+    number = serializers.IntegerField()
+    status = serializers.CharField()
+    preset = serializers.CharField()
+    step = serializers.IntegerField()
+    total_steps = serializers.IntegerField()
+    progress_percent = serializers.IntegerField()
+    eta_seconds = serializers.IntegerField(allow_null=True)
+    queue_position = serializers.IntegerField(allow_null=True)
+    losses = serializers.ListField(child=serializers.ListField(child=serializers.FloatField()))
+    final_loss = serializers.FloatField(allow_null=True)
+    previews = PreviewSerializer(many=True)
+    log_tail = serializers.CharField()
+    failure_reason = serializers.CharField()
+    retired_reason = serializers.CharField()
+    attempts = serializers.IntegerField()
+    cancel_requested = serializers.BooleanField()
+    work_count = serializers.IntegerField()
+    snapshot_fingerprint = serializers.CharField()
+    weights_sha256 = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    finished_at = serializers.DateTimeField(allow_null=True)
+
+
+class StyleSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    slug = serializers.CharField()
+    published_version = serializers.IntegerField(source="published_version_id", allow_null=True)
+    versions = serializers.SerializerMethodField()
+
+    def get_versions(self, style) -> list[int]:
+        return [version.pk for version in style.versions.all()]
+
+
+class TrainRequestSerializer(serializers.Serializer):
+    preset = serializers.ChoiceField(choices=[value for value, _label in PRESET_CHOICES], default="standard")
+    publish_when_ready = serializers.BooleanField(default=True)

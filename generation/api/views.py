@@ -1,0 +1,96 @@
+from django.core.exceptions import ValidationError
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema
+from rest_framework import status
+from rest_framework.exceptions import ValidationError as ApiValidationError
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from illustration_platform.accounts.roles import IsArtist
+
+from .. import services
+from ..models import AdapterVersion, Style
+from ..presentation import job_state
+from ..selectors import styles_of_artist
+from .serializers import StyleSerializer, TrainingStateSerializer, TrainRequestSerializer
+
+
+def _call(action):
+    """Run a service; its refusal becomes the API's 400 with the same sentence."""
+    try:
+        return action()
+    except ValidationError as refusal:
+        raise ApiValidationError({"non_field_errors": refusal.messages}) from None
+
+
+def _own_version(request, version_id):
+    return get_object_or_404(AdapterVersion.objects.select_related("style", "job", "snapshot"), pk=version_id, style__artist__user=request.user)
+
+
+def _state_response(version, code=status.HTTP_200_OK):
+    version = AdapterVersion.objects.select_related("job", "snapshot").get(pk=version.pk)
+    return Response(TrainingStateSerializer(job_state(version)).data, status=code)
+
+
+class StyleListView(APIView):
+    """The signed-in artist's styles."""
+
+    permission_classes = [IsArtist]
+
+    @extend_schema(responses=StyleSerializer(many=True))
+    def get(self, request):
+        return Response(StyleSerializer(styles_of_artist(artist=request.user.artist), many=True).data)
+
+
+class TrainView(APIView):
+    """Train my style: freeze the opted-in works into a snapshot and queue a new adapter version."""
+
+    permission_classes = [IsArtist]
+
+    @extend_schema(request=TrainRequestSerializer, responses={201: TrainingStateSerializer})
+    def post(self, request):
+        params = TrainRequestSerializer(data=request.data)
+        params.is_valid(raise_exception=True)
+        version = _call(lambda: services.style_training_start(artist=request.user.artist, actor=request.user, **params.validated_data))
+        return _state_response(version, status.HTTP_201_CREATED)
+
+
+class AdapterVersionView(APIView):
+    """One adapter version's training state: progress, losses, ETA, previews, log, failure."""
+
+    permission_classes = [IsArtist]
+
+    @extend_schema(responses=TrainingStateSerializer)
+    def get(self, request, version_id):
+        return _state_response(_own_version(request, version_id))
+
+
+class CancelView(APIView):
+    permission_classes = [IsArtist]
+
+    @extend_schema(request=None, responses=TrainingStateSerializer)
+    def post(self, request, version_id):
+        version = _own_version(request, version_id)
+        _call(lambda: services.training_cancel(adapter_version=version))
+        return _state_response(version)
+
+
+class PublishView(APIView):
+    """Publish this version (or roll back to it): generation then uses it for the style."""
+
+    permission_classes = [IsArtist]
+
+    @extend_schema(request=None, responses=StyleSerializer)
+    def post(self, request, version_id):
+        version = _own_version(request, version_id)
+        style = _call(lambda: services.adapter_version_publish(adapter_version=version))
+        return Response(StyleSerializer(style).data)
+
+
+class UnpublishView(APIView):
+    permission_classes = [IsArtist]
+
+    @extend_schema(request=None, responses=StyleSerializer)
+    def post(self, request, style_id):
+        style = get_object_or_404(Style, pk=style_id, artist__user=request.user)
+        return Response(StyleSerializer(services.style_unpublish(style=style)).data)

@@ -1,0 +1,57 @@
+"""The base model record for the configured folder, fingerprinted so adapters name exactly what they were trained on."""
+
+import hashlib
+import json
+from functools import lru_cache
+from pathlib import Path
+
+from django.conf import settings
+
+from .ml import BUILTIN_BASE_MODEL
+from .models import BaseModel
+
+FINGERPRINTED_SUFFIXES = {".json", ".safetensors", ".bin", ".txt", ".model"}
+
+
+@lru_cache(maxsize=8)
+def _folder_fingerprint(path, stamp):
+    digest = hashlib.sha256()
+    for file in sorted(Path(path).rglob("*")):
+        if file.is_file() and file.suffix in FINGERPRINTED_SUFFIXES:
+            digest.update(str(file.relative_to(path)).encode())
+            with open(file, "rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()
+
+
+def folder_fingerprint(path):
+    """sha256 over the folder's weights and configs; recomputed only when a file changes."""
+    path = Path(path)
+    files = [file for file in path.rglob("*") if file.is_file() and file.suffix in FINGERPRINTED_SUFFIXES]
+    stamp = tuple(sorted((str(file), file.stat().st_mtime_ns, file.stat().st_size) for file in files))
+    return _folder_fingerprint(str(path), stamp)
+
+
+def base_model_kind(path):
+    index = json.loads((Path(path) / "model_index.json").read_text())
+    if index.get("_class_name") == "StableDiffusionXLPipeline":
+        return BaseModel.Kind.SDXL
+    if Path(path).resolve() == BUILTIN_BASE_MODEL.resolve():
+        return BaseModel.Kind.BUILTIN
+    return BaseModel.Kind.SD
+
+
+def base_model_current():
+    """The BaseModel row for settings.BASE_MODEL as it is on disk now (a new row when the folder changed)."""
+    path = Path(settings.BASE_MODEL)
+    if not (path / "model_index.json").is_file():
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(f"BASE_MODEL {str(path)!r} is not a diffusers folder (no model_index.json).")
+    base, _ = BaseModel.objects.get_or_create(
+        path=str(path.resolve()),
+        sha256=folder_fingerprint(path),
+        defaults={"name": path.name, "kind": base_model_kind(path)},
+    )
+    return base

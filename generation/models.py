@@ -1,0 +1,117 @@
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
+
+
+class BaseModel(models.Model):
+    """A diffusers model folder on disk that adapters are trained on and images are sampled from."""
+
+    class Kind(models.TextChoices):
+        BUILTIN = "builtin", _("Built-in")
+        SD = "sd", _("Stable Diffusion 1.x/2.x")
+        SDXL = "sdxl", _("Stable Diffusion XL")
+
+    name = models.CharField(max_length=120)
+    path = models.CharField(max_length=500, help_text=_("Folder with model_index.json."))
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    sha256 = models.CharField(max_length=64, help_text=_("Fingerprint of the folder's weights and configs."))
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["path", "sha256"], name="unique_base_model_version")]
+
+    def __str__(self):
+        return f"{self.name} ({self.sha256[:12]})"
+
+
+class Style(models.Model):
+    """An artist's style; its adapter versions are trained from snapshots of the artist's opted-in works."""
+
+    artist = models.ForeignKey("licensing.Artist", on_delete=models.CASCADE, related_name="styles")
+    name = models.CharField(_("name"), max_length=120)
+    slug = models.SlugField(_("slug"))
+    description = models.TextField(_("description"), blank=True)
+    published_version = models.OneToOneField(
+        "AdapterVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="published_for"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["artist", "slug"], name="unique_style_slug_per_artist")]
+
+    def __str__(self):
+        return self.name
+
+
+class AdapterVersion(models.Model):
+    """One trained (or training) LoRA adapter of a style, bound to the snapshot it was trained from."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", _("Queued")
+        TRAINING = "training", _("Training")
+        READY = "ready", _("Ready")
+        FAILED = "failed", _("Failed")
+        CANCELLED = "cancelled", _("Cancelled")
+        RETIRED = "retired", _("Retired")
+
+    ACTIVE_STATUSES = (Status.QUEUED, Status.TRAINING)
+
+    style = models.ForeignKey(Style, on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField()
+    snapshot = models.ForeignKey("licensing.DatasetSnapshot", on_delete=models.PROTECT, related_name="adapter_versions")
+    base_model = models.ForeignKey(BaseModel, on_delete=models.PROTECT, related_name="adapter_versions")
+    preset = models.CharField(max_length=20)
+    hyperparameters = models.JSONField(default=dict)
+    publish_when_ready = models.BooleanField(default=False)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    weights_path = models.CharField(max_length=500, blank=True, help_text=_("Relative to MEDIA_ROOT."))
+    weights_sha256 = models.CharField(max_length=64, blank=True)
+    metrics = models.JSONField(default=dict, blank=True)
+    failure_reason = models.CharField(max_length=300, blank=True)
+    retired_reason = models.CharField(max_length=300, blank=True)
+    retired_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["style", "-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["style", "number"], name="unique_version_number_per_style"),
+            models.CheckConstraint(
+                condition=~Q(status="ready") | ~Q(weights_sha256=""), name="ready_adapter_has_weights"
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.style} v{self.number} ({self.status})"
+
+    @property
+    def is_active(self):
+        return self.status in self.ACTIVE_STATUSES
+
+
+class TrainingJob(models.Model):
+    """The observable side of training one adapter version: progress, losses, previews, log, cancellation."""
+
+    adapter_version = models.OneToOneField(AdapterVersion, on_delete=models.CASCADE, related_name="job")
+    step = models.PositiveIntegerField(default=0)
+    total_steps = models.PositiveIntegerField(default=0)
+    losses = models.JSONField(default=list, blank=True, help_text=_("[step, loss] pairs, thinned."))
+    eta_seconds = models.FloatField(null=True, blank=True)  # a duration estimate for display, not money
+    previews = models.JSONField(default=list, blank=True, help_text=_("{step, prompt, seed, path} entries."))
+    log = models.TextField(blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    attempts = models.PositiveIntegerField(default=0)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+    resumed_from_step = models.PositiveIntegerField(default=0)
+
+    def __str__(self):
+        return f"Training of {self.adapter_version}"
+
+    @property
+    def progress_percent(self):
+        return round(100 * self.step / self.total_steps) if self.total_steps else 0

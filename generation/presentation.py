@@ -1,0 +1,91 @@
+"""What the style page and the API show of a training: one shape for both."""
+
+from django.urls import reverse
+from django.utils.translation import gettext_lazy
+
+from .models import AdapterVersion
+from .selectors import training_queue_state
+
+TRAINING_QUEUED_MESSAGE = gettext_lazy("Training queued. Progress and previews appear below as it runs.")
+CANCEL_MESSAGE = gettext_lazy("Cancelling: the training stops within a few seconds.")
+PUBLISHED_MESSAGE = gettext_lazy("Published: subscribers now generate with this version.")
+UNPUBLISHED_MESSAGE = gettext_lazy("Unpublished: subscribers can no longer use this style.")
+PRESET_CHOICES = [
+    ("quick", gettext_lazy("Quick: a first look in about a minute")),
+    ("standard", gettext_lazy("Standard: a good style in a few minutes")),
+    ("thorough", gettext_lazy("Thorough: more steps, closer to your works")),
+]
+LOSS_CURVE_SIZE = (320, 80)
+LOG_LINES_SHOWN = 30
+
+
+def loss_curve_points(losses, width=LOSS_CURVE_SIZE[0], height=LOSS_CURVE_SIZE[1]):
+    """SVG polyline points for [step, loss] pairs, scaled into the box (no chart library needed)."""
+    if len(losses) < 2:
+        return ""
+    steps = [step for step, _loss in losses]
+    values = [loss for _step, loss in losses]
+    low, high = min(values), max(values)
+    span_x = (steps[-1] - steps[0]) or 1
+    span_y = (high - low) or 1
+    return " ".join(
+        f"{(step - steps[0]) / span_x * width:.1f},{height - (loss - low) / span_y * height:.1f}" for step, loss in losses
+    )
+
+
+def job_state(version):
+    """A dict of everything a person (or API client) needs to follow one version's training."""
+    job = version.job
+    state = {
+        "id": version.pk,
+        "number": version.number,
+        "status": version.status,
+        "status_display": version.get_status_display(),
+        "is_active": version.is_active,
+        "preset": version.preset,
+        "step": job.step,
+        "total_steps": job.total_steps,
+        "progress_percent": job.progress_percent,
+        "eta_seconds": round(job.eta_seconds) if job.eta_seconds is not None and version.is_active else None,
+        "queue_position": None,
+        "losses": job.losses,
+        "loss_curve": loss_curve_points(job.losses),
+        "final_loss": version.metrics.get("final_loss"),
+        "previews": [
+            {**preview, "url": reverse("generation:preview", args=[version.pk, preview["file"]])} for preview in job.previews
+        ],
+        "log_tail": "\n".join(job.log.strip().splitlines()[-LOG_LINES_SHOWN:]),
+        "failure_reason": version.failure_reason,
+        "retired_reason": version.retired_reason,
+        "attempts": job.attempts,
+        "cancel_requested": job.cancel_requested,
+        "work_count": version.snapshot.work_count,
+        "snapshot_fingerprint": version.snapshot.fingerprint,
+        "weights_sha256": version.weights_sha256,
+        "created_at": version.created_at,
+        "finished_at": version.finished_at,
+    }
+    if version.status == AdapterVersion.Status.QUEUED:
+        state["queue_position"], state["eta_seconds"] = training_queue_state(adapter_version=version)
+        state["eta_seconds"] = round(state["eta_seconds"])
+    return state
+
+
+def style_page_context(*, artist, styles):
+    from licensing.models import ConsentTerms
+    from licensing.selectors import works_for_training
+
+    terms = ConsentTerms.current(ConsentTerms.Kind.TRAINING)
+    versions = [version for style in styles for version in style.versions.all()]
+    active = next((version for version in versions if version.is_active), None)
+    return {
+        "artist": artist,
+        "styles": styles,
+        "presets": PRESET_CHOICES,
+        "trainable_works": works_for_training(artist=artist, terms=terms).count() if terms else 0,
+        "active_job": job_state(active) if active else None,
+        "versions": [
+            {"version": version, "state": job_state(version), "is_published": version.style.published_version_id == version.pk}
+            for version in versions
+        ],
+    }

@@ -1,0 +1,67 @@
+"""Reads of the generation side; `usable_adapter_versions` is the only way generation finds adapters."""
+
+from statistics import median
+
+from .models import AdapterVersion, TrainingJob
+
+DEFAULT_SECONDS_PER_STEP = 0.5
+
+
+def usable_adapter_versions(*, style_ids=None):
+    """Published, ready adapter versions of artists still here, none of whose works has been withdrawn.
+
+    Retirement already happens inside every withdrawal; the consent check here is the second lock
+    on the same door, so a missed retirement can never let a withdrawn work reach an image.
+    """
+    from licensing.models import ConsentEvent, Work
+
+    candidates = AdapterVersion.objects.filter(
+        status=AdapterVersion.Status.READY,
+        published_for__isnull=False,
+        style__artist__left_at__isnull=True,
+    ).select_related("style", "style__artist", "snapshot", "base_model")
+    if style_ids is not None:
+        candidates = candidates.filter(style_id__in=style_ids)
+    candidates = list(candidates)
+    work_ids = {work_id for version in candidates for work_id in version.snapshot.work_ids}
+    still_consented = set(
+        Work.objects.filter(
+            pk__in=work_ids, status=Work.Status.ACTIVE, current_consent__kind=ConsentEvent.Kind.GRANTED
+        ).values_list("pk", flat=True)
+    )
+    usable = [version.pk for version in candidates if set(version.snapshot.work_ids) <= still_consented]
+    return AdapterVersion.objects.filter(pk__in=usable).select_related("style", "style__artist", "base_model")
+
+
+def seconds_per_step_estimate(*, base_model):
+    """Median seconds per step of this base's recent finished trainings, for queue ETAs."""
+    rates = [
+        metrics["seconds"] / metrics["steps"]
+        for metrics in AdapterVersion.objects.filter(base_model=base_model, status=AdapterVersion.Status.READY)
+        .order_by("-finished_at")
+        .values_list("metrics", flat=True)[:10]
+        if metrics.get("steps")
+    ]
+    return median(rates) if rates else DEFAULT_SECONDS_PER_STEP
+
+
+def training_queue_state(*, adapter_version):
+    """(position among waiting trainings, 1-based; seconds until this one is done) for a queued version."""
+    ahead = (
+        TrainingJob.objects.filter(
+            adapter_version__status__in=AdapterVersion.ACTIVE_STATUSES,
+            adapter_version__created_at__lt=adapter_version.created_at,
+        )
+        .select_related("adapter_version__base_model")
+    )
+    seconds = 0.0
+    for job in list(ahead) + [adapter_version.job]:
+        rate = seconds_per_step_estimate(base_model=job.adapter_version.base_model)
+        seconds += max(job.total_steps - job.step, 0) * rate
+    return ahead.count() + 1, seconds
+
+
+def styles_of_artist(*, artist):
+    from .models import Style
+
+    return Style.objects.filter(artist=artist).prefetch_related("versions", "versions__job").select_related("published_version")

@@ -1,0 +1,272 @@
+"""Every write of the generation side: styles, adapter versions, their training jobs, and retirement on withdrawal."""
+
+import hashlib
+import logging
+import shutil
+from datetime import timedelta
+from pathlib import Path
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.db.models import Max, Q
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from .base_models import base_model_current
+from .models import AdapterVersion, Style, TrainingJob
+
+logger = logging.getLogger(__name__)
+
+
+def one_sentence(error):
+    """A failure's cause for people: the first line of the error, short."""
+    text = (str(error).strip().splitlines() or [type(error).__name__])[0][:280]
+    return text if text.endswith(".") else text + "."
+
+
+def _file_sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _enqueue_training(adapter_version_id):
+    from .tasks import train_adapter_version
+
+    transaction.on_commit(lambda: train_adapter_version.delay(adapter_version_id))
+
+
+@transaction.atomic
+def style_for_artist(*, artist):
+    style, _created = Style.objects.get_or_create(
+        artist=artist, slug=artist.slug, defaults={"name": artist.display_name}
+    )
+    return style
+
+
+@transaction.atomic
+def style_training_start(*, artist, actor, preset="standard", publish_when_ready=True):
+    """Freeze the artist's opted-in works into a snapshot and queue an adapter version trained on exactly those."""
+    from generation.ml.lora_training import PRESETS, base_kind_of, preset_config
+    from licensing.models import ConsentTerms
+    from licensing.selectors import works_for_training
+    from licensing.services import dataset_snapshot_create
+
+    if preset not in PRESETS["builtin"]:
+        raise ValidationError(_("Unknown preset %(preset)s; choose one of %(choices)s.") % {"preset": preset, "choices": ", ".join(PRESETS["builtin"])})
+    artist = type(artist).objects.select_for_update().get(pk=artist.pk)
+    style = style_for_artist(artist=artist)
+    if style.versions.filter(status__in=AdapterVersion.ACTIVE_STATUSES).exists():
+        raise ValidationError(_("A training of this style is already under way."))
+    terms = ConsentTerms.current(ConsentTerms.Kind.TRAINING)
+    available = works_for_training(artist=artist, terms=terms).count() if terms else 0
+    if available < settings.STYLE_MIN_WORKS:
+        raise ValidationError(
+            _("At least %(minimum)d opted-in works are needed to train a style; %(available)d are opted in.")
+            % {"minimum": settings.STYLE_MIN_WORKS, "available": available}
+        )
+    snapshot = dataset_snapshot_create(artist=artist)
+    base = base_model_current()
+    config = preset_config(preset, base_kind_of(base.path), **settings.TRAINING_PRESET_OVERRIDES.get(preset, {}))
+    number = (style.versions.aggregate(last=Max("number"))["last"] or 0) + 1
+    version = AdapterVersion.objects.create(
+        style=style, number=number, snapshot=snapshot, base_model=base, preset=preset,
+        hyperparameters=config.to_dict(), publish_when_ready=publish_when_ready, created_by=actor,
+    )
+    TrainingJob.objects.create(adapter_version=version, total_steps=config.steps)
+    _enqueue_training(version.pk)
+    return version
+
+
+@transaction.atomic
+def training_cancel(*, adapter_version):
+    version = AdapterVersion.objects.select_for_update().get(pk=adapter_version.pk)
+    if version.status == AdapterVersion.Status.QUEUED:
+        version.status = AdapterVersion.Status.CANCELLED
+        version.finished_at = timezone.now()
+        version.save(update_fields=["status", "finished_at"])
+    elif version.status == AdapterVersion.Status.TRAINING:
+        TrainingJob.objects.filter(adapter_version=version).update(cancel_requested=True)
+    else:
+        raise ValidationError(_("This training has already ended."))
+    return version
+
+
+@transaction.atomic
+def training_job_claim(*, adapter_version_id, worker):
+    """Take a version for training, or None when it is finished or alive in another worker; bounded retries."""
+    version = AdapterVersion.objects.select_for_update().filter(pk=adapter_version_id).first()
+    if version is None or not version.is_active:
+        return None
+    job = TrainingJob.objects.select_for_update().get(adapter_version=version)
+    now = timezone.now()
+    stale_before = now - timedelta(seconds=settings.TRAINING_STALE_SECONDS)
+    alive_elsewhere = job.worker != worker and job.heartbeat_at and job.heartbeat_at > stale_before
+    if version.status == AdapterVersion.Status.TRAINING and alive_elsewhere:
+        return None
+    if job.attempts >= settings.TRAINING_MAX_ATTEMPTS:
+        _finish(version, AdapterVersion.Status.FAILED, failure_reason=_(
+            "The training stopped unexpectedly %(attempts)d times; start it again or contact support."
+        ) % {"attempts": job.attempts})
+        return None
+    job.attempts += 1
+    job.worker = worker
+    job.heartbeat_at = now
+    job.cancel_requested = job.cancel_requested and version.status == AdapterVersion.Status.TRAINING
+    job.save(update_fields=["attempts", "worker", "heartbeat_at", "cancel_requested"])
+    version.status = AdapterVersion.Status.TRAINING
+    version.started_at = version.started_at or now
+    version.save(update_fields=["status", "started_at"])
+    return job
+
+
+def _finish(version, status, **fields):
+    version.status = status
+    version.finished_at = timezone.now()
+    for name, value in fields.items():
+        setattr(version, name, value)
+    version.save()
+    return version
+
+
+@transaction.atomic
+def training_job_stop(*, adapter_version, reason):
+    version = AdapterVersion.objects.select_for_update().get(pk=adapter_version.pk)
+    if version.status == AdapterVersion.Status.TRAINING:
+        _finish(version, AdapterVersion.Status.CANCELLED)
+    return version
+
+
+@transaction.atomic
+def training_job_fail(*, adapter_version, reason):
+    version = AdapterVersion.objects.select_for_update().get(pk=adapter_version.pk)
+    if version.status == AdapterVersion.Status.TRAINING:
+        _finish(version, AdapterVersion.Status.FAILED, failure_reason=reason)
+    return version
+
+
+@transaction.atomic
+def training_job_finish(*, adapter_version, result, adapter_root):
+    """Record a finished training; a version retired meanwhile (a withdrawal) stays retired, never published."""
+    version = AdapterVersion.objects.select_for_update().get(pk=adapter_version.pk)
+    weights = Path(result.weights_path)
+    if _file_sha256(weights) != result.sha256:
+        return _finish(version, AdapterVersion.Status.FAILED, failure_reason=_("The written adapter does not match its checksum."))
+    metrics = {
+        "final_loss": result.final_loss,
+        "steps": result.steps,
+        "seconds": round(result.seconds, 2),
+        "resumed_from_step": result.resumed_from_step,
+    }
+    TrainingJob.objects.filter(adapter_version=version).update(step=result.steps, eta_seconds=0, heartbeat_at=timezone.now())
+    if version.status != AdapterVersion.Status.TRAINING:
+        version.metrics = metrics
+        version.save(update_fields=["metrics"])
+        if version.status == AdapterVersion.Status.RETIRED:
+            _discard_retired_weights([weights.parent])
+        return version
+    _finish(
+        version, AdapterVersion.Status.READY, metrics=metrics, weights_sha256=result.sha256,
+        weights_path=str(weights.relative_to(adapter_root)),
+    )
+    if version.publish_when_ready:
+        adapter_version_publish(adapter_version=version)
+    return version
+
+
+@transaction.atomic
+def adapter_version_publish(*, adapter_version):
+    """Make this version the one generation uses for its style (also how an artist rolls back)."""
+    style = Style.objects.select_for_update().get(pk=adapter_version.style_id)
+    version = AdapterVersion.objects.get(pk=adapter_version.pk)
+    if version.status != AdapterVersion.Status.READY:
+        raise ValidationError(_("Only a ready version can be published; this one is %(status)s.") % {"status": version.get_status_display()})
+    style.published_version = version
+    style.save(update_fields=["published_version"])
+    return style
+
+
+@transaction.atomic
+def style_unpublish(*, style):
+    style = Style.objects.select_for_update().get(pk=style.pk)
+    style.published_version = None
+    style.save(update_fields=["published_version"])
+    return style
+
+
+def _discard_retired_weights(folders):
+    if settings.RETIRED_ADAPTER_FILES == "delete":
+        transaction.on_commit(lambda: [shutil.rmtree(folder, ignore_errors=True) for folder in folders])
+
+
+@transaction.atomic
+def adapter_versions_retire_for_works(*, work_ids, event_ids):
+    """The withdrawal receiver: retire every version trained (or training) on a withdrawn work, then retrain.
+
+    Runs inside licensing's withdrawal transaction, so generation refuses these adapters from the
+    moment the withdrawal is committed.
+    """
+    from licensing.models import Work
+
+    withdrawn = set(work_ids)
+    artist_ids = set(Work.objects.filter(pk__in=withdrawn).values_list("artist_id", flat=True))
+    candidates = (
+        AdapterVersion.objects.select_for_update()
+        .filter(snapshot__artist_id__in=artist_ids)
+        .exclude(status__in=[AdapterVersion.Status.RETIRED, AdapterVersion.Status.FAILED, AdapterVersion.Status.CANCELLED])
+        .select_related("style", "style__artist")
+    )
+    retired = [version for version in candidates if withdrawn & set(version.snapshot.work_ids)]
+    reason = _("Trained on withdrawn work(s) %(works)s (consent event(s) %(events)s).") % {
+        "works": ", ".join(f"#{pk}" for pk in sorted(withdrawn)),
+        "events": ", ".join(f"#{pk}" for pk in sorted(event_ids)),
+    }
+    now = timezone.now()
+    styles = {}
+    for version in retired:
+        was_published = version.style.published_version_id == version.pk
+        version.status = AdapterVersion.Status.RETIRED
+        version.retired_reason = reason
+        version.retired_at = now
+        version.save(update_fields=["status", "retired_reason", "retired_at"])
+        if was_published:
+            Style.objects.filter(pk=version.style_id).update(published_version=None)
+        style_state = styles.setdefault(version.style_id, {"style": version.style, "preset": version.preset, "publish": False})
+        style_state["publish"] |= was_published
+    _discard_retired_weights([(Path(settings.ADAPTER_ROOT) / v.weights_path).parent for v in retired if v.weights_path])
+    for state in styles.values():
+        _retrain_after_withdrawal(style=state["style"], preset=state["preset"], publish=state["publish"])
+    return retired
+
+
+def withdrawal_receiver(work_ids, event_ids):
+    """licensing's withdrawal hook calls this, positionally, inside its transaction."""
+    return adapter_versions_retire_for_works(work_ids=work_ids, event_ids=event_ids)
+
+
+def _retrain_after_withdrawal(*, style, preset, publish):
+    try:
+        style_training_start(artist=style.artist, actor=None, preset=preset, publish_when_ready=publish)
+    except ValidationError as refusal:
+        logger.info("no retrain of style %s after a withdrawal: %s", style.pk, refusal.messages[0])
+
+
+@transaction.atomic
+def training_jobs_recover(*, worker):
+    """Queue again every training whose worker is gone; returns their ids.
+
+    Gone means: it ran on `worker`, which is starting now (so it died), or its worker has not
+    reported for TRAINING_STALE_SECONDS (killed, machine lost).
+    """
+    stale_before = timezone.now() - timedelta(seconds=settings.TRAINING_STALE_SECONDS)
+    ids = list(
+        AdapterVersion.objects.filter(status=AdapterVersion.Status.TRAINING)
+        .filter(Q(job__worker=worker) | Q(job__heartbeat_at__lt=stale_before))
+        .values_list("pk", flat=True)
+    )
+    for version_id in ids:
+        _enqueue_training(version_id)
+    return ids

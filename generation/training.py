@@ -1,0 +1,130 @@
+"""Running one adapter version's training inside a worker: claim, train, record, finish.
+
+The training itself is generation.ml.lora_training (no Django); this module only moves its
+progress, previews and result into the database, in short transactions, while it runs.
+"""
+
+import logging
+import shutil
+import time
+import traceback
+from pathlib import Path
+
+from django.conf import settings
+from django.utils import timezone
+
+from generation.ml.lora_training import (
+    LoraTrainingConfig,
+    TrainingCallbacks,
+    TrainingCancelled,
+    TrainingExample,
+    train_lora,
+)
+from licensing.models import Work
+
+from . import services
+from .models import AdapterVersion, TrainingJob
+from .storage import adapter_dir, preview_path, training_work_dir
+
+logger = logging.getLogger(__name__)
+
+# How often the running loop writes progress and looks for a cancel request.
+REPORT_EVERY_SECONDS = 1.0
+LOSS_POINTS_KEPT = 400
+LOG_CHARACTERS_KEPT = 20000
+
+
+class JobReporter(TrainingCallbacks):
+    """The loop's callbacks: progress, previews, checkpoints, log lines and cancellation, written to the job row."""
+
+    def __init__(self, job):
+        self.job_id = job.pk
+        self.version = job.adapter_version
+        self.losses = list(job.losses)
+        self.log_lines = []
+        self.last_report = 0.0
+        self.last_cancel_check = 0.0
+        self.cancelled = False
+
+    def on_progress(self, step, total, loss, eta_seconds):
+        self.losses.append([step, round(float(loss), 6)])
+        if len(self.losses) > LOSS_POINTS_KEPT:
+            self.losses = self.losses[::2]
+        now = time.monotonic()
+        if now - self.last_report >= REPORT_EVERY_SECONDS or step == total:
+            self.last_report = now
+            self._save(step=step, total_steps=total, eta_seconds=eta_seconds, losses=self.losses)
+
+    def on_preview(self, step, images):
+        entries = []
+        for index, (prompt, seed, image) in enumerate(images):
+            path = preview_path(self.version, f"step-{step:06d}-{index}.png")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            image.save(path)
+            entries.append({"step": step, "prompt": prompt, "seed": seed, "file": path.name})
+        job = TrainingJob.objects.get(pk=self.job_id)
+        self._save(previews=job.previews + entries)
+
+    def on_checkpoint(self, step):
+        self._save(step=step)  # the loop logs the checkpoint itself
+
+    def on_log(self, line):
+        self.log_lines.append(f"{timezone.now():%H:%M:%S} {line}")
+        job = TrainingJob.objects.get(pk=self.job_id)
+        self._save(log=(job.log + "\n".join(self.log_lines) + "\n")[-LOG_CHARACTERS_KEPT:])
+        self.log_lines = []
+
+    def should_cancel(self):
+        now = time.monotonic()
+        if self.cancelled or now - self.last_cancel_check < REPORT_EVERY_SECONDS:
+            return self.cancelled
+        self.last_cancel_check = now
+        state = TrainingJob.objects.filter(pk=self.job_id).values("cancel_requested", "adapter_version__status").get()
+        # A withdrawal retires the version while it trains: stop, it can never be published.
+        self.cancelled = state["cancel_requested"] or state["adapter_version__status"] == AdapterVersion.Status.RETIRED
+        return self.cancelled
+
+    def _save(self, **fields):
+        TrainingJob.objects.filter(pk=self.job_id).update(heartbeat_at=timezone.now(), **fields)
+
+
+def training_examples(snapshot):
+    """The snapshot's works as training examples, read from the RGB training copies frozen with it."""
+    works = Work.objects.in_bulk(snapshot.work_ids)
+    examples = []
+    for entry in snapshot.entries:
+        work = works[entry["work_id"]]
+        if work.sha256 != entry["sha256"]:
+            raise RuntimeError(f"Work {work.pk} no longer matches the snapshot (its file changed).")
+        examples.append(TrainingExample(image_path=work.training_image.path, caption=entry["caption"]))
+    return examples
+
+
+def run_training_job(*, adapter_version_id, worker):
+    """Train one adapter version to the end (or resume it); safe to call again for the same version."""
+    job = services.training_job_claim(adapter_version_id=adapter_version_id, worker=worker)
+    if job is None:
+        return None
+    version = job.adapter_version
+    reporter = JobReporter(job)
+    reporter.on_log(f"attempt {job.attempts} on {worker}")
+    out_dir = adapter_dir(version)
+    try:
+        result = train_lora(
+            base_path=version.base_model.path,
+            examples=training_examples(version.snapshot),
+            out_dir=out_dir,
+            config=LoraTrainingConfig.from_dict(version.hyperparameters),
+            work_dir=training_work_dir(version) / "state",
+            callbacks=reporter,
+        )
+    except TrainingCancelled:
+        return services.training_job_stop(adapter_version=version, reason="cancelled")
+    except Exception as error:
+        logger.exception("training of adapter version %s failed", version.pk)
+        reporter.on_log(traceback.format_exc())
+        return services.training_job_fail(adapter_version=version, reason=services.one_sentence(error))
+    version = services.training_job_finish(adapter_version=version, result=result, adapter_root=Path(settings.ADAPTER_ROOT))
+    if version.status == AdapterVersion.Status.READY:
+        shutil.rmtree(training_work_dir(version) / "state", ignore_errors=True)
+    return version

@@ -1,0 +1,81 @@
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.http import FileResponse, Http404
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from illustration_platform.accounts.roles import Role, role_required
+
+from . import presentation, services
+from .models import AdapterVersion, Style
+from .selectors import styles_of_artist
+from .storage import preview_path
+
+
+def _own_version(request, version_id):
+    return get_object_or_404(AdapterVersion.objects.select_related("style", "job"), pk=version_id, style__artist__user=request.user)
+
+
+def _run(request, action, success_message):
+    try:
+        action()
+    except ValidationError as refusal:
+        messages.error(request, refusal.messages[0])
+    else:
+        messages.success(request, success_message)
+    return redirect("generation:style")
+
+
+@role_required(Role.ARTIST)
+def style_page(request):
+    artist = request.user.artist
+    styles = list(styles_of_artist(artist=artist))
+    return render(request, "generation/style.html", presentation.style_page_context(artist=artist, styles=styles))
+
+
+@role_required(Role.ARTIST)
+def job_panel(request, version_id):
+    version = _own_version(request, version_id)
+    return render(request, "generation/_job.html", {"job": presentation.job_state(version)})
+
+
+@role_required(Role.ARTIST)
+@require_POST
+def train(request):
+    preset = request.POST.get("preset", "standard")
+    publish = request.POST.get("publish_when_ready") == "on"
+    return _run(
+        request,
+        lambda: services.style_training_start(artist=request.user.artist, actor=request.user, preset=preset, publish_when_ready=publish),
+        presentation.TRAINING_QUEUED_MESSAGE,
+    )
+
+
+@role_required(Role.ARTIST)
+@require_POST
+def cancel(request, version_id):
+    version = _own_version(request, version_id)
+    return _run(request, lambda: services.training_cancel(adapter_version=version), presentation.CANCEL_MESSAGE)
+
+
+@role_required(Role.ARTIST)
+@require_POST
+def publish(request, version_id):
+    version = _own_version(request, version_id)
+    return _run(request, lambda: services.adapter_version_publish(adapter_version=version), presentation.PUBLISHED_MESSAGE)
+
+
+@role_required(Role.ARTIST)
+@require_POST
+def unpublish(request, style_id):
+    style = get_object_or_404(Style, pk=style_id, artist__user=request.user)
+    return _run(request, lambda: services.style_unpublish(style=style), presentation.UNPUBLISHED_MESSAGE)
+
+
+@role_required(Role.ARTIST)
+def preview(request, version_id, name):
+    version = _own_version(request, version_id)
+    path = preview_path(version, name)
+    if "/" in name or not path.is_file():
+        raise Http404
+    return FileResponse(open(path, "rb"), content_type="image/png")

@@ -1,0 +1,84 @@
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from generation.models import AdapterVersion, TrainingJob
+from licensing.models import ConsentTerms
+from licensing.services import dataset_snapshot_create, work_opt_in, work_upload
+from tests.factories import ArtistFactory
+
+
+@pytest.fixture(scope="session")
+def tiny_base_model(tmp_path_factory):
+    """A randomly initialised model in the built-in architecture, small enough to train in seconds."""
+    from generation.ml.architecture import TINY_CONFIG, build_pipeline
+
+    folder = tmp_path_factory.mktemp("tiny-base")
+    build_pipeline(TINY_CONFIG).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def generation_roots(settings, tmp_path, tiny_base_model):
+    settings.BASE_MODEL = tiny_base_model
+    settings.ADAPTER_ROOT = tmp_path / "adapters"
+    settings.TRAINING_WORK_ROOT = tmp_path / "training"
+    settings.STYLE_MIN_WORKS = 4
+    # A few steps are enough to show every part of a training; checkpoints often enough to kill between them.
+    settings.TRAINING_PRESET_OVERRIDES = {
+        "quick": {"steps": 12, "checkpoint_every": 4, "preview_every": 6},
+        "thorough": {"steps": 60, "checkpoint_every": 5, "preview_every": 0},
+    }
+    return settings
+
+
+def drawing_png(seed, style="pastel-outline"):
+    from generation.ml.scenes import illustration
+
+    drawn = illustration(seed, style)
+    buffer = io.BytesIO()
+    drawn.image.resize((256, 256)).save(buffer, format="PNG")
+    return buffer.getvalue(), drawn.caption
+
+
+def opted_in_artist(count, style="pastel-outline", first_seed=0):
+    """An artist with `count` captioned works opted in under the current terms."""
+    artist = ArtistFactory()
+    works = []
+    for seed in range(first_seed, first_seed + count):
+        data, caption = drawing_png(seed, style)
+        result = work_upload(artist=artist, data=data, filename=f"work-{seed}.png", caption=caption)
+        assert result.status == "created", result.message
+        work_opt_in(work=result.work, actor=artist.user)
+        works.append(result.work)
+    return artist, works
+
+
+def ready_version(artist, *, publish=True, number=None):
+    """A version marked ready without training (for consent and selector tests); its weights file is a stand-in."""
+    from django.conf import settings
+
+    from generation.base_models import base_model_current
+    from generation.services import adapter_version_publish, style_for_artist
+
+    style = style_for_artist(artist=artist)
+    number = number or (style.versions.count() + 1)
+    weights = Path(settings.ADAPTER_ROOT) / f"style-{style.pk}" / f"v{number}" / "pytorch_lora_weights.safetensors"
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    weights.write_bytes(json.dumps({"stand-in": number}).encode())
+    version = AdapterVersion.objects.create(
+        style=style, number=number, snapshot=dataset_snapshot_create(artist=artist), base_model=base_model_current(),
+        preset="quick", status=AdapterVersion.Status.READY, weights_sha256="0" * 64,
+        weights_path=str(weights.relative_to(settings.ADAPTER_ROOT)),
+    )
+    TrainingJob.objects.create(adapter_version=version, total_steps=1, step=1)
+    if publish:
+        adapter_version_publish(adapter_version=version)
+    return version
+
+
+@pytest.fixture
+def training_terms(db):
+    assert ConsentTerms.current(ConsentTerms.Kind.TRAINING) is not None, "the first consent terms ship in a migration"

@@ -1,0 +1,135 @@
+"""Withdrawal retires every adapter trained on the work, unpublishes it, and queues a retrain."""
+
+import hashlib
+from pathlib import Path
+
+import pytest
+from generation.models import AdapterVersion
+from generation.selectors import usable_adapter_versions
+from generation.services import training_job_claim, training_job_finish
+from licensing.hooks import replaced_withdrawal_receiver
+from licensing.services import artist_leave, work_delete, work_withdraw
+
+from .conftest import opted_in_artist, ready_version
+
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("generation_roots", "training_terms")]
+
+
+def test_withdrawing_a_work_retires_unpublishes_and_queues_a_retrain(django_capture_on_commit_callbacks):
+    artist, works = opted_in_artist(6)
+    version = ready_version(artist)
+    assert list(usable_adapter_versions()) == [version]
+
+    with django_capture_on_commit_callbacks() as callbacks:
+        work_withdraw(work=works[2], actor=artist.user, reason="changed my mind")
+
+    version.refresh_from_db()
+    assert version.status == AdapterVersion.Status.RETIRED
+    assert f"#{works[2].pk}" in version.retired_reason
+    assert version.style.published_version_id is None
+    assert version.pk not in usable_adapter_versions().values_list("pk", flat=True)
+    retrain = AdapterVersion.objects.get(style=version.style, number=2)
+    assert retrain.status == AdapterVersion.Status.QUEUED
+    assert retrain.publish_when_ready is True  # it replaces a published version
+    assert works[2].pk not in retrain.snapshot.work_ids
+    assert sorted(retrain.snapshot.work_ids) == sorted(work.pk for work in works if work.pk != works[2].pk)
+    assert len(callbacks) == 1  # the retrain's task is enqueued once, after commit
+
+
+def test_a_version_without_the_work_stays_usable(django_capture_on_commit_callbacks):
+    artist, works = opted_in_artist(5)
+    other_artist, _other_works = opted_in_artist(5, style="pixel-art", first_seed=100)
+    version = ready_version(artist)
+    untouched = ready_version(other_artist)
+    with django_capture_on_commit_callbacks(execute=False):
+        work_withdraw(work=works[0], actor=artist.user)
+    assert list(usable_adapter_versions()) == [untouched]
+    version.refresh_from_db()
+    assert version.status == AdapterVersion.Status.RETIRED
+
+
+def test_no_retrain_when_too_few_works_remain(settings, django_capture_on_commit_callbacks):
+    artist, works = opted_in_artist(4)
+    settings.STYLE_MIN_WORKS = 4
+    version = ready_version(artist)
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        work_withdraw(work=works[1], actor=artist.user)
+    version.refresh_from_db()
+    assert version.status == AdapterVersion.Status.RETIRED
+    assert AdapterVersion.objects.filter(style=version.style).count() == 1
+    assert callbacks == []
+
+
+def test_deleting_a_work_and_leaving_retire_too(django_capture_on_commit_callbacks):
+    artist, works = opted_in_artist(5)
+    first = ready_version(artist)
+    with django_capture_on_commit_callbacks(execute=False):
+        work_delete(work=works[0], actor=artist.user)
+    first.refresh_from_db()
+    assert first.status == AdapterVersion.Status.RETIRED
+    retrain = AdapterVersion.objects.get(style=first.style, number=2)
+    with django_capture_on_commit_callbacks(execute=False):
+        artist_leave(artist=artist, actor=artist.user)
+    retrain.refresh_from_db()
+    assert retrain.status == AdapterVersion.Status.RETIRED
+    assert not usable_adapter_versions().exists()
+
+
+def test_withdrawal_during_training_finishes_retired_never_published(django_capture_on_commit_callbacks, settings):
+    artist, works = opted_in_artist(5)
+    version = ready_version(artist, publish=False)
+    AdapterVersion.objects.filter(pk=version.pk).update(status=AdapterVersion.Status.QUEUED, weights_sha256="", weights_path="")
+    version.refresh_from_db()
+    version.publish_when_ready = True
+    version.save()
+    assert training_job_claim(adapter_version_id=version.pk, worker="test") is not None
+
+    with django_capture_on_commit_callbacks(execute=False):
+        work_withdraw(work=works[3], actor=artist.user)
+
+    class Result:
+        weights_path = str(settings.ADAPTER_ROOT / "late" / "pytorch_lora_weights.safetensors")
+        sha256 = None
+        steps, final_loss, seconds, resumed_from_step = 10, 0.1, 1.0, 0
+
+    Path(Result.weights_path).parent.mkdir(parents=True)
+    Path(Result.weights_path).write_bytes(b"weights")
+    Result.sha256 = hashlib.sha256(b"weights").hexdigest()
+    finished = training_job_finish(adapter_version=version, result=Result, adapter_root=settings.ADAPTER_ROOT)
+    assert finished.status == AdapterVersion.Status.RETIRED
+    finished.style.refresh_from_db()
+    assert finished.style.published_version_id is None
+
+
+def test_retired_weights_are_deleted_when_configured(settings, django_capture_on_commit_callbacks):
+    settings.RETIRED_ADAPTER_FILES = "delete"
+    artist, works = opted_in_artist(4)
+    version = ready_version(artist)
+    weights = settings.ADAPTER_ROOT / version.weights_path
+    assert weights.exists()
+    with django_capture_on_commit_callbacks(execute=True):
+        work_withdraw(work=works[0], actor=artist.user)
+    assert not weights.exists()
+
+
+def test_the_selector_refuses_an_adapter_even_when_retirement_was_missed():
+    artist, works = opted_in_artist(4)
+    version = ready_version(artist)
+    with replaced_withdrawal_receiver(lambda work_ids, event_ids: None):
+        work_withdraw(work=works[0], actor=artist.user)
+    version.refresh_from_db()
+    assert version.status == AdapterVersion.Status.READY  # the hook was bypassed on purpose
+    assert not usable_adapter_versions().exists()
+
+
+def test_a_failing_receiver_rolls_the_withdrawal_back():
+    artist, works = opted_in_artist(4)
+    ready_version(artist)
+
+    def broken(work_ids, event_ids):
+        raise RuntimeError("generation is down")
+
+    with replaced_withdrawal_receiver(broken), pytest.raises(RuntimeError):
+        work_withdraw(work=works[0], actor=artist.user)
+    works[0].refresh_from_db()
+    assert works[0].is_opted_in

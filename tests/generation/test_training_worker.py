@@ -1,0 +1,137 @@
+"""Training through a real Celery worker: progress to a published style, cancel, kill -9 and resume, failure."""
+
+import hashlib
+import json
+import os
+import signal
+import time
+
+import pytest
+from django.conf import settings
+from django.urls import reverse
+
+from generation.models import AdapterVersion
+from illustration_platform.celery import app
+from tests.support.workers import celery_worker
+
+from .conftest import opted_in_artist
+
+pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("generation_roots")]
+
+
+@pytest.fixture
+def start_training_worker(tmp_path):
+    """Start a `training` worker on the test process's own broker; stopped at the end of the test."""
+    with app.connection_for_write() as connection:
+        channel = connection.default_channel
+        channel.queue_declare("training", durable=True, auto_delete=False)
+        channel.queue_purge("training")
+    started = []
+
+    def start(**extra_env):
+        broker_env = {"CELERY_BROKER_FOLDER": str(settings.CELERY_BROKER_FOLDER)} if settings.CELERY_BROKER_URL.startswith("filesystem") else {}
+        env = {
+            **broker_env,
+            "BASE_MODEL": str(settings.BASE_MODEL),
+            "ADAPTER_ROOT": str(settings.ADAPTER_ROOT),
+            "TRAINING_WORK_ROOT": str(settings.TRAINING_WORK_ROOT),
+            "STYLE_MIN_WORKS": str(settings.STYLE_MIN_WORKS),
+            "TRAINING_PRESET_OVERRIDES": json.dumps(settings.TRAINING_PRESET_OVERRIDES),
+            **extra_env,
+        }
+        log_path = tmp_path / f"worker-{len(started)}.log"
+        context = celery_worker(settings.CELERY_BROKER_URL, env, ["training"], log_path)
+        process = context.__enter__()
+        started.append((context, log_path))
+        return process
+
+    yield start
+    for context, _log in reversed(started):
+        context.__exit__(None, None, None)
+
+
+def wait_for(predicate, timeout, what, logs=()):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.3)
+    jobs = list(AdapterVersion.objects.values("status", "job__step", "job__total_steps", "job__log"))
+    tails = "\n".join(log.read_text(errors="replace")[-2000:] for log in logs if log.exists())
+    pytest.fail(f"timed out waiting for {what}; versions: {jobs}; worker logs:\n{tails}")
+
+
+def state(api_client, version_id):
+    return api_client.get(reverse("api-adapter-version", args=[version_id])).json()
+
+
+def start_training(api_client, artist, preset):
+    api_client.force_login(artist.user)
+    response = api_client.post(reverse("api-style-train"), {"preset": preset}, format="json")
+    assert response.status_code == 201, response.content
+    return response.json()["id"]
+
+
+def test_train_to_a_published_style(api_client, start_training_worker, tmp_path):
+    artist, _works = opted_in_artist(5)
+    version_id = start_training(api_client, artist, "quick")
+    assert state(api_client, version_id)["queue_position"] == 1
+    start_training_worker()
+    logs = list(tmp_path.glob("worker-*.log"))
+    final = wait_for(lambda: (s := state(api_client, version_id))["status"] in {"ready", "failed"} and s, 240, "training", logs)
+    assert final["status"] == "ready", final["failure_reason"]
+    assert final["step"] == final["total_steps"] > 0
+    assert final["losses"] and final["previews"]
+    assert api_client.get(final["previews"][0]["url"]).status_code == 200
+    version = AdapterVersion.objects.select_related("style").get(pk=version_id)
+    assert version.style.published_version_id == version.pk
+    weights = settings.ADAPTER_ROOT / version.weights_path
+    assert hashlib.sha256(weights.read_bytes()).hexdigest() == version.weights_sha256 == final["weights_sha256"]
+
+
+def test_cancel_stops_within_seconds(api_client, start_training_worker):
+    artist, _works = opted_in_artist(5)
+    version_id = start_training(api_client, artist, "thorough")
+    start_training_worker()
+    wait_for(lambda: state(api_client, version_id)["step"] > 0, 120, "the first steps")
+    cancelled_at = time.monotonic()
+    assert api_client.post(reverse("api-adapter-version-cancel", args=[version_id])).status_code == 200
+    wait_for(lambda: state(api_client, version_id)["status"] == "cancelled", 15, "the cancellation")
+    assert time.monotonic() - cancelled_at < 15
+    assert AdapterVersion.objects.get(pk=version_id).weights_path == ""
+
+
+def test_a_killed_worker_resumes_from_its_checkpoint(api_client, start_training_worker, tmp_path):
+    artist, _works = opted_in_artist(5)
+    version_id = start_training(api_client, artist, "thorough")
+    first = start_training_worker(TRAINING_STALE_SECONDS="2")
+    checkpoint_every = AdapterVersion.objects.get(pk=version_id).hyperparameters["checkpoint_every"]
+    wait_for(lambda: "checkpoint at step" in AdapterVersion.objects.get(pk=version_id).job.log, 180, "a checkpoint")
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait()
+    killed_at_step = state(api_client, version_id)["step"]
+    assert state(api_client, version_id)["status"] == "training"
+    assert killed_at_step >= checkpoint_every
+
+    time.sleep(3)  # past TRAINING_STALE_SECONDS: the dead worker's heartbeat is stale
+    start_training_worker(TRAINING_STALE_SECONDS="2")  # another worker comes up and resumes the job
+    logs = list(tmp_path.glob("worker-*.log"))
+    final = wait_for(lambda: (s := state(api_client, version_id))["status"] in {"ready", "failed"} and s, 300, "the resumed training", logs)
+    assert final["status"] == "ready", final["failure_reason"]
+    assert final["attempts"] == 2
+    version = AdapterVersion.objects.get(pk=version_id)
+    assert version.metrics["resumed_from_step"] >= checkpoint_every
+    assert version.metrics["steps"] == version.hyperparameters["steps"]
+
+
+def test_a_failure_shows_its_cause_in_one_sentence(api_client, start_training_worker, tmp_path):
+    artist, works = opted_in_artist(5)
+    version_id = start_training(api_client, artist, "quick")
+    os.remove(works[0].training_image.path)
+    start_training_worker()
+    logs = list(tmp_path.glob("worker-*.log"))
+    final = wait_for(lambda: (s := state(api_client, version_id))["status"] in {"ready", "failed"} and s, 120, "the failure", logs)
+    assert final["status"] == "failed"
+    assert "\n" not in final["failure_reason"] and final["failure_reason"].endswith(".")
+    assert "Traceback" in AdapterVersion.objects.get(pk=version_id).job.log
