@@ -650,6 +650,8 @@ def train_lora(*, base_path, examples: list[TrainingExample], out_dir, config: L
                                else pipe.unet.config.sample_size[0])
     if resolution % latent_factor:
         raise ValueError(f"resolution {resolution} is not a multiple of the VAE's factor {latent_factor}")
+    if config.train_text_encoder and _is_sdxl(pipe):
+        raise BaseModelError("a text-encoder LoRA is supported on SD 1.x/2.x bases only, not on SDXL")
     log(f"base {base_path} on {device} ({str(dtype).replace('torch.', '')}), {len(examples)} works, "
         f"{resolution} px, rank {config.rank}, alpha {config.alpha}, {config.steps} steps at batch {config.batch_size}")
 

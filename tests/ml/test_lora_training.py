@@ -313,3 +313,21 @@ def test_cli_errors_are_one_line(case, message, tiny_base, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert message in err[-1]
     assert not (tmp_path / "adapter").exists()
+
+
+def test_text_encoder_lora_is_saved_and_used(tiny_base, works, tmp_path):
+    plain = train_lora(base_path=tiny_base, examples=works, out_dir=tmp_path / "unet-only", config=config(),
+                       work_dir=tmp_path / "w1")
+    both = train_lora(base_path=tiny_base, examples=works, out_dir=tmp_path / "both",
+                      config=config(train_text_encoder=True), work_dir=tmp_path / "w2")
+    with safe_open(both.weights_path, "pt") as handle:
+        keys = list(handle.keys())
+        stored = json.loads(handle.metadata()["lora_adapter_metadata"])
+    assert any(k.startswith("text_encoder.") for k in keys) and any(k.startswith("unet.") for k in keys)
+    assert stored["text_encoder.lora_alpha"] == 4
+    outputs = []
+    for run in (plain, both):
+        pipe = load_base_pipeline(tiny_base)
+        apply_adapters(pipe, [("s", run.weights_path, 1.0)])
+        outputs.append(images_of(pipe))
+    assert not np.array_equal(outputs[0], outputs[1])
