@@ -86,8 +86,11 @@ def env_database(name, default_url):
     if not config.get("ENGINE"):
         raise ImproperlyConfigured(f"{name} {raw!r} is not a database URL ({hint}).")
     if config["ENGINE"] == "django.db.backends.sqlite3":
-        # Background workers and the web server share one SQLite file: wait for locks instead of failing.
-        config.setdefault("OPTIONS", {})["timeout"] = 20
+        # Background workers and the web server share one SQLite file: readers never block the writer (WAL),
+        # writers take the lock when their transaction starts and wait for it instead of failing.
+        config.setdefault("OPTIONS", {}).update(
+            {"timeout": 20, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
+        )
         config["CONN_MAX_AGE"] = 0
     elif not config.get("NAME"):
         raise ImproperlyConfigured(f"{name} {raw!r} names no database ({hint}).")
