@@ -1,11 +1,13 @@
-"""Demo accounts for a local run: an admin, a subscriber and an artist, with their credentials printed."""
+"""Demo data for a local run: an admin, a subscriber, a new artist, and the demo artists with published styles."""
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
+from generation.demo import DemoMismatch, demo_artist_install, demo_manifests
 from licensing.models import Artist
+from licensing.services import artist_become
 
 DEMO_PASSWORD = "demo-password-123"
 DEMO_USERS = [
@@ -16,7 +18,7 @@ DEMO_USERS = [
 
 
 class Command(BaseCommand):
-    help = "Create (or reset) the demo users of a local run and print their credentials."
+    help = "Create (or reset) the demo users and demo artists of a local run and print their credentials."
 
     def handle(self, *args, **options):
         if not settings.DEBUG:
@@ -24,14 +26,22 @@ class Command(BaseCommand):
         with transaction.atomic():
             for spec in DEMO_USERS:
                 self._seed_user(dict(spec))
+        styled = []
+        for manifest in demo_manifests():
+            try:
+                style = demo_artist_install(manifest=manifest, password=DEMO_PASSWORD)
+            except DemoMismatch as mismatch:
+                self.stderr.write(f"Demo artist {manifest['slug']} skipped: {mismatch}")
+                continue
+            styled.append((f"{manifest['slug']}@demo.local", f"{manifest['artist']} (style '{style.name}' published)"))
         self.stdout.write("Demo accounts (password for each: %s):" % DEMO_PASSWORD)
-        for spec in DEMO_USERS:
-            self.stdout.write(f"  {spec['email']:<24} {spec['display_name']}")
+        for email, description in [(spec["email"], spec["display_name"]) for spec in DEMO_USERS] + styled:
+            self.stdout.write(f"  {email:<28} {description}")
 
     def _seed_user(self, spec):
         slug = spec.pop("artist_slug", None)
         user, _ = get_user_model().objects.update_or_create(email=spec.pop("email"), defaults=spec)
         user.set_password(DEMO_PASSWORD)
         user.save()
-        if slug:
-            Artist.objects.get_or_create(user=user, defaults={"display_name": user.display_name, "slug": slug})
+        if slug and not Artist.objects.filter(user=user).exists():
+            artist_become(user=user, display_name=user.display_name, slug=slug, accept_agreement=True)

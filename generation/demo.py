@@ -1,0 +1,95 @@
+"""Installing the shipped demo artists: their works opted in, and their adapters as published styles.
+
+The works and adapters are made by `python -m generation.ml.demo_styles --out generation/ml/demo_styles`.
+Consent holds here as everywhere: each adapter is registered against a snapshot of exactly the works it
+was trained on, and only when every checksum (works, adapter, base model) matches its manifest.
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import transaction
+
+from generation.ml import BUILTIN_BASE_MODEL
+
+from .base_models import base_model_current
+from .ml.demo_styles import base_model_hashes, sha256_file
+from .models import AdapterVersion, TrainingJob
+from .services import adapter_version_publish, style_for_artist
+from .storage import adapter_dir
+
+DEMO_STYLES_FOLDER = BUILTIN_BASE_MODEL.parent / "demo_styles"
+REGENERATE = "python -m generation.ml.demo_styles --out generation/ml/demo_styles"
+
+
+class DemoMismatch(Exception):
+    """The shipped demo files do not match each other or the base model in use."""
+
+
+def demo_manifests(folder=DEMO_STYLES_FOLDER):
+    return [json.loads(path.read_text(encoding="utf-8")) | {"folder": path.parent} for path in sorted(Path(folder).glob("*/manifest.json"))]
+
+
+def _weights_and_configs(file_hashes):
+    """What decides a model's output (its model card and sample grid may change without retraining)."""
+    return {name: digest for name, digest in file_hashes.items() if Path(name).suffix in {".json", ".safetensors"}}
+
+
+@transaction.atomic
+def demo_artist_install(*, manifest, password):
+    """Create (or find) the demo artist of one manifest, with works, consent, snapshot and published adapter."""
+    from licensing.models import Artist
+    from licensing.services import artist_become, dataset_snapshot_create, work_upload, works_opt_in_eligible
+
+    folder = manifest["folder"]
+    user, _ = get_user_model().objects.get_or_create(
+        email=f"{manifest['slug']}@demo.local", defaults={"display_name": manifest["artist"]}
+    )
+    user.set_password(password)
+    user.save()
+    artist = Artist.objects.filter(user=user, left_at__isnull=True).first() or artist_become(
+        user=user, display_name=manifest["artist"], slug=manifest["slug"], bio=manifest["bio"], accept_agreement=True
+    )
+    for work in manifest["works"]:
+        path = folder / work["file"]
+        if sha256_file(path) != work["sha256"]:
+            raise DemoMismatch(f"{path} does not match its manifest; regenerate with `{REGENERATE}`.")
+        work_upload(artist=artist, data=path.read_bytes(), filename=path.name, caption=work["caption"])
+    works_opt_in_eligible(artist=artist, actor=user)
+
+    style = style_for_artist(artist=artist)
+    style.description = manifest["style_description"]
+    style.save(update_fields=["description"])
+    if style.versions.filter(weights_sha256=manifest["adapter"]["sha256"], status=AdapterVersion.Status.READY).exists():
+        return style
+    if _weights_and_configs(base_model_hashes(settings.BASE_MODEL)) != _weights_and_configs(manifest["base_model"]["sha256"]):
+        raise DemoMismatch(
+            f"The demo adapter of {manifest['slug']} was trained on another base model than {settings.BASE_MODEL}; "
+            f"regenerate the demo styles with `{REGENERATE}`."
+        )
+    snapshot = dataset_snapshot_create(artist=artist)
+    if sorted(entry["sha256"] for entry in snapshot.entries) != sorted(work["sha256"] for work in manifest["works"]):
+        raise DemoMismatch(f"The opted-in works of {manifest['slug']} are not the ones its adapter was trained on.")
+    version = AdapterVersion(
+        style=style, number=style.versions.count() + 1, snapshot=snapshot, base_model=base_model_current(),
+        preset=manifest["training"]["preset"], hyperparameters=manifest["training"]["config"],
+        weights_sha256=manifest["adapter"]["sha256"], status=AdapterVersion.Status.READY,
+        metrics={
+            "final_loss": manifest["training"]["final_loss"], "steps": manifest["training"]["steps"],
+            "seconds": manifest["training"]["seconds"], "resumed_from_step": 0, "evaluation": manifest.get("evaluation", {}),
+        },
+    )
+    version.save()
+    weights = adapter_dir(version) / Path(manifest["adapter"]["file"]).name
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(folder / manifest["adapter"]["file"], weights)
+    if sha256_file(weights) != manifest["adapter"]["sha256"]:
+        raise DemoMismatch(f"The demo adapter of {manifest['slug']} does not match its manifest; regenerate with `{REGENERATE}`.")
+    version.weights_path = str(weights.relative_to(settings.ADAPTER_ROOT))
+    version.save(update_fields=["weights_path"])
+    steps = manifest["training"]["steps"]
+    TrainingJob.objects.create(adapter_version=version, step=steps, total_steps=steps, log="Installed from the shipped demo styles.\n")
+    return adapter_version_publish(adapter_version=version)

@@ -1,0 +1,68 @@
+"""The shipped demo artists install as opted-in works with a published, consent-bound adapter."""
+
+import json
+import shutil
+
+import pytest
+from django.core.management import call_command
+
+from generation.demo import DemoMismatch, demo_artist_install, demo_manifests
+from generation.models import AdapterVersion
+from generation.selectors import usable_adapter_versions
+
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("generation_roots")]
+
+
+@pytest.fixture(scope="session")
+def demo_folder(tmp_path_factory, tiny_base_model):
+    """Demo styles built by the project's own command code, on the tiny base, with two training steps."""
+    from generation.ml.demo_styles import build_style
+
+    folder = tmp_path_factory.mktemp("demo-styles")
+    for slug in ("pastel-outline", "pixel-art"):
+        build_style(slug, base=tiny_base_model, out=folder, evaluate=False, n_works=5, steps=2, preview_every=0, checkpoint_every=1)
+    return folder
+
+
+def test_demo_artists_get_published_usable_styles_and_reinstalling_changes_nothing(demo_folder):
+    manifests = demo_manifests(demo_folder)
+    assert [m["slug"] for m in manifests] == ["pastel-outline", "pixel-art"]
+    for manifest in manifests:
+        style = demo_artist_install(manifest=manifest, password="pw-123456789")
+        version = style.published_version
+        assert version.status == AdapterVersion.Status.READY
+        assert version.weights_sha256 == manifest["adapter"]["sha256"]
+        assert version.snapshot.work_count == 5
+        assert sorted(e["sha256"] for e in version.snapshot.entries) == sorted(w["sha256"] for w in manifest["works"])
+    assert usable_adapter_versions().count() == 2
+    for manifest in manifests:
+        demo_artist_install(manifest=manifest, password="pw-123456789")
+    assert AdapterVersion.objects.count() == 2
+
+
+def test_a_tampered_adapter_is_refused(demo_folder, tmp_path):
+    copy = tmp_path / "demo"
+    shutil.copytree(demo_folder / "pixel-art", copy / "pixel-art")
+    (copy / "pixel-art" / "adapter" / "pytorch_lora_weights.safetensors").write_bytes(b"not the adapter")
+    with pytest.raises(DemoMismatch, match="does not match its manifest"):
+        demo_artist_install(manifest=demo_manifests(copy)[0], password="pw-123456789")
+    assert not AdapterVersion.objects.exists()
+
+
+def test_an_adapter_for_another_base_is_refused(demo_folder, tmp_path):
+    copy = tmp_path / "demo"
+    shutil.copytree(demo_folder / "pixel-art", copy / "pixel-art")
+    manifest_path = copy / "pixel-art" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["base_model"]["sha256"]["unet/diffusion_pytorch_model.safetensors"] = "0" * 64
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(DemoMismatch, match="another base model"):
+        demo_artist_install(manifest=demo_manifests(copy)[0], password="pw-123456789")
+
+
+def test_seed_demo_prints_every_account(settings, capsys):
+    settings.DEBUG = True
+    call_command("seed_demo")
+    out = capsys.readouterr().out
+    for email in ("admin@demo.local", "subscriber@demo.local", "artist@demo.local"):
+        assert email in out
