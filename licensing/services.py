@@ -18,7 +18,7 @@ import uuid
 
 from . import hooks
 from .models import Artist, ConsentEvent, ConsentTerms, DatasetSnapshot, Work, snapshot_fingerprint
-from .validation import ImageRefused, validate_image
+from .validation import validate_image
 
 
 class LicensingError(Exception):

@@ -1,13 +1,18 @@
 import io
 import json
+import time
 from pathlib import Path
 
 import pytest
 
+from django.conf import settings
+
 from generation.models import AdapterVersion, TrainingJob
+from illustration_platform.celery import app
 from licensing.models import ConsentTerms
 from licensing.services import dataset_snapshot_create, work_opt_in, work_upload
 from tests.factories import ArtistFactory
+from tests.support.workers import celery_worker
 
 
 @pytest.fixture(scope="session")
@@ -58,8 +63,6 @@ def opted_in_artist(count, style="pastel-outline", first_seed=0):
 
 def ready_version(artist, *, publish=True, number=None):
     """A version marked ready without training (for consent and selector tests); its weights file is a stand-in."""
-    from django.conf import settings
-
     from generation.base_models import base_model_current
     from generation.services import adapter_version_publish, style_for_artist
 
@@ -82,3 +85,46 @@ def ready_version(artist, *, publish=True, number=None):
 @pytest.fixture
 def training_terms(db):
     assert ConsentTerms.current(ConsentTerms.Kind.TRAINING) is not None, "the first consent terms ship in a migration"
+
+
+@pytest.fixture
+def start_training_worker(tmp_path):
+    """Start a `training` worker on the test process's own broker; stopped at the end of the test."""
+    with app.connection_for_write() as connection:
+        channel = connection.default_channel
+        channel.queue_declare("training", durable=True, auto_delete=False)
+        channel.queue_purge("training")
+    started = []
+
+    def start(**extra_env):
+        broker_env = {"CELERY_BROKER_FOLDER": str(settings.CELERY_BROKER_FOLDER)} if settings.CELERY_BROKER_URL.startswith("filesystem") else {}
+        env = {
+            **broker_env,
+            "BASE_MODEL": str(settings.BASE_MODEL),
+            "ADAPTER_ROOT": str(settings.ADAPTER_ROOT),
+            "TRAINING_WORK_ROOT": str(settings.TRAINING_WORK_ROOT),
+            "STYLE_MIN_WORKS": str(settings.STYLE_MIN_WORKS),
+            "TRAINING_PRESET_OVERRIDES": json.dumps(settings.TRAINING_PRESET_OVERRIDES),
+            **extra_env,
+        }
+        log_path = tmp_path / f"worker-{len(started)}.log"
+        context = celery_worker(settings.CELERY_BROKER_URL, env, ["training"], log_path)
+        process = context.__enter__()
+        started.append((context, log_path))
+        return process
+
+    yield start
+    for context, _log in reversed(started):
+        context.__exit__(None, None, None)
+
+
+def wait_for(predicate, timeout, what, logs=()):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.3)
+    jobs = list(AdapterVersion.objects.values("status", "job__step", "job__total_steps", "job__log"))
+    tails = "\n".join(log.read_text(errors="replace")[-2000:] for log in logs if log.exists())
+    pytest.fail(f"timed out waiting for {what}; versions: {jobs}; worker logs:\n{tails}")

@@ -1,7 +1,6 @@
 """Training through a real Celery worker: progress to a published style, cancel, kill -9 and resume, failure."""
 
 import hashlib
-import json
 import os
 import signal
 import time
@@ -11,55 +10,9 @@ from django.conf import settings
 from django.urls import reverse
 
 from generation.models import AdapterVersion
-from illustration_platform.celery import app
-from tests.support.workers import celery_worker
-
-from .conftest import opted_in_artist
+from .conftest import opted_in_artist, wait_for
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("generation_roots")]
-
-
-@pytest.fixture
-def start_training_worker(tmp_path):
-    """Start a `training` worker on the test process's own broker; stopped at the end of the test."""
-    with app.connection_for_write() as connection:
-        channel = connection.default_channel
-        channel.queue_declare("training", durable=True, auto_delete=False)
-        channel.queue_purge("training")
-    started = []
-
-    def start(**extra_env):
-        broker_env = {"CELERY_BROKER_FOLDER": str(settings.CELERY_BROKER_FOLDER)} if settings.CELERY_BROKER_URL.startswith("filesystem") else {}
-        env = {
-            **broker_env,
-            "BASE_MODEL": str(settings.BASE_MODEL),
-            "ADAPTER_ROOT": str(settings.ADAPTER_ROOT),
-            "TRAINING_WORK_ROOT": str(settings.TRAINING_WORK_ROOT),
-            "STYLE_MIN_WORKS": str(settings.STYLE_MIN_WORKS),
-            "TRAINING_PRESET_OVERRIDES": json.dumps(settings.TRAINING_PRESET_OVERRIDES),
-            **extra_env,
-        }
-        log_path = tmp_path / f"worker-{len(started)}.log"
-        context = celery_worker(settings.CELERY_BROKER_URL, env, ["training"], log_path)
-        process = context.__enter__()
-        started.append((context, log_path))
-        return process
-
-    yield start
-    for context, _log in reversed(started):
-        context.__exit__(None, None, None)
-
-
-def wait_for(predicate, timeout, what, logs=()):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    jobs = list(AdapterVersion.objects.values("status", "job__step", "job__total_steps", "job__log"))
-    tails = "\n".join(log.read_text(errors="replace")[-2000:] for log in logs if log.exists())
-    pytest.fail(f"timed out waiting for {what}; versions: {jobs}; worker logs:\n{tails}")
 
 
 def state(api_client, version_id):

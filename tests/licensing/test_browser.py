@@ -9,41 +9,6 @@ from tests.licensing import images
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
-
-
-@pytest.fixture
-def page(monkeypatch):
-    from playwright.sync_api import sync_playwright
-
-    from django.db import connections
-
-    # Playwright's sync API runs an event loop in this thread; the test's own ORM checks are still synchronous.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        context = browser.new_context()
-        page = context.new_page()
-        errors = []
-        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
-        page.errors = errors
-        failed = []
-        page.on("response", lambda response: failed.append((response.status, response.url)) if response.status >= 400 else None)
-        page.failed = failed
-        yield page
-        browser.close()
-    if connections["default"].vendor == "postgresql":
-        # The live server's request threads keep their connections (CONN_MAX_AGE); end them so the test
-        # database can be dropped when the run ends.
-        with connections["default"].cursor() as cursor:
-            cursor.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            )
-
-
 def test_artist_uploads_twenty_captioned_works_opts_in_withdraws_one_and_sees_history(live_server, page, tmp_path):
     from licensing.hooks import replaced_withdrawal_receiver
     from tests.licensing.conftest import Receiver

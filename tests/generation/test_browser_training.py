@@ -1,0 +1,40 @@
+"""Done when: an artist clicks "Train my style" and watches progress and previews to a published style."""
+
+import pytest
+from django.urls import reverse
+
+from generation.models import AdapterVersion
+from tests.factories import PASSWORD
+
+from .conftest import opted_in_artist
+
+pytestmark = [pytest.mark.browser, pytest.mark.worker, pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("generation_roots")]
+
+
+def test_artist_trains_watches_progress_and_gets_a_published_style(live_server, page, start_training_worker, settings):
+    settings.TRAINING_PRESET_OVERRIDES = {"standard": {"steps": 16, "checkpoint_every": 8, "preview_every": 8}}
+    artist, _works = opted_in_artist(5)
+    start_training_worker()
+
+    page.goto(live_server.url + reverse("accounts:login"))
+    page.get_by_label("Email address").fill(artist.user.email)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.goto(live_server.url + reverse("generation:style"))
+    assert page.get_by_text("5 works are opted in and ready for training.").is_visible()
+    page.get_by_label("Preset").select_option("standard")
+    page.get_by_role("button", name="Train my style").click()
+
+    panel = page.locator(".job-panel")
+    panel.wait_for()
+    assert page.locator("progress").is_visible()
+    # htmx replaces the panel every 2 s while the training runs: the preview grid fills, then it finishes.
+    page.locator(".preview-grid img").first.wait_for(timeout=180_000)
+    page.locator('.job-panel[data-status="ready"]').wait_for(timeout=180_000)
+    page.reload()
+    assert page.locator(".version-row .badge").inner_text() == "published"
+    assert page.locator('.version-row[data-status="ready"]').count() == 1
+    version = AdapterVersion.objects.get()
+    assert version.style.published_version_id == version.pk
+    assert page.failed == [], page.failed
+    assert page.errors == [], page.errors
