@@ -64,4 +64,4 @@ def training_queue_state(*, adapter_version):
 def styles_of_artist(*, artist):
     from .models import Style
 
-    return Style.objects.filter(artist=artist).prefetch_related("versions", "versions__job").select_related("published_version")
+    return Style.objects.filter(artist=artist).prefetch_related("versions", "versions__job", "versions__snapshot").select_related("published_version")

@@ -133,7 +133,7 @@ def _finish(version, status, **fields):
 
 
 @transaction.atomic
-def training_job_stop(*, adapter_version, reason):
+def training_job_stop(*, adapter_version):
     version = AdapterVersion.objects.select_for_update().get(pk=adapter_version.pk)
     if version.status == AdapterVersion.Status.TRAINING:
         _finish(version, AdapterVersion.Status.CANCELLED)

@@ -119,7 +119,7 @@ def run_training_job(*, adapter_version_id, worker):
             callbacks=reporter,
         )
     except TrainingCancelled:
-        return services.training_job_stop(adapter_version=version, reason="cancelled")
+        return services.training_job_stop(adapter_version=version)
     except Exception as error:
         logger.exception("training of adapter version %s failed", version.pk)
         reporter.on_log(traceback.format_exc())

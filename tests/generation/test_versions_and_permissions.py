@@ -1,0 +1,141 @@
+"""Publishing, rolling back and unpublishing versions; only the owner may act, others get 404."""
+
+import pytest
+from django.urls import reverse
+
+from generation.models import AdapterVersion
+from generation.selectors import usable_adapter_versions
+from tests.factories import ArtistFactory, StaffFactory, UserFactory
+
+from .conftest import opted_in_artist, ready_version
+
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("generation_roots", "training_terms")]
+
+
+@pytest.fixture
+def owned():
+    artist, _works = opted_in_artist(4)
+    first = ready_version(artist, publish=False)
+    second = ready_version(artist)
+    return artist, first, second
+
+
+def test_publish_rolls_back_and_unpublish(api_client_for, owned):
+    artist, first, second = owned
+    client = api_client_for(artist.user)
+    assert list(usable_adapter_versions()) == [second]
+    response = client.post(reverse("api-adapter-version-publish", args=[first.pk]))
+    assert response.status_code == 200 and response.json()["published_version"] == first.pk
+    assert list(usable_adapter_versions()) == [first]
+    response = client.post(reverse("api-style-unpublish", args=[first.style_id]))
+    assert response.json()["published_version"] is None
+    assert not usable_adapter_versions().exists()
+
+
+def test_only_ready_versions_can_be_published(api_client_for, owned):
+    artist, first, _second = owned
+    AdapterVersion.objects.filter(pk=first.pk).update(status=AdapterVersion.Status.RETIRED)
+    response = api_client_for(artist.user).post(reverse("api-adapter-version-publish", args=[first.pk]))
+    assert response.status_code == 400
+    assert response.json()["error"]["message"] == "Only a ready version can be published; this one is Retired."
+
+
+def test_training_needs_enough_opted_in_works(api_client_for, settings):
+    settings.STYLE_MIN_WORKS = 6
+    artist, _works = opted_in_artist(4)
+    response = api_client_for(artist.user).post(reverse("api-style-train"), {"preset": "quick"}, format="json")
+    assert response.status_code == 400
+    assert response.json()["error"]["message"] == "At least 6 opted-in works are needed to train a style; 4 are opted in."
+    assert not AdapterVersion.objects.exists()
+
+
+def test_unknown_preset_is_refused(api_client_for):
+    artist, _works = opted_in_artist(4)
+    response = api_client_for(artist.user).post(reverse("api-style-train"), {"preset": "fastest"}, format="json")
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"]["preset"] == ['"fastest" is not a valid choice.']
+
+
+def test_one_training_at_a_time(api_client_for, django_capture_on_commit_callbacks):
+    artist, _works = opted_in_artist(4)
+    client = api_client_for(artist.user)
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        assert client.post(reverse("api-style-train"), {"preset": "quick"}, format="json").status_code == 201
+        second = client.post(reverse("api-style-train"), {"preset": "quick"}, format="json")
+    assert second.status_code == 400
+    assert second.json()["error"]["message"] == "A training of this style is already under way."
+    assert len(callbacks) == 1
+
+
+def audiences(owner):
+    return {
+        "anonymous": None,
+        "subscriber": UserFactory(),
+        "other artist": ArtistFactory().user,
+        "staff": StaffFactory(),
+        "owner": owner.user,
+    }
+
+
+API_ACTIONS = [
+    ("get", "api-adapter-version", "version"),
+    ("post", "api-adapter-version-cancel", "version"),
+    ("post", "api-adapter-version-publish", "version"),
+    ("post", "api-style-unpublish", "style"),
+]
+EXPECTED_API = {"anonymous": 403, "subscriber": 403, "other artist": 404, "staff": 403}
+
+
+@pytest.mark.parametrize("method,url_name,target", API_ACTIONS)
+def test_api_permission_matrix(api_client_for, owned, method, url_name, target):
+    artist, _first, second = owned
+    object_id = second.pk if target == "version" else second.style_id
+    for audience, user in audiences(artist).items():
+        response = getattr(api_client_for(user), method)(reverse(url_name, args=[object_id]))
+        if audience == "owner":
+            assert response.status_code in {200, 400}, (audience, response.content)  # 400: cancel of a finished one
+        else:
+            assert response.status_code == EXPECTED_API[audience], (audience, response.status_code)
+    second.refresh_from_db()
+    assert second.status == AdapterVersion.Status.READY
+
+
+PAGE_ACTIONS = [
+    ("get", "generation:job_panel", "version"),
+    ("post", "generation:cancel", "version"),
+    ("post", "generation:publish", "version"),
+    ("post", "generation:unpublish", "style"),
+]
+
+
+@pytest.mark.parametrize("method,url_name,target", PAGE_ACTIONS)
+def test_page_permission_matrix(client_for, owned, method, url_name, target):
+    artist, first, second = owned
+    object_id = first.pk if target == "version" else first.style_id
+    for audience, user in audiences(artist).items():
+        if audience == "owner":
+            continue
+        response = getattr(client_for(user), method)(reverse(url_name, args=[object_id]))
+        assert response.status_code == (302 if user is None else 404), (audience, response.status_code)
+    first.style.refresh_from_db()
+    assert first.style.published_version_id == second.pk  # nobody else published the first version
+
+
+def test_others_cannot_see_previews(client_for, owned, settings):
+    artist, _first, second = owned
+    from generation.storage import preview_path
+
+    path = preview_path(second, "step-000001-0.png")
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"\x89PNG preview")
+    url = reverse("generation:preview", args=[second.pk, path.name])
+    assert client_for(artist.user).get(url).status_code == 200
+    assert client_for(ArtistFactory().user).get(url).status_code == 404
+    assert client_for(artist.user).get(reverse("generation:preview", args=[second.pk, "..%2Fsecret"])).status_code == 404
+
+
+def test_style_page_shows_versions_and_the_train_form(client_for, owned):
+    artist, first, second = owned
+    page = client_for(artist.user).get(reverse("generation:style")).content.decode()
+    assert "Train my style" in page and "v1" in page and "v2" in page
+    assert page.count('data-status="ready"') == 2
