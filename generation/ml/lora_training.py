@@ -46,7 +46,7 @@ WEIGHTS_NAME = "pytorch_lora_weights.safetensors"
 UNET_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
 TEXT_ENCODER_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
 CHECKPOINT_NAME = "checkpoint.pt"
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 
 # Fixed preview prompts in the built-in model's scene grammar (SD-class bases
 # understand them too): different objects, colours and positions, so the
@@ -88,6 +88,9 @@ class LoraTrainingConfig:
     lr_scheduler: str = "constant"  # any name diffusers.optimization.get_scheduler knows
     lr_warmup_steps: int = 0
     snr_gamma: float | None = None  # Min-SNR loss weighting (None: plain MSE)
+    # Share of examples trained with the empty caption, so the style also
+    # reaches the unconditional branch that classifier-free guidance subtracts.
+    caption_dropout: float = 0.0
     weight_decay: float = 1e-2  # AdamW's, as in the reference script
     max_grad_norm: float = 1.0
     preview_inference_steps: int = 20
@@ -115,6 +118,8 @@ class LoraTrainingConfig:
             problems.append("checkpoint_every must be at least 1")
         if self.preview_every < 0:
             problems.append("preview_every must be 0 (none) or more")
+        if not 0 <= self.caption_dropout < 1:
+            problems.append("caption_dropout must be in [0, 1)")
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -145,11 +150,11 @@ def _preset(**kw) -> LoraTrainingConfig:
 # README); "standard" is the one the artist's button uses.
 PRESETS: dict[str, dict[str, LoraTrainingConfig]] = {
     "builtin": {
-        "quick": _preset(rank=8, alpha=8, learning_rate=1e-3, steps=150, batch_size=8,
+        "quick": _preset(rank=8, alpha=8, learning_rate=1e-3, steps=150, batch_size=8, caption_dropout=0.1,
                          checkpoint_every=50, preview_every=50),
-        "standard": _preset(rank=16, alpha=16, learning_rate=1e-3, steps=400, batch_size=8,
+        "standard": _preset(rank=16, alpha=16, learning_rate=1e-3, steps=400, batch_size=8, caption_dropout=0.1,
                             checkpoint_every=50, preview_every=100),
-        "thorough": _preset(rank=32, alpha=32, learning_rate=5e-4, steps=1500, batch_size=8,
+        "thorough": _preset(rank=32, alpha=32, learning_rate=5e-4, steps=1500, batch_size=8, caption_dropout=0.1,
                             lr_scheduler="cosine", lr_warmup_steps=50,
                             checkpoint_every=100, preview_every=250),
     },
@@ -462,7 +467,9 @@ def build_cache(pipe, examples: list[TrainingExample], resolution: int, flip: bo
         cache["mean_flip"], cache["std_flip"] = encode_images(pipe, mirrored, device, dtype)
     captions = [e.caption for e in examples]
     cache.update(encode_text(pipe, captions, device))
+    cache.update({f"empty_{k}": v for k, v in encode_text(pipe, [""], device).items()})
     cache["input_ids"] = _tokenize(pipe.tokenizer, captions) if not _is_sdxl(pipe) else torch.zeros(0)
+    cache["empty_input_ids"] = _tokenize(pipe.tokenizer, [""]) if not _is_sdxl(pipe) else torch.zeros(0)
     _atomic_torch_save(cache, cache_path)
     log(f"encoded {len(examples)} works at {resolution} px{' (and their mirror images)' if flip else ''}")
     return cache
@@ -746,14 +753,21 @@ def train_lora(*, base_path, examples: list[TrainingExample], out_dir, config: L
             else:
                 raise BaseModelError(f"unsupported prediction type {prediction_type!r}")
 
-            if config.train_text_encoder and not sdxl:
-                cond = pipe.text_encoder(input_ids[idx].to(device), return_dict=False)[0]
+            if config.caption_dropout > 0:
+                drop = torch.rand(config.batch_size, generator=generator) < config.caption_dropout
             else:
-                cond = embeds[idx].to(device, dtype)
+                drop = torch.zeros(config.batch_size, dtype=torch.bool)
+            if config.train_text_encoder and not sdxl:
+                ids = torch.where(drop[:, None], cache["empty_input_ids"].expand_as(input_ids[idx]), input_ids[idx])
+                cond = pipe.text_encoder(ids.to(device), return_dict=False)[0]
+            else:
+                cond = torch.where(drop[:, None, None], cache["empty_embeds"].expand_as(embeds[idx]), embeds[idx])
+                cond = cond.to(device, dtype)
             kwargs = {}
             if sdxl:
+                text_embeds = torch.where(drop[:, None], cache["empty_pooled"].expand_as(pooled[idx]), pooled[idx])
                 kwargs["added_cond_kwargs"] = {
-                    "text_embeds": pooled[idx].to(device, dtype),
+                    "text_embeds": text_embeds.to(device, dtype),
                     "time_ids": _sdxl_time_ids(resolution, config.batch_size, device, dtype),
                 }
             pred = pipe.unet(noisy.to(device, dtype), timesteps.to(device), cond, return_dict=False, **kwargs)[0]
