@@ -20,6 +20,7 @@ import torch
 
 from . import BUILTIN_BASE_MODEL, scenes
 from .classify import classify
+from .model_card import write_model_card
 from .pipeline import generate, load_pipeline
 
 ATTRIBUTES = {"colour": "colour", "background": "background", "position": "position", "shape": "object"}
@@ -73,6 +74,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS)
     parser.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--save", action="store_true", help="write MODEL/evaluation.json and refresh its model card")
     args = parser.parse_args(argv)
     if not (args.model / "model_index.json").is_file():
         parser.error(f"--model {args.model}: not a diffusers model folder (no model_index.json)")
@@ -82,6 +84,10 @@ def main(argv: list[str] | None = None) -> dict:
     pipe = load_pipeline(args.model)
     result = evaluate(pipe, args.n, seed=args.seed, steps=args.steps, guidance=args.guidance)
     print(json.dumps(result))
+    if args.save:
+        (args.model / "evaluation.json").write_text(json.dumps(result, indent=2) + "\n")
+        if (args.model / "training.json").is_file():
+            write_model_card(args.model)
     return result
 
 

@@ -20,6 +20,7 @@ from . import scenes
 GRID_COLUMNS = 4
 CELL_SCALE = 6  # 32 px samples are shown 6x larger, nearest-neighbour
 CAPTION_HEIGHT = 40
+TARGETS = {"colour": 0.85, "position": 0.75, "shape": 0.60}
 
 
 def sample_grid(images: list[Image.Image], captions: list[str]) -> Image.Image:
@@ -53,7 +54,12 @@ def render_model_card(training: dict, evaluation: dict | None) -> str:
             "read back by the pixel classifier in `generation/ml/classify.py` (100% right on clean drawings):\n\n"
             "| attribute | accuracy | chance |\n| --- | --- | --- |\n"
             + "".join(f"| {name} | {acc[name]:.1%} | {chance[name]:.1%} |\n" for name in acc)
-            + f"\nSampling took {evaluation['seconds_per_image']:.3f} s per image (batches of 25, CPU, fp32)."
+            + f"\nSampling took {evaluation['seconds_per_image']:.3f} s per image (batches of 25, CPU, fp32).\n\n"
+            + "Targets of the issue: "
+            + ", ".join(
+                f"{name} >= {target:.0%} {'met' if acc[name] >= target else 'NOT met'}" for name, target in TARGETS.items()
+            )
+            + "."
         )
     else:
         evaluation_text = "Not evaluated (trained with `--eval-n 0`)."
@@ -67,9 +73,10 @@ images, no downloaded weights. It loads with
 
 ## Output
 {config['image_size']}x{config['image_size']} px RGB. The CLI and the grid show samples
-upscaled with nearest-neighbour. 32 px rather than 64 px: on the 2 CPU cores
-a 64 px model (32x32 latents) costs four times as much per step, and within
-the one-hour budget it could not learn the caption's layout.
+upscaled with nearest-neighbour. 32 px rather than 64 px: with the
+autoencoder downsampling only 2x (so thin outlines survive), 64 px means
+32x32 latents and four times the cost of every UNet step; within the
+one-hour budget on 2 CPU cores that would leave a quarter of the steps.
 
 Prompts follow the training grammar, plainest form:
 `a {{colour}} {{object}} on a {{colour}} background, {{position}}`, e.g.
@@ -111,6 +118,7 @@ autoencoder {seconds['vae']:.0f} s, UNet {seconds['unet']:.0f} s), not counting 
 Machine: {machine['cpu']}, {machine['threads']} PyTorch threads on {machine['cores']} cores, {machine['device']},
 torch {machine['torch']}, diffusers {machine['diffusers']}, {machine['platform']}.
 Load average when training ended: {machine['load_average_end']}.
+{training.get('notes', '')}
 
 ## Evaluation
 {evaluation_text}
