@@ -3,10 +3,18 @@ from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
+from django.utils.translation import pgettext_lazy
 
 from .forms import SignUpForm
 from .roles import roles_of
 from .services import user_create
+
+# Shown on the account page; the API keeps the plain role values.
+ROLE_NAMES = {
+    "subscriber": pgettext_lazy("role", "subscriber"),
+    "artist": pgettext_lazy("role", "artist"),
+    "staff": pgettext_lazy("role", "staff"),
+}
 
 
 def sign_up(request):
@@ -27,4 +35,5 @@ def sign_up(request):
 
 @login_required
 def account(request):
-    return render(request, "accounts/account.html", {"roles": sorted(role.value for role in roles_of(request.user))})
+    names = sorted(role.value for role in roles_of(request.user))
+    return render(request, "accounts/account.html", {"roles": [ROLE_NAMES.get(name, name) for name in names]})
