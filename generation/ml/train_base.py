@@ -25,11 +25,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-# Must be set before torch starts its OpenMP threads. With the default
-# (spinning) wait policy, a second busy process on these 2 cores made every
-# step about four times slower; sleeping threads share the cores gracefully.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 import diffusers
 import numpy as np
 import torch

@@ -202,3 +202,17 @@ def test_sampling_cli_rejects_bad_arguments_in_one_line(tiny_folder, tmp_path, c
 
 def test_builtin_model_path_is_inside_the_package():
     assert BUILTIN_BASE_MODEL.name == "base_model" and BUILTIN_BASE_MODEL.parent.name == "ml"
+
+
+def test_builtin_model_is_small_loads_offline_and_follows_colours(tmp_path):
+    from generation.ml.classify import classify
+
+    files = [p for p in BUILTIN_BASE_MODEL.rglob("*") if p.is_file()]
+    assert sum(p.stat().st_size for p in files) <= 30_000_000
+    assert all(p.suffix != ".bin" for p in files)  # weights only as safetensors
+    with no_network() as attempts:
+        pipe = load_pipeline(BUILTIN_BASE_MODEL)
+        images = generate(pipe, ["a yellow star on a blue background, centre",
+                                 "a white circle on a black background, left"], seed=0)
+    assert attempts == []
+    assert [classify(image)["background"] for image in images] == ["blue", "black"]
