@@ -5,6 +5,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
 export DJANGO_SETTINGS_MODULE=illustration_platform.settings.local
+# Idle OpenMP threads sleep instead of spinning: with torch in the web server and two workers on a
+# small machine, spinning threads made every step several times slower.
+export OMP_WAIT_POLICY=PASSIVE
 .venv/bin/python manage.py migrate --noinput
 .venv/bin/python manage.py seed_demo
 

@@ -5,4 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
 scripts/services.sh
+# Idle OpenMP threads sleep: workers, the test process and their torch threads share the cores.
+export OMP_WAIT_POLICY=PASSIVE
 exec .venv/bin/python -m pytest "$@"
