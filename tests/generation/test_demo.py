@@ -60,9 +60,20 @@ def test_an_adapter_for_another_base_is_refused(demo_folder, tmp_path):
         demo_artist_install(manifest=demo_manifests(copy)[0], password="pw-123456789")
 
 
-def test_seed_demo_prints_every_account(settings, capsys):
+def test_seed_demo_installs_the_shipped_demo_artists(settings, capsys):
+    """The README's run command: three demo artists whose shipped styles are published and usable at once."""
+    from generation.ml import BUILTIN_BASE_MODEL
+
     settings.DEBUG = True
+    settings.BASE_MODEL = BUILTIN_BASE_MODEL
     call_command("seed_demo")
     out = capsys.readouterr().out
     for email in ("admin@demo.local", "subscriber@demo.local", "artist@demo.local"):
         assert email in out
+    shipped = demo_manifests()
+    assert len(shipped) >= 3
+    usable = {version.style.artist.slug: version for version in usable_adapter_versions()}
+    for manifest in shipped:
+        assert f"{manifest['slug']}@demo.local" in out
+        assert usable[manifest["slug"]].weights_sha256 == manifest["adapter"]["sha256"]
+        assert usable[manifest["slug"]].snapshot.work_count == len(manifest["works"])
