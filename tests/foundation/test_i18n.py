@@ -1,7 +1,23 @@
+import ast
+import gettext
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
 import pytest
+from django.conf import settings
 from django.urls import reverse
+from django.utils.translation import get_language_info
+
+from tests.factories import ArtistFactory, ConsentTermsFactory, UserFactory, make_work
 
 pytestmark = pytest.mark.django_db
+
+LC_MESSAGES = Path(settings.BASE_DIR) / "locale" / "ja" / "LC_MESSAGES"
+PO_FILE = LC_MESSAGES / "django.po"
+MO_FILE = LC_MESSAGES / "django.mo"
+# Attributes whose values people read or hear (screen readers, confirmations, the upload script's messages).
+READ_ATTRIBUTES = {"aria-label", "alt", "title", "placeholder", "data-confirm"}
 
 
 def test_language_switcher_turns_the_site_japanese_and_back(client):
@@ -19,3 +35,194 @@ def test_custom_404_page(client):
     response = client.get("/no-such-page/")
     assert response.status_code == 404
     assert "Page not found" in response.content.decode()
+
+
+# The catalogue ---------------------------------------------------------------
+
+
+def _unquote(lines):
+    return "".join(ast.literal_eval(line) for line in lines)
+
+
+def po_entries(path=PO_FILE):
+    """(msgctxt, msgid, msgid_plural, [msgstr...], flags) for every entry of a .po file, header included."""
+    entries = []
+    for block in path.read_text(encoding="utf-8").strip().split("\n\n"):
+        fields, flags, key = {}, set(), None
+        for line in block.splitlines():
+            if line.startswith("#,"):
+                flags.update(flag.strip() for flag in line[2:].split(","))
+            elif line.startswith("#"):
+                continue
+            elif line.startswith('"'):
+                fields[key].append(line)
+            else:
+                key, _, rest = line.partition(" ")
+                fields[key] = [rest]
+        msgstrs = [_unquote(value) for name, value in sorted(fields.items()) if name.startswith("msgstr")]
+        entries.append((
+            _unquote(fields["msgctxt"]) if "msgctxt" in fields else None,
+            _unquote(fields["msgid"]),
+            _unquote(fields["msgid_plural"]) if "msgid_plural" in fields else None,
+            msgstrs,
+            flags,
+        ))
+    return entries
+
+
+def test_every_japanese_string_is_translated_and_none_is_fuzzy():
+    entries = po_entries()
+    header = entries[0]
+    assert header[1] == "" and "fuzzy" not in header[4]
+    assert "Plural-Forms: nplurals=1; plural=0;" in header[3][0]
+    assert "Language: ja" in header[3][0]
+    messages = entries[1:]
+    assert len(messages) > 250
+    fuzzy = [msgid for _, msgid, _, _, flags in messages if "fuzzy" in flags]
+    empty = [msgid for _, msgid, _, msgstrs, _ in messages if not msgstrs or not all(msgstrs)]
+    assert fuzzy == [] and empty == []
+    for _, msgid, plural, msgstrs, _ in messages:
+        assert len(msgstrs) == 1, f"Japanese has one plural form: {msgid!r}"
+        placeholders = sorted(re.findall(r"%\(\w+\)[sd]|<[^>]+>", msgid))
+        assert placeholders == sorted(re.findall(r"%\(\w+\)[sd]|<[^>]+>", msgstrs[0])), msgid
+
+
+def test_the_compiled_catalogue_matches_the_po_file():
+    with MO_FILE.open("rb") as handle:
+        catalogue = gettext.GNUTranslations(handle)
+    for context, msgid, plural, msgstrs, _ in po_entries()[1:]:
+        if plural is not None:
+            assert catalogue.ngettext(msgid, plural, 1) == msgstrs[0], msgid
+        elif context is not None:
+            assert catalogue.pgettext(context, msgid) == msgstrs[0], msgid
+        else:
+            assert catalogue.gettext(msgid) == msgstrs[0], msgid
+
+
+# Pages in Japanese -------------------------------------------------------------
+
+
+class ReadableText(HTMLParser):
+    """Text nodes and read-aloud attribute values of a page, without scripts and styles."""
+
+    def __init__(self):
+        super().__init__()
+        self.pieces, self._skip = [], 0
+
+    def handle_starttag(self, tag, attrs):
+        if tag in ("script", "style"):
+            self._skip += 1
+        for name, value in attrs:
+            if value and (name in READ_ATTRIBUTES or name.startswith("data-msg-")):
+                self.pieces.append(value.strip())
+
+    def handle_endtag(self, tag):
+        if tag in ("script", "style"):
+            self._skip -= 1
+
+    def handle_data(self, data):
+        if not self._skip and data.strip():
+            self.pieces.append(data.strip())
+
+
+def english_left(html):
+    """Pieces of the page that are still an English message of our catalogue."""
+    english = {msgid for _, msgid, _, msgstrs, _ in po_entries()[1:] if msgstrs[0] != msgid}
+    # The language switcher names each language in itself ("English", "日本語"), on purpose.
+    english -= {get_language_info(code)["name_local"] for code, _ in settings.LANGUAGES}
+    parser = ReadableText()
+    parser.feed(html)
+    return sorted({piece for piece in parser.pieces if piece.rstrip(":") in english})
+
+
+def japanese(client, user=None):
+    if user is not None:
+        client.force_login(user)
+    client.post(reverse("set_language"), {"language": "ja", "next": "/"})
+    return client
+
+
+def assert_japanese(response, *expected):
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert 'lang="ja"' in page
+    for text in expected:
+        assert text in page, text
+    assert english_left(page) == []
+    return page
+
+
+@pytest.fixture
+def artist_with_works():
+    ConsentTermsFactory()
+    artist = ArtistFactory()
+    make_work(artist, seed=1, caption="a drawing")
+    make_work(artist, seed=2, caption="")
+    return artist
+
+
+def test_anonymous_pages_in_japanese(client):
+    japanese(client)
+    assert_japanese(client.get("/"), "アーティストの同意にもとづくイラストスタイル", "アカウントを作成", "コンテンツクレデンシャル")
+    assert_japanese(client.get(reverse("accounts:login")), "ログイン", "パスワードをお忘れですか？", "メールアドレス")
+    assert_japanese(client.get(reverse("accounts:sign_up")), "新規登録", "アカウントを作成", "表示名")
+    assert_japanese(client.get(reverse("accounts:password_reset")), "パスワードの再設定", "リンクを送信")
+    not_found = client.get("/no-such-page/")
+    assert not_found.status_code == 404 and "ページが見つかりません" in not_found.content.decode()
+
+
+def test_subscriber_pages_in_japanese(client):
+    japanese(client, UserFactory())
+    assert_japanese(client.get("/"), "ログアウト", "アーティストになる")
+    account = assert_japanese(client.get(reverse("accounts:account")), "アカウント", "ロール")
+    assert "会員" in account and "subscriber" not in account
+    assert_japanese(client.get(reverse("licensing:become_artist")), "アーティストになる")
+
+
+def test_sign_up_messages_in_japanese(client):
+    japanese(client)
+    response = client.post(reverse("accounts:sign_up"), {
+        "email": "new@example.test", "display_name": "新人", "password1": "a-long-test-password-42",
+        "password2": "a-long-test-password-42",
+    }, follow=True)
+    assert_japanese(response, "ようこそ！アカウントの準備ができました。")
+
+
+def test_artist_studio_pages_in_japanese(client, artist_with_works):
+    japanese(client, artist_with_works.user)
+    studio = assert_japanese(
+        client.get(reverse("licensing:studio")),
+        "スタジオ", "作品とキャプション", "一括編集", "キャプション", "学習への同意", "先にキャプションを入力してください。",
+        "この作品を削除しますか？",
+    )
+    assert "Opt in" not in studio and "Withdraw" not in studio
+    upload = assert_japanese(client.get(reverse("licensing:upload")), "作品のアップロード", "ファイルを選択")
+    assert 'data-msg-uploaded="アップロード完了"' in upload and 'data-msg-done="すべてのファイルを処理しました。"' in upload
+    assert_japanese(client.get(reverse("licensing:history")), "同意履歴", "同意の許可・撤回の記録はまだありません。")
+    assert_japanese(client.get(reverse("generation:style")), "スタイルを学習する", "プリセット", "まだバージョンがありません")
+    assert_japanese(client.get(reverse("licensing:snapshots")), "データセットのスナップショット")
+    assert_japanese(client.get(reverse("licensing:profile")), "アーティストプロフィール", "自己紹介")
+    assert_japanese(client.get(reverse("licensing:artist_page", args=[artist_with_works.slug])), "作品")
+
+
+def test_consent_messages_and_history_in_japanese(client, artist_with_works):
+    japanese(client, artist_with_works.user)
+    work = artist_with_works.works.get(caption="a drawing")
+    response = client.post(reverse("licensing:work_consent", args=[work.pk, "opt-in"]), follow=True)
+    assert_japanese(response, f"作品 #{work.pk} の学習への利用を許可しました。", "許可済み")
+    history = assert_japanese(client.get(reverse("licensing:history")), "同意履歴", "許可")
+    assert "Granted" not in history
+
+
+def test_api_error_messages_stay_as_they_are(api_client):
+    """The API speaks English to clients that ask for nothing else; its error shape and codes never change."""
+    english = api_client.post(reverse("api-token"), {"username": "nobody@example.test"}).json()["error"]
+    assert english == {
+        "code": "invalid",
+        "message": "password: This field is required.",
+        "fields": {"password": ["This field is required."]},
+    }
+    japanese(api_client)
+    asked_in_japanese = api_client.post(reverse("api-token"), {"username": "nobody@example.test"})
+    assert asked_in_japanese.json()["error"]["code"] == "invalid"
+    assert set(asked_in_japanese.json()["error"]["fields"]) == {"password"}
