@@ -99,6 +99,20 @@ def test_the_compiled_catalogue_matches_the_po_file():
             assert catalogue.gettext(msgid) == msgstrs[0], msgid
 
 
+def test_every_translate_tag_in_the_templates_is_in_the_catalogue():
+    """A new {% translate "…" %} without a Japanese entry fails here: run makemessages and translate it."""
+    known = {msgid for context, msgid, _, _, _ in po_entries()[1:] if context is None}
+    tag = re.compile(r"""{%\s*(?:translate|trans)\s+(?:"([^"]+)"|'([^']+)')""")
+    missing, found = set(), 0
+    for template in (Path(settings.BASE_DIR) / "templates").rglob("*"):
+        if template.suffix in (".html", ".txt"):
+            for double, single in tag.findall(template.read_text(encoding="utf-8")):
+                found += 1
+                if (double or single) not in known:
+                    missing.add((template.name, double or single))
+    assert found > 100 and sorted(missing) == []
+
+
 # Pages in Japanese -------------------------------------------------------------
 
 
