@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.template.loader import render_to_string
 from django.urls import reverse
+from django.utils import translation
 from django.utils.translation import get_language_info
 
 from tests.factories import ArtistFactory, ConsentTermsFactory, UserFactory, make_work
@@ -240,3 +242,10 @@ def test_api_error_messages_stay_as_they_are(api_client):
     asked_in_japanese = api_client.post(reverse("api-token"), {"username": "nobody@example.test"})
     assert asked_in_japanese.json()["error"]["code"] == "invalid"
     assert set(asked_in_japanese.json()["error"]["fields"]) == {"password"}
+
+
+def test_server_error_page_in_japanese():
+    with translation.override("ja"):
+        page = render_to_string("500.html")
+    assert 'lang="ja"' in page and "サーバー側で問題が発生しました" in page
+    assert english_left(page) == []
