@@ -77,13 +77,13 @@ def style_page_context(*, artist, styles):
 
     terms = ConsentTerms.current(ConsentTerms.Kind.TRAINING)
     versions = [version for style in styles for version in style.versions.all()]
-    active = next((version for version in versions if version.is_active), None)
+    latest = max(versions, key=lambda version: (version.created_at, version.pk), default=None)
     return {
         "artist": artist,
         "styles": styles,
         "presets": PRESET_CHOICES,
         "trainable_works": works_for_training(artist=artist, terms=terms).count() if terms else 0,
-        "active_job": job_state(active) if active else None,
+        "latest_job": job_state(latest) if latest else None,
         "versions": [
             {"version": version, "state": job_state(version), "is_published": version.style.published_version_id == version.pk}
             for version in versions

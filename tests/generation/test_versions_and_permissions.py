@@ -138,4 +138,5 @@ def test_style_page_shows_versions_and_the_train_form(client_for, owned):
     artist, first, second = owned
     page = client_for(artist.user).get(reverse("generation:style")).content.decode()
     assert "Train my style" in page and "v1" in page and "v2" in page
-    assert page.count('data-status="ready"') == 2
+    assert page.count('class="version-row" data-status="ready"') == 2
+    assert 'class="job-panel" data-status="ready"' in page and "Latest training" in page
