@@ -65,8 +65,6 @@ CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-backg
 def page(monkeypatch):
     from playwright.sync_api import sync_playwright
 
-    from django.db import connections
-
     # Playwright's sync API runs an event loop in this thread; the test's own ORM checks are still synchronous.
     monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
@@ -82,14 +80,21 @@ def page(monkeypatch):
         page.failed = failed
         yield page
         browser.close()
-    if connections["default"].vendor == "postgresql":
-        # The live server's request threads keep their connections (CONN_MAX_AGE); end them so the test
-        # database can be dropped when the run ends.
-        with connections["default"].cursor() as cursor:
-            cursor.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            )
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """End sessions a live server's request threads may leave on PostgreSQL, so the test database can be dropped."""
+    yield
+    from django.db import connection
+
+    with django_db_blocker.unblock():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
 
 
 def pytest_collection_modifyitems(items):
