@@ -53,8 +53,6 @@ LEARNING_RATE = 1e-4
 
 
 def _install_step_timer():
-    import torch
-
     times: list[float] = []
 
     def hook(optimizer, args, kwargs):

@@ -16,7 +16,8 @@ from django.db import transaction
 from generation.ml import BUILTIN_BASE_MODEL
 
 from .base_models import base_model_current
-from .ml.demo_styles import base_model_hashes, sha256_file
+from .ml import sha256_file
+from .ml.demo_styles import base_model_hashes
 from .models import AdapterVersion, TrainingJob
 from .services import adapter_version_publish, style_for_artist
 from .storage import adapter_dir

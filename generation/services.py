@@ -1,6 +1,5 @@
 """Every write of the generation side: styles, adapter versions, their training jobs, and retirement on withdrawal."""
 
-import hashlib
 import logging
 import shutil
 from datetime import timedelta
@@ -14,6 +13,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from .base_models import base_model_current
+from .ml import sha256_file
 from .models import AdapterVersion, Style, TrainingJob
 
 logger = logging.getLogger(__name__)
@@ -23,14 +23,6 @@ def one_sentence(error):
     """A failure's cause for people: the first line of the error, short."""
     text = (str(error).strip().splitlines() or [type(error).__name__])[0][:280]
     return text if text.endswith(".") else text + "."
-
-
-def _file_sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _enqueue_training(adapter_version_id):
@@ -153,7 +145,7 @@ def training_job_finish(*, adapter_version, result, adapter_root):
     """Record a finished training; a version retired meanwhile (a withdrawal) stays retired, never published."""
     version = AdapterVersion.objects.select_for_update().get(pk=adapter_version.pk)
     weights = Path(result.weights_path)
-    if _file_sha256(weights) != result.sha256:
+    if sha256_file(weights) != result.sha256:
         return _finish(version, AdapterVersion.Status.FAILED, failure_reason=_("The written adapter does not match its checksum."))
     metrics = {
         "final_loss": result.final_loss,

@@ -5,6 +5,7 @@ the built-in base model from here.
 """
 
 import os
+import hashlib
 from pathlib import Path
 
 # Read by OpenMP when torch is first imported, so it is set here, before any
@@ -15,3 +16,12 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 # The small text-to-image model shipped in the repository (diffusers layout).
 BUILTIN_BASE_MODEL = Path(__file__).resolve().parent / "base_model"
+
+
+def sha256_file(path, chunk: int = 1 << 20) -> str:
+    """sha256 of a file, read in blocks (adapters, works and model weights are named by it)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()

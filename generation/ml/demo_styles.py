@@ -23,7 +23,6 @@ each style folder is replaced only once it is complete.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -34,7 +33,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from . import BUILTIN_BASE_MODEL, scenes
+from . import BUILTIN_BASE_MODEL, scenes, sha256_file
 
 WORKS_PER_STYLE = 20
 WORK_SIDE = 256  # the platform's default minimum upload side
@@ -49,14 +48,6 @@ BIOS = {
 }
 # Each artist's works come from their own seeds, disjoint from each other.
 SEED_OFFSETS = {"pastel-outline": 710_000, "ink-hatching": 720_000, "pixel-art": 730_000}
-
-
-def sha256_file(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def base_model_hashes(base) -> dict[str, str]:

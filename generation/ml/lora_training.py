@@ -24,16 +24,14 @@ No Django here: the platform's Celery task calls `train_lora` with callbacks.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -41,6 +39,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
+
+from . import sha256_file
 
 WEIGHTS_NAME = "pytorch_lora_weights.safetensors"
 UNET_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
@@ -246,14 +246,6 @@ class LoraTrainingResult:
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def sha256_file(path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _fsync_dir(path: Path) -> None:
