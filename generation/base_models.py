@@ -7,30 +7,31 @@ from pathlib import Path
 
 from django.conf import settings
 
-from .ml import BUILTIN_BASE_MODEL
+from .ml import BUILTIN_BASE_MODEL, sha256_file
 from .models import BaseModel
 
 FINGERPRINTED_SUFFIXES = {".json", ".safetensors", ".bin", ".txt", ".model"}
 
 
 @lru_cache(maxsize=8)
-def _folder_fingerprint(path, stamp):
+def _folder_fingerprint(stamp):
     digest = hashlib.sha256()
-    for file in sorted(Path(path).rglob("*")):
-        if file.is_file() and file.suffix in FINGERPRINTED_SUFFIXES:
-            digest.update(str(file.relative_to(path)).encode())
-            with open(file, "rb") as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(block)
+    for relative, absolute, _mtime, _size in stamp:
+        digest.update(f"{relative}:{sha256_file(absolute)}\n".encode())
     return digest.hexdigest()
 
 
 def folder_fingerprint(path):
-    """sha256 over the folder's weights and configs; recomputed only when a file changes."""
+    """sha256 over the folder's weights and configs (name and sha256 of each); recomputed only when a file changes."""
     path = Path(path)
-    files = [file for file in path.rglob("*") if file.is_file() and file.suffix in FINGERPRINTED_SUFFIXES]
-    stamp = tuple(sorted((str(file), file.stat().st_mtime_ns, file.stat().st_size) for file in files))
-    return _folder_fingerprint(str(path), stamp)
+    stamp = tuple(
+        sorted(
+            (str(file.relative_to(path)), str(file), file.stat().st_mtime_ns, file.stat().st_size)
+            for file in path.rglob("*")
+            if file.is_file() and file.suffix in FINGERPRINTED_SUFFIXES
+        )
+    )
+    return _folder_fingerprint(stamp)
 
 
 def base_model_kind(path):
