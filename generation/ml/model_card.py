@@ -107,14 +107,24 @@ Noise schedule: SD's scaled-linear betas (0.00085-0.012, 1000 steps),
 rescaled to zero terminal SNR, v-prediction, "trailing" timesteps.
 
 ## Training
-Seed {training['seed']}. Autoencoder: {training['vae_steps']} steps, batch {training['vae_batch_size']}
-(MSE + small KL), latent scaling factor {training['scaling_factor']:.4f}. Then the UNet and
-text encoder jointly: {training['unet_steps']} steps, batch {training['batch_size']}, AdamW lr
-{training['learning_rate']} with warm-up and cosine decay, min-SNR weighting (gamma
-{training['snr_gamma']}) on cached latents of {training['unet_scenes']} scenes.
+Seed {training['seed']}, three phases.
+
+1. Autoencoder: {training['vae_steps']} steps, batch {training['vae_batch_size']}, trained on the
+   latent mean with pixel MSE plus {training['vae_gradient_loss_weight']} x MSE of the image gradients (edges
+   and textures), then its variance head fixed to 1% of the latents' spread;
+   latent scaling factor {training['scaling_factor']:.4f}.
+2. Text encoder alone: {training['text_steps']} steps, taught to read each caption's colour,
+   object, background, position and count (linear heads on its pooled output,
+   used in training only; final loss {training['text_final_loss']:.4f}).
+3. UNet and text encoder jointly: {training['unet_steps']} steps, batch {training['batch_size']}, AdamW lr
+   {training['learning_rate']} with warm-up and cosine decay, min-SNR weighting (gamma
+   {training['snr_gamma']}) on cached latents of {training['unet_scenes']} scenes,
+   {training['high_noise']['share']:.0%} of the timesteps from {training['high_noise']['from_timestep']} up (where the caption
+   alone decides the layout), the caption heads' loss kept on (weight
+   {training['caption_loss_weight']}); exported weights: EMA (decay {training['ema_decay']}).
 
 Wall time: {seconds['total'] / 60:.1f} min in all ({seconds['total']:.0f} s: data {seconds['data']:.0f} s,
-autoencoder {seconds['vae']:.0f} s, UNet {seconds['unet']:.0f} s), not counting evaluation.
+autoencoder {seconds['vae']:.0f} s, text encoder {seconds['text']:.0f} s, UNet {seconds['unet']:.0f} s), not counting evaluation.
 Machine: {machine['cpu']}, {machine['threads']} PyTorch threads on {machine['cores']} cores, {machine['device']},
 torch {machine['torch']}, diffusers {machine['diffusers']}, {machine['platform']}.
 Load average when training ended: {machine['load_average_end']}.

@@ -11,7 +11,7 @@ from diffusers import StableDiffusionPipeline
 from generation.ml import train_base
 from generation.ml.pipeline import generate, load_pipeline
 
-TINY = ["--tiny", "--vae-steps", "2", "--unet-steps", "3", "--batch-size", "4", "--vae-batch-size", "4",
+TINY = ["--tiny", "--vae-steps", "2", "--text-steps", "2", "--unet-steps", "3", "--batch-size", "4", "--vae-batch-size", "4",
         "--eval-n", "2", "--threads", "2"]
 
 
@@ -31,7 +31,7 @@ def test_training_writes_a_loadable_model_with_card_and_figures(trained):
     pipe = load_pipeline(trained)
     assert generate(pipe, "a red star on a blue background, top left", steps=2)[0].size == (32, 32)
     facts = json.loads((trained / "training.json").read_text())
-    assert (facts["vae_steps"], facts["unet_steps"]) == (2, 3)
+    assert (facts["vae_steps"], facts["text_steps"], facts["unet_steps"]) == (2, 2, 3)
     assert facts["parameters"]["total"] == sum(facts["parameters"][p] for p in ("unet", "vae", "text_encoder"))
     assert facts["scaling_factor"] > 0 and pipe.vae.config.scaling_factor == pytest.approx(facts["scaling_factor"])
     evaluation = json.loads((trained / "evaluation.json").read_text())
@@ -50,7 +50,7 @@ def test_training_is_reproducible_and_resume_continues_where_it_stopped(trained,
     interrupted = train_base.Trainer(args)
     interrupted.train_vae()
     checkpoint = torch.load(tmp_path / train_base.CHECKPOINT, weights_only=False)
-    assert checkpoint["state"]["phase"] == "unet" and checkpoint["state"]["vae_step"] == 2
+    assert checkpoint["state"]["phase"] == "text" and checkpoint["state"]["vae_step"] == 2
     train_base.main(["--out", str(tmp_path), *TINY, "--resume"])
     resumed, uninterrupted = weights(tmp_path), weights(trained)
     assert resumed.keys() == uninterrupted.keys()
@@ -62,3 +62,27 @@ def test_resume_without_checkpoint_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(SystemExit):
         train_base.main(["--out", str(tmp_path), *TINY, "--resume"])
     assert "no checkpoint" in capsys.readouterr().err
+
+
+def test_the_autoencoder_samples_its_mean(trained):
+    # Trained on the latent mean, its variance head is fixed to a tiny
+    # constant, so sample() (diffusers' scripts, the LoRA loop) keeps the image.
+    pipe = load_pipeline(trained)
+    images = train_base.to_model_range(train_base.render_pool(8, 0, {"plain": 1.0}, held_out=None)[0])
+    with torch.no_grad():
+        posterior = pipe.vae.encode(images).latent_dist
+    assert float(posterior.std.max()) <= 0.02 * float(posterior.mean.std())
+
+
+def test_caption_heads_teach_the_text_encoder_a_captions_facts(tmp_path):
+    args = train_base.parse_args(["--out", str(tmp_path), *TINY, "--text-steps", "60"])
+    trainer = train_base.Trainer(args)
+    _, drawn = train_base.render_pool(256, 3, {"plain": 1.0}, held_out=False)
+    captions = [train_base.scenes.plain_caption(scene) for scene in drawn[:64]]
+    with torch.no_grad():
+        before = trainer.caption_heads.loss(trainer.encode_captions(captions).pooler_output, drawn[:64]).item()
+    trainer.train_text(drawn)
+    with torch.no_grad():
+        after = trainer.caption_heads.loss(trainer.encode_captions(captions).pooler_output, drawn[:64]).item()
+    assert after < 0.5 * before
+    assert trainer.state["phase"] == "unet" and trainer.state["text_step"] == 60
