@@ -204,15 +204,19 @@ def test_builtin_model_path_is_inside_the_package():
     assert BUILTIN_BASE_MODEL.name == "base_model" and BUILTIN_BASE_MODEL.parent.name == "ml"
 
 
-def test_builtin_model_is_small_loads_offline_and_follows_colours(tmp_path):
-    from generation.ml.classify import classify
+def test_builtin_model_is_small_loads_offline_and_follows_its_captions():
+    from generation.ml.evaluate_base import evaluate
 
     files = [p for p in BUILTIN_BASE_MODEL.rglob("*") if p.is_file()]
     assert sum(p.stat().st_size for p in files) <= 30_000_000
     assert all(p.suffix != ".bin" for p in files)  # weights only as safetensors
     with no_network() as attempts:
         pipe = load_pipeline(BUILTIN_BASE_MODEL)
-        images = generate(pipe, ["a yellow star on a blue background, centre",
-                                 "a white circle on a black background, left"], seed=0)
+        # 25 held-out captions, read back from pixels; chance is 11% for each
+        # attribute. The margins below the measured 200-caption figures
+        # (README) leave room for another CPU's rounding.
+        accuracy = evaluate(pipe, n=25)["accuracy"]
     assert attempts == []
-    assert [classify(image)["background"] for image in images] == ["blue", "black"]
+    assert accuracy["background"] >= 0.9
+    assert accuracy["position"] >= 0.8
+    assert accuracy["colour"] >= 0.64
