@@ -1,7 +1,7 @@
 """Style LoRA training: this project's loop against diffusers' own script.
 
     python benchmarks/lora_training.py --reference /tmp/diffusers-ref/train_text_to_image_lora.py \
-        [--reference-site /tmp/diffusers-ref/site] [--base DIR] [--steps 60] [--batch 8] [--rank 16]
+        [--reference-site /tmp/diffusers-ref/site] [--base DIR] [--steps 60] [--batch 8] [--rank 16] [--compile]
 
 Trains the same base, data (20 demo works, 256 px PNG), batch, resolution,
 rank, learning rate and steps twice, each in its own process, one after the
@@ -201,7 +201,7 @@ def child_ours(args) -> None:
     times = _install_step_timer()
     config = LoraTrainingConfig(rank=args.rank, alpha=args.rank, learning_rate=LEARNING_RATE, steps=args.steps,
                                 batch_size=args.batch, resolution=args.resolution, flip=True, seed=0,
-                                checkpoint_every=10**9, preview_every=0)
+                                checkpoint_every=10**9, preview_every=0, compile_unet=args.compile)
     work = Path(args.scratch) / "ours-work"
     shutil.rmtree(work, ignore_errors=True)
     train_lora(base_path=args.base, examples=read_data_folder(Path(args.data) / "captioned"),
@@ -288,7 +288,7 @@ def run_child(kind: str, args, scratch: Path, data: Path) -> dict:
     command = [sys.executable, __file__, "--child", kind, "--scratch", str(scratch), "--data", str(data),
                "--base", str(args.base), "--steps", str(args.steps), "--batch", str(args.batch),
                "--rank", str(args.rank), "--resolution", str(args.resolution), "--warmup", str(args.warmup),
-               "--threads", str(args.threads)]
+               "--threads", str(args.threads)] + (["--compile"] if args.compile else [])
     if kind == "reference":
         command += ["--reference", str(args.reference)]
         if args.reference_site:
@@ -314,6 +314,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--resolution", type=int, help="default: the base's native size")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=1, help="alternate the two runs this many times; best of each")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile this project's UNet (its compile time falls in the warm-up steps; "
+                             "see wall s)")
     parser.add_argument("--child", choices=("ours", "reference"), help=argparse.SUPPRESS)
     parser.add_argument("--scratch", help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
@@ -355,6 +358,7 @@ def main(argv=None) -> dict:
     summary = {
         "base": str(args.base), "steps": args.steps, "warmup": args.warmup, "batch": args.batch,
         "rank": args.rank, "resolution": args.resolution, "threads": args.threads, "device": ours["device"],
+        "compile": args.compile,
         "ours": ours, "reference": ref,
         "speedup_steps_per_second": ours["steps_per_second"] / ref["steps_per_second"],
         "memory_ratio": ours[memory_key] / ref[memory_key], "memory_measure": memory_key,

@@ -95,6 +95,11 @@ class LoraTrainingConfig:
     max_grad_norm: float = 1.0
     preview_inference_steps: int = 20
     preview_guidance_scale: float = 5.0
+    # torch.compile the UNet for training: on this project's 2-core CPU 1.4x
+    # per step on the built-in base, after a first compile of about 190 s
+    # (about 14 s later, from inductor's on-disk cache). Off by default: it
+    # pays off only for long runs or on a worker whose cache is warm.
+    compile_unet: bool = False
 
     # Fields that change the trained weights; the others (checkpoint and
     # preview cadence, preview prompts) may change between a run and its resume.
@@ -717,6 +722,8 @@ def train_lora(*, base_path, examples: list[TrainingExample], out_dir, config: L
     input_ids = cache.get("input_ids")
     sdxl = _is_sdxl(pipe)
     pipe.unet.train()
+    # The compiled module shares the UNet's parameters; previews and saving use the UNet itself.
+    unet = torch.compile(pipe.unet) if config.compile_unet else pipe.unet
     if config.train_text_encoder:
         pipe.text_encoder.train()
     last_saved = step
@@ -762,7 +769,7 @@ def train_lora(*, base_path, examples: list[TrainingExample], out_dir, config: L
                     "text_embeds": text_embeds.to(device, dtype),
                     "time_ids": _sdxl_time_ids(resolution, config.batch_size, device, dtype),
                 }
-            pred = pipe.unet(noisy.to(device, dtype), timesteps.to(device), cond, return_dict=False, **kwargs)[0]
+            pred = unet(noisy.to(device, dtype), timesteps.to(device), cond, return_dict=False, **kwargs)[0]
             target = target.to(device)
             if config.snr_gamma is None:
                 loss = F.mse_loss(pred.float(), target.float(), reduction="mean")

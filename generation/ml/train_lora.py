@@ -94,6 +94,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--learning-rate", type=float, help="override the preset's learning rate")
     parser.add_argument("--resolution", type=int, help="training size in px (default: the base's own)")
     parser.add_argument("--train-text-encoder", action="store_true", help="also train a text-encoder LoRA")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the UNet: faster steps after a first compile (minutes on a CPU)")
     parser.add_argument("--seed", type=int, help="random seed (default 0)")
     parser.add_argument("--work", type=Path, help="cache and checkpoint folder (default: <out>.work)")
     parser.add_argument("--device", help="cuda, cpu, ... (default: CUDA when present)")
@@ -126,7 +128,8 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(f"--base: {exc}")
     overrides = dict(steps=args.steps, rank=args.rank, alpha=args.alpha if args.alpha else args.rank,
                      batch_size=args.batch_size, learning_rate=args.learning_rate, resolution=args.resolution,
-                     seed=args.seed, train_text_encoder=args.train_text_encoder or None)
+                     seed=args.seed, train_text_encoder=args.train_text_encoder or None,
+                     compile_unet=args.compile or None)
     try:
         config = preset_config(args.preset, kind, **overrides)
     except ValueError as exc:

@@ -140,6 +140,27 @@ def test_same_seed_same_adapter_and_images_other_seed_differs(tiny_base, works, 
     assert np.array_equal(outputs[0], outputs[1])
 
 
+def test_a_compiled_unet_trains_the_same_adapter_as_the_eager_one(tiny_base, works, tmp_path):
+    from safetensors.torch import load_file
+
+    eager, compiled = (
+        train_lora(base_path=tiny_base, examples=works, out_dir=tmp_path / f"a-{name}",
+                   config=config(steps=6, compile_unet=flag), work_dir=tmp_path / f"w-{name}")
+        for name, flag in (("eager", False), ("compiled", True))
+    )
+    # Compiled kernels may round differently, nothing more: the same steps,
+    # the same losses to float tolerance, the same weights.
+    assert np.allclose(compiled.losses, eager.losses, rtol=1e-3, atol=1e-5)
+    eager_weights, compiled_weights = load_file(eager.weights_path), load_file(compiled.weights_path)
+    assert eager_weights.keys() == compiled_weights.keys()
+    for key, weight in eager_weights.items():
+        assert torch.allclose(compiled_weights[key], weight, rtol=1e-3, atol=1e-5), key
+    base_pipe = load_base_pipeline(tiny_base)
+    before = images_of(base_pipe)
+    apply_adapters(base_pipe, [("compiled", compiled.weights_path, 1.0)])
+    assert not np.array_equal(images_of(base_pipe), before)  # a trained adapter, not its zero start
+
+
 def test_alpha_different_from_rank_survives_save_and_load(tiny_base, works, tmp_path):
     from diffusers import StableDiffusionPipeline
     from diffusers.utils import convert_state_dict_to_diffusers
