@@ -223,15 +223,19 @@ class Trainer:
             list(self.text_encoder.parameters()) + list(self.caption_heads.parameters()), lr=TEXT_LR, weight_decay=1e-2
         )
         self.unet_optimizer = torch.optim.AdamW(self.denoiser_parameters(), lr=args.lr, weight_decay=1e-2)
-        self.ema = EMAModel(list(self.unet.parameters()) + list(self.text_encoder.parameters()),
-                            decay=EMA_DECAY, use_ema_warmup=True, power=2 / 3)
+        self.ema = EMAModel(self.exported_parameters(), decay=EMA_DECAY, use_ema_warmup=True, power=2 / 3)
         self.state = {"phase": "vae", "vae_step": 0, "text_step": 0, "unet_step": 0, "scaling_factor": None,
                       "seconds": {"data": 0.0, "vae": 0.0, "text": 0.0, "unet": 0.0},
                       "losses": {"vae": None, "text": None, "unet": None}}
         self.last_checkpoint = time.monotonic()
 
+    def exported_parameters(self) -> list[torch.nn.Parameter]:
+        """The UNet's and text encoder's: what the EMA averages and the model ships."""
+        return [*self.unet.parameters(), *self.text_encoder.parameters()]
+
     def denoiser_parameters(self) -> list[torch.nn.Parameter]:
-        return [*self.unet.parameters(), *self.text_encoder.parameters(), *self.caption_heads.parameters()]
+        """What the UNet phase trains: the exported parameters and the caption heads."""
+        return [*self.exported_parameters(), *self.caption_heads.parameters()]
 
     # ------------------------------------------------------------ checkpoints
 
@@ -422,7 +426,7 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(parameters, 1.0)
             self.unet_optimizer.step()
             self.unet_optimizer.zero_grad(set_to_none=True)
-            self.ema.step(list(self.unet.parameters()) + list(self.text_encoder.parameters()))
+            self.ema.step(self.exported_parameters())
             self.state["unet_step"] += 1
             self.state["seconds"]["unet"] += time.perf_counter() - step_started
             self.state["losses"]["unet"] = loss.item()
@@ -437,7 +441,7 @@ class Trainer:
 
     def pipeline(self) -> StableDiffusionPipeline:
         """The pipeline with the EMA weights (the last step's are not kept)."""
-        self.ema.copy_to(list(self.unet.parameters()) + list(self.text_encoder.parameters()))
+        self.ema.copy_to(self.exported_parameters())
         self.vae.register_to_config(scaling_factor=self.state["scaling_factor"])
         pipe = StableDiffusionPipeline(
             vae=self.vae.eval(),
