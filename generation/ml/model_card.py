@@ -46,6 +46,7 @@ def render_model_card(training: dict, evaluation: dict | None) -> str:
     config = training["config"]
     machine = training["machine"]
     seconds = training["seconds"]
+    mix = training["timestep_mix"]
     if evaluation:
         acc, chance = evaluation["accuracy"], evaluation["chance"]
         evaluation_text = (
@@ -119,8 +120,9 @@ Seed {training['seed']}, three phases.
 3. UNet and text encoder jointly: {training['unet_steps']} steps, batch {training['batch_size']}, AdamW lr
    {training['learning_rate']} with warm-up and cosine decay, min-SNR weighting (gamma
    {training['snr_gamma']}) on cached latents of {training['unet_scenes']} scenes,
-   {training['high_noise']['share']:.0%} of the timesteps from {training['high_noise']['from_timestep']} up (where the caption
-   alone decides the layout), the caption heads' loss kept on (weight
+   timesteps drawn {mix['high_noise']['share']:.0%} from {mix['high_noise']['from']}-{mix['high_noise']['to']} (where the caption
+   alone decides the layout), {mix['middle']['share']:.0%} from {mix['middle']['from']}-{mix['middle']['to']} (where outlines
+   form) and {mix['uniform']['share']:.0%} from all, the caption heads' loss kept on (weight
    {training['caption_loss_weight']}); exported weights: EMA (decay {training['ema_decay']}).
 
 Wall time: {seconds['total'] / 60:.1f} min in all ({seconds['total']:.0f} s: data {seconds['data']:.0f} s,

@@ -15,10 +15,10 @@ Three phases, in the manner of diffusers' training examples:
    scratch, the text encoder never separated the object's colour and place
    from the rest, and the UNet could not learn layout at all;
 3. the UNet and text encoder together on cached latents of plain scenes,
-   with 10% empty captions for classifier-free guidance, half the timesteps
-   drawn from the high-noise end (where the caption alone decides the
-   layout) and the caption heads' loss kept on; the exported weights are an
-   exponential moving average (EMA).
+   with 10% empty captions for classifier-free guidance, timesteps weighted
+   towards the high-noise end (where the caption alone decides the layout)
+   and the middle (where outlines form), and the caption heads' loss kept
+   on; the exported weights are an exponential moving average (EMA).
 
 `--minutes` is the whole run's wall-clock budget: the autoencoder gets
 `--vae-share` of it, the UNet what is left after data, autoencoder and text
@@ -91,11 +91,13 @@ CAPTION_FACTS = {
     "position": tuple(scenes.POSITIONS),
     "count": scenes.COUNTS,
 }
-# UNet: this share of every batch has timesteps from HIGH_NOISE_FROM up (SNR
-# below 0.01), where the model must draw the layout from the caption alone.
-# Drawn uniformly, position stayed at chance after 1000 steps; so, 97%.
-HIGH_NOISE_SHARE = 0.5
-HIGH_NOISE_FROM = 850
+# UNet timesteps, a mix of three ranges. From 850 up (SNR below 0.01) the
+# model must draw the layout from the caption alone: drawn uniformly, position
+# stayed at chance after 1000 steps; with half the batch there, 97%. Between
+# 200 and 850 the outline takes form: 500 more steps there alone took the
+# previous base's shape accuracy from 15% to 24% (colour 86% -> 94%), against
+# 20% (85%) for 500 more steps of its half-high-noise mix. The rest is uniform.
+TIMESTEP_MIX = {"high_noise": (0.3, 850, 1000), "middle": (0.4, 200, 850), "uniform": (0.3, 0, 1000)}
 EMA_DECAY = 0.999
 WARMUP_STEPS = 100
 FINAL_LR_FRACTION = 0.1
@@ -389,10 +391,12 @@ class Trainer:
         return self.args.minutes * 60 - spent
 
     def sample_timesteps(self, count: int) -> torch.Tensor:
-        total = self.noise_scheduler.config.num_train_timesteps
-        uniform = torch.randint(total, (count,), generator=self.generator)
-        high = torch.randint(HIGH_NOISE_FROM, total, (count,), generator=self.generator)
-        return torch.where(torch.rand(count, generator=self.generator) < HIGH_NOISE_SHARE, high, uniform)
+        """Timesteps drawn from TIMESTEP_MIX: each item picks a range by its share."""
+        shares = torch.tensor([share for share, _, _ in TIMESTEP_MIX.values()])
+        ranges = torch.multinomial(shares, count, replacement=True, generator=self.generator)
+        low = torch.tensor([start for _, start, _ in TIMESTEP_MIX.values()])[ranges]
+        high = torch.tensor([end for _, _, end in TIMESTEP_MIX.values()])[ranges]
+        return low + (torch.rand(count, generator=self.generator) * (high - low)).long()
 
     def train_unet(self, latent_mean: torch.Tensor, latent_std: torch.Tensor, drawn: list[scenes.Scene]) -> None:
         args = self.args
@@ -474,7 +478,7 @@ class Trainer:
             "text_steps": self.state["text_step"],
             "text_final_loss": self.state["losses"]["text"],
             "caption_loss_weight": CAPTION_LOSS_WEIGHT,
-            "high_noise": {"share": HIGH_NOISE_SHARE, "from_timestep": HIGH_NOISE_FROM},
+            "timestep_mix": {name: {"share": share, "from": start, "to": end} for name, (share, start, end) in TIMESTEP_MIX.items()},
             "ema_decay": EMA_DECAY,
             "unet_steps": self.state["unet_step"],
             "unet_final_loss": self.state["losses"]["unet"],

@@ -86,3 +86,17 @@ def test_caption_heads_teach_the_text_encoder_a_captions_facts(tmp_path):
         after = trainer.caption_heads.loss(trainer.encode_captions(captions).pooler_output, drawn[:64]).item()
     assert after < 0.5 * before
     assert trainer.state["phase"] == "unet" and trainer.state["text_step"] == 60
+
+
+def test_unet_timesteps_follow_the_mix_of_ranges(tmp_path):
+    trainer = train_base.Trainer(train_base.parse_args(["--out", str(tmp_path), *TINY]))
+    timesteps = trainer.sample_timesteps(20000)
+    assert timesteps.dtype == torch.long and 0 <= int(timesteps.min()) and int(timesteps.max()) < 1000
+
+    def expected_share(low: int, high: int) -> float:  # each range's overlap with [low, high), by its share
+        return sum(share * max(0, min(end, high) - max(start, low)) / (end - start)
+                   for share, start, end in train_base.TIMESTEP_MIX.values())
+
+    for low, high in [(850, 1000), (200, 850), (0, 200)]:
+        observed = float(((timesteps >= low) & (timesteps < high)).float().mean())
+        assert abs(observed - expected_share(low, high)) < 0.02, (low, high, observed)
