@@ -212,11 +212,12 @@ def test_builtin_model_is_small_loads_offline_and_follows_its_captions():
     assert all(p.suffix != ".bin" for p in files)  # weights only as safetensors
     with no_network() as attempts:
         pipe = load_pipeline(BUILTIN_BASE_MODEL)
-        # 25 held-out captions, read back from pixels; chance is 11% for each
-        # attribute. The margins below the measured 200-caption figures
-        # (README) leave room for another CPU's rounding.
+        # 25 held-out captions, read back from pixels; chance is 11-12.5% for
+        # each attribute. Colour, position and shape at the targets;
+        # the 200-caption figures (README) are 99.5 / 100 / 89%.
         accuracy = evaluate(pipe, n=25)["accuracy"]
     assert attempts == []
     assert accuracy["background"] >= 0.9
-    assert accuracy["position"] >= 0.8
-    assert accuracy["colour"] >= 0.64
+    assert accuracy["colour"] >= 0.85
+    assert accuracy["position"] >= 0.75
+    assert accuracy["shape"] >= 0.6
