@@ -157,8 +157,9 @@ PRESETS: dict[str, dict[str, LoraTrainingConfig]] = {
     "builtin": {
         "quick": _preset(rank=8, alpha=8, learning_rate=1e-3, steps=150, batch_size=8, caption_dropout=0.1,
                          checkpoint_every=50, preview_every=50),
-        # lr 3e-4: on pastel-outline it closed 15% of the style distance for 19
-        # points of caption adherence; 1e-3 closed 8% for 26 (Min-SNR: 11% for 33).
+        # lr 3e-4: on pastel-outline and the previous base it closed 15% of the style
+        # distance for 19 points of caption adherence; 1e-3 closed 8% for 26
+        # (Min-SNR: 11% for 33). On the current base: 27% for 31 (README).
         "standard": _preset(rank=16, alpha=16, learning_rate=3e-4, steps=400, batch_size=8, caption_dropout=0.1,
                             checkpoint_every=50, preview_every=100),
         "thorough": _preset(rank=32, alpha=32, learning_rate=5e-4, steps=1500, batch_size=8, caption_dropout=0.1,
