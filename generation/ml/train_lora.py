@@ -2,6 +2,7 @@
 
     python -m generation.ml.train_lora [--base DIR] --data DIR --out DIR
         [--preset quick|standard|thorough] [--steps N] [--rank R] [--seed S]
+        [--targets attention|full]
 
 The data folder holds images (png, jpg, jpeg, webp, gif, bmp, tif, tiff)
 each with a caption in a text file of the same name (`cat.png` + `cat.txt`).
@@ -93,6 +94,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch-size", type=int, help="override the preset's batch size")
     parser.add_argument("--learning-rate", type=float, help="override the preset's learning rate")
     parser.add_argument("--resolution", type=int, help="training size in px (default: the base's own)")
+    parser.add_argument("--targets", choices=("attention", "full"),
+                        help="UNet layers the LoRA trains: the attention projections, or every linear and "
+                             "convolution (default: the preset's)")
     parser.add_argument("--train-text-encoder", action="store_true", help="also train a text-encoder LoRA")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the UNet: faster steps after a first compile (minutes on a CPU)")
@@ -128,7 +132,7 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(f"--base: {exc}")
     overrides = dict(steps=args.steps, rank=args.rank, alpha=args.alpha if args.alpha else args.rank,
                      batch_size=args.batch_size, learning_rate=args.learning_rate, resolution=args.resolution,
-                     seed=args.seed, train_text_encoder=args.train_text_encoder or None,
+                     seed=args.seed, unet_targets=args.targets, train_text_encoder=args.train_text_encoder or None,
                      compile_unet=args.compile or None)
     try:
         config = preset_config(args.preset, kind, **overrides)

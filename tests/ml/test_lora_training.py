@@ -161,13 +161,13 @@ def test_a_compiled_unet_trains_the_same_adapter_as_the_eager_one(tiny_base, wor
     assert not np.array_equal(images_of(base_pipe), before)  # a trained adapter, not its zero start
 
 
-def test_alpha_different_from_rank_survives_save_and_load(tiny_base, works, tmp_path):
+@pytest.mark.parametrize("targets", sorted(lt.UNET_TARGET_SETS))
+def test_alpha_different_from_rank_survives_save_and_load(tiny_base, works, tmp_path, targets):
     from diffusers import StableDiffusionPipeline
-    from diffusers.utils import convert_state_dict_to_diffusers
     from peft import LoraConfig
     from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 
-    cfg = config(rank=4, alpha=16)
+    cfg = config(rank=4, alpha=16, unet_targets=targets)
     result = train_lora(base_path=tiny_base, examples=works, out_dir=tmp_path / "adapter", config=cfg,
                         work_dir=tmp_path / "work")
     with safe_open(result.weights_path, "pt") as handle:
@@ -178,8 +178,13 @@ def test_alpha_different_from_rank_survives_save_and_load(tiny_base, works, tmp_
     # The trained weights in memory (from the final checkpoint), on a fresh base.
     checkpoint = torch.load(tmp_path / "work" / lt.CHECKPOINT_NAME, weights_only=False)
     in_memory = load_base_pipeline(tiny_base)
-    in_memory.unet.add_adapter(LoraConfig(r=4, lora_alpha=16, init_lora_weights="gaussian", target_modules=lt.UNET_TARGETS))
+    in_memory.unet.add_adapter(LoraConfig(r=4, lora_alpha=16, init_lora_weights="gaussian",
+                                          target_modules=list(lt.UNET_TARGET_SETS[targets])))
     set_peft_model_state_dict(in_memory.unet, checkpoint["lora"]["unet"])
+    with safe_open(result.weights_path, "pt") as handle:
+        saved_layers = {key.split(".lora_")[0] for key in handle.keys()}
+    assert saved_layers == {"unet." + key.split(".lora_")[0] for key in checkpoint["lora"]["unet"]}
+    assert any(layer.endswith("conv1") for layer in saved_layers) == (targets == "full")
     expected = images_of(in_memory)
 
     reloaded = load_base_pipeline(tiny_base)
@@ -190,7 +195,7 @@ def test_alpha_different_from_rank_survives_save_and_load(tiny_base, works, tmp_
     # output differs, so the comparison above could have failed.
     bare = tmp_path / "bare"
     StableDiffusionPipeline.save_lora_weights(
-        str(bare), unet_lora_layers=convert_state_dict_to_diffusers(get_peft_model_state_dict(in_memory.unet)))
+        str(bare), unet_lora_layers=get_peft_model_state_dict(in_memory.unet))
     lossy = load_base_pipeline(tiny_base)
     apply_adapters(lossy, [("s", bare / lt.WEIGHTS_NAME, 1.0)])
     assert not np.allclose(images_of(lossy), expected, atol=1e-4)
@@ -292,6 +297,8 @@ def test_config_round_trip_presets_and_validation(tiny_base):
         LoraTrainingConfig(rank=0, alpha=1, learning_rate=1e-3, steps=1, batch_size=1)
     with pytest.raises(ValueError, match="unknown training setting"):
         LoraTrainingConfig.from_dict({**cfg.to_dict(), "bogus": 1})
+    with pytest.raises(ValueError, match="unet_targets must be one of attention, full"):
+        LoraTrainingConfig.from_dict({**cfg.to_dict(), "unet_targets": "everything"})
 
 
 # ---------------------------------------------------------------- CLI
@@ -300,11 +307,15 @@ def test_config_round_trip_presets_and_validation(tiny_base):
 def test_cli_trains_and_prints_json(tiny_base, works, tmp_path, capsys):
     data = Path(works[0].image_path).parent
     summary = cli_main(["--base", str(tiny_base), "--data", str(data), "--out", str(tmp_path / "adapter"),
-                        "--preset", "quick", "--steps", "6", "--rank", "4", "--seed", "3", "--threads", "1"])
+                        "--preset", "quick", "--steps", "6", "--rank", "4", "--seed", "3", "--threads", "1",
+                        "--targets", "full"])
     out, err = capsys.readouterr()
     printed = json.loads(out.strip().splitlines()[-1])
     assert printed == json.loads(json.dumps(summary))
     assert printed["steps"] == 6 and printed["config"]["rank"] == 4 and printed["config"]["seed"] == 3
+    assert printed["config"]["unet_targets"] == "full"
+    with safe_open(printed["weights_path"], "pt") as handle:
+        assert any(".conv1.lora_A" in key for key in handle.keys())
     assert printed["sha256"] == lt.sha256_file(printed["weights_path"])
     assert "step 6/6" in err
 
