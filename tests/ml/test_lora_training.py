@@ -172,6 +172,7 @@ def test_alpha_different_from_rank_survives_save_and_load(tiny_base, works, tmp_
                         work_dir=tmp_path / "work")
     with safe_open(result.weights_path, "pt") as handle:
         metadata = handle.metadata()
+        saved_layers = {key.split(".lora_")[0] for key in handle.keys()}
     stored = json.loads(metadata["lora_adapter_metadata"])
     assert stored["unet.lora_alpha"] == 16 and stored["unet.r"] == 4
 
@@ -181,8 +182,6 @@ def test_alpha_different_from_rank_survives_save_and_load(tiny_base, works, tmp_
     in_memory.unet.add_adapter(LoraConfig(r=4, lora_alpha=16, init_lora_weights="gaussian",
                                           target_modules=list(lt.UNET_TARGET_SETS[targets])))
     set_peft_model_state_dict(in_memory.unet, checkpoint["lora"]["unet"])
-    with safe_open(result.weights_path, "pt") as handle:
-        saved_layers = {key.split(".lora_")[0] for key in handle.keys()}
     assert saved_layers == {"unet." + key.split(".lora_")[0] for key in checkpoint["lora"]["unet"]}
     assert any(layer.endswith("conv1") for layer in saved_layers) == (targets == "full")
     expected = images_of(in_memory)
