@@ -45,6 +45,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from generation.ml import default_threads  # noqa: E402  (no torch: cheap)
+
 WORKS = 20
 LEARNING_RATE = 1e-4
 
@@ -312,7 +314,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--rank", type=int, default=16)
     parser.add_argument("--resolution", type=int, help="default: the base's native size")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=default_threads(),
+                        help=f"CPU threads of each run (default {default_threads()}: the platform's, half the cores)")
     parser.add_argument("--repeats", type=int, default=1, help="alternate the two runs this many times; best of each")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile this project's UNet (its compile time falls in the warm-up steps; "

@@ -117,6 +117,7 @@ def run_training_job(*, adapter_version_id, worker):
             config=LoraTrainingConfig.from_dict(version.hyperparameters),
             work_dir=training_work_dir(version) / "state",
             callbacks=reporter,
+            threads=settings.TRAINING_THREADS,
         )
     except TrainingCancelled:
         return services.training_job_stop(adapter_version=version)

@@ -14,6 +14,19 @@ from pathlib import Path
 # four times and the ML tests ten times slower (184 s -> 18 s with PASSIVE).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+
+def default_threads() -> int:
+    """CPU threads for one ML process: half the cores this process may use, at least one.
+
+    The embedded platform runs two ML workers (training; generation) beside the
+    web server, so half each keeps them from oversubscribing the cores. More
+    threads are not free under the PASSIVE policy above: every parallel region
+    wakes sleeping threads. On a 2-core Xeon one thread trained the standard
+    preset's step in 213 ms against 420 ms with two (and sampled 2.3x faster).
+    """
+    return max(1, len(os.sched_getaffinity(0)) // 2)
+
+
 # The small text-to-image model shipped in the repository (diffusers layout).
 BUILTIN_BASE_MODEL = Path(__file__).resolve().parent / "base_model"
 

@@ -33,7 +33,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from . import BUILTIN_BASE_MODEL, scenes, sha256_file
+from . import BUILTIN_BASE_MODEL, default_threads, scenes, sha256_file
 
 WORKS_PER_STYLE = 20
 WORK_SIDE = 256  # the platform's default minimum upload side
@@ -175,10 +175,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--preset", default=PRESET, choices=("quick", "standard", "thorough"))
     parser.add_argument("--works", type=int, default=WORKS_PER_STYLE, help="works per artist (default 20)")
     parser.add_argument("--no-evaluate", action="store_true", help="skip the evaluation figures")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=default_threads(),
+                        help=f"CPU threads (default {default_threads()}: half this machine's cores)")
     args = parser.parse_args(argv)
     if not (args.base / "model_index.json").is_file():
         parser.error(f"--base {args.base}: not a diffusers model folder (no model_index.json)")
+    if args.threads < 1:
+        parser.error("--threads must be at least 1")
     slugs = [s.strip() for s in args.styles.split(",") if s.strip()]
     unknown = [s for s in slugs if s not in scenes.DEMO_STYLES]
     if unknown or not slugs:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from . import BUILTIN_BASE_MODEL, scenes
+from . import BUILTIN_BASE_MODEL, default_threads, scenes
 from .classify import classify
 from .model_card import write_model_card
 from .pipeline import generate, load_pipeline
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(f"--model {args.model}: not a diffusers model folder (no model_index.json)")
     if args.n < 1 or args.steps < 1:
         parser.error("--n and --steps must be at least 1")
-    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    torch.set_num_threads(default_threads())
     pipe = load_pipeline(args.model)
     result = evaluate(pipe, args.n, seed=args.seed, steps=args.steps, guidance=args.guidance)
     print(json.dumps(result))

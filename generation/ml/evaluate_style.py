@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import BUILTIN_BASE_MODEL, scenes
+from . import BUILTIN_BASE_MODEL, default_threads, scenes
 from . import style_metrics as sm
 from .classify import classify
 from .evaluate_base import ATTRIBUTES, DEFAULT_GUIDANCE, DEFAULT_STEPS, held_out_scenes
@@ -244,15 +244,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--scale", type=float, default=1.0, help="LoRA strength (default 1)")
     parser.add_argument("--style", choices=sorted(scenes.RENDERERS), help="demo renderer the works were drawn with")
     parser.add_argument("--grid", type=Path, help="write a PNG: base samples, LoRA samples, works")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=default_threads(),
+                        help=f"CPU threads (default {default_threads()}: half this machine's cores)")
     args = parser.parse_args(argv)
     if not (args.base / "model_index.json").is_file():
         parser.error(f"--base {args.base}: not a diffusers model folder (no model_index.json)")
     lora_file = args.lora if args.lora.is_file() else args.lora / WEIGHTS_NAME
     if not lora_file.is_file():
         parser.error(f"--lora {args.lora}: no {WEIGHTS_NAME} there")
-    if args.n < 2 or args.steps < 1:
-        parser.error("--n must be at least 2 and --steps at least 1")
+    if args.n < 2 or args.steps < 1 or args.threads < 1:
+        parser.error("--n must be at least 2, --steps and --threads at least 1")
     try:
         work_images(args.works)
     except ValueError as exc:

@@ -651,17 +651,23 @@ def _previews(pipe, config: LoraTrainingConfig, device, resolution: int) -> list
 
 def train_lora(*, base_path, examples: list[TrainingExample], out_dir, config: LoraTrainingConfig,
                work_dir, callbacks: TrainingCallbacks | None = None, device=None,
-               dtype=None) -> LoraTrainingResult:
+               dtype=None, threads: int | None = None) -> LoraTrainingResult:
     """Trains one style adapter; see the module docstring.
 
     `work_dir` keeps the encoded cache and the latest checkpoint; a call with
     the same base, data and config resumes from that checkpoint. `device` and
-    `dtype` default to CUDA in bf16/fp16 when present, else the CPU in fp32."""
+    `dtype` default to CUDA in bf16/fp16 when present, else the CPU in fp32.
+    `threads` sets torch's CPU threads for this process (None: leave them);
+    the same seed gives the same adapter only at the same thread count."""
     started = time.perf_counter()
     callbacks = callbacks or TrainingCallbacks()
     log = callbacks.on_log
     examples = list(examples)
     _check_examples(examples)
+    if threads is not None:
+        if threads < 1:
+            raise ValueError("threads must be at least 1")
+        torch.set_num_threads(threads)
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
 
@@ -675,7 +681,8 @@ def train_lora(*, base_path, examples: list[TrainingExample], out_dir, config: L
         raise ValueError(f"resolution {resolution} is not a multiple of the VAE's factor {latent_factor}")
     if config.train_text_encoder and _is_sdxl(pipe):
         raise BaseModelError("a text-encoder LoRA is supported on SD 1.x/2.x bases only, not on SDXL")
-    log(f"base {base_path} on {device} ({str(dtype).replace('torch.', '')}), {len(examples)} works, "
+    cpu_threads = f", {torch.get_num_threads()} CPU thread(s)" if device.type == "cpu" else ""
+    log(f"base {base_path} on {device} ({str(dtype).replace('torch.', '')}{cpu_threads}), {len(examples)} works, "
         f"{resolution} px, rank {config.rank}, alpha {config.alpha}, {config.steps} steps at batch {config.batch_size}")
 
     # 1. The cache: every work and caption encoded once.

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from . import BUILTIN_BASE_MODEL
+from . import BUILTIN_BASE_MODEL, default_threads
 from .pipeline import generate, load_pipeline
 
 
@@ -58,7 +58,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> list[dict]:
     args = parse_args(argv)
-    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    torch.set_num_threads(default_threads())
     pipe = load_pipeline(args.model)
     if args.lora is not None:
         pipe.load_lora_weights(str(args.lora), adapter_name="style")

@@ -79,7 +79,7 @@ class PrintingCallbacks:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    from . import BUILTIN_BASE_MODEL
+    from . import BUILTIN_BASE_MODEL, default_threads
 
     parser = argparse.ArgumentParser(prog="python -m generation.ml.train_lora",
                                      description=__doc__.split("\n\n")[0])
@@ -103,7 +103,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, help="random seed (default 0)")
     parser.add_argument("--work", type=Path, help="cache and checkpoint folder (default: <out>.work)")
     parser.add_argument("--device", help="cuda, cpu, ... (default: CUDA when present)")
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
+    parser.add_argument("--threads", type=int, default=default_threads(),
+                        help=f"CPU threads (default {default_threads()}: half this machine's cores)")
     args = parser.parse_args(argv)
 
     for name in ("steps", "rank", "alpha", "batch_size", "resolution", "threads"):

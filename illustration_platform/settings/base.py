@@ -8,7 +8,7 @@ from pathlib import Path
 
 from django.utils.translation import gettext_lazy as _
 
-from generation.ml import BUILTIN_BASE_MODEL
+from generation.ml import BUILTIN_BASE_MODEL, default_threads
 from illustration_platform.env import (
     env_bool,
     env_broker_url,
@@ -187,6 +187,8 @@ TRAINING_PRESET_OVERRIDES = env_json("TRAINING_PRESET_OVERRIDES", {})
 TRAINING_MAX_ATTEMPTS = env_int("TRAINING_MAX_ATTEMPTS", 3, minimum=1)
 # A training job whose worker has not reported for this long is taken to be dead and is resumed.
 TRAINING_STALE_SECONDS = env_int("TRAINING_STALE_SECONDS", 60, minimum=1)
+# torch's CPU threads in a training job (default: half the cores; see generation.ml.default_threads).
+TRAINING_THREADS = env_int("TRAINING_THREADS", default_threads(), minimum=1)
 # What happens to the weights of an adapter retired by a withdrawal: "keep" (for audit only) or "delete".
 RETIRED_ADAPTER_FILES = env_choice("RETIRED_ADAPTER_FILES", "keep", {"keep", "delete"})
 

@@ -26,6 +26,7 @@ BAD_ENVIRONMENTS = [
     ({"CELERY_BROKER_URL": "kafka://127.0.0.1"}, "CELERY_BROKER_URL 'kafka://127.0.0.1' is not a supported broker URL"),
     ({"HEALTH_CHECK_TIMEOUT_SECONDS": "soon"}, "HEALTH_CHECK_TIMEOUT_SECONDS must be a whole number, got 'soon'"),
     ({"HEALTH_CHECK_TIMEOUT_SECONDS": "0"}, "HEALTH_CHECK_TIMEOUT_SECONDS must be at least 1"),
+    ({"TRAINING_THREADS": "0"}, "TRAINING_THREADS must be at least 1"),
     ({"DJANGO_SETTINGS_MODULE": "illustration_platform.settings.production", "ALLOWED_HOSTS": "example.com"}, "SECRET_KEY must be set in production"),
     ({"DJANGO_SETTINGS_MODULE": "illustration_platform.settings.production", "SECRET_KEY": "short", "ALLOWED_HOSTS": "example.com"}, "SECRET_KEY is too weak"),
     ({"DJANGO_SETTINGS_MODULE": "illustration_platform.settings.production", "SECRET_KEY": STRONG_KEY}, "ALLOWED_HOSTS must be set in production"),

@@ -30,12 +30,13 @@ def test_train_to_a_published_style(api_client, start_training_worker, tmp_path)
     artist, _works = opted_in_artist(5)
     version_id = start_training(api_client, artist, "quick")
     assert state(api_client, version_id)["queue_position"] == 1
-    start_training_worker()
+    start_training_worker(TRAINING_THREADS="1")
     logs = list(tmp_path.glob("worker-*.log"))
     final = wait_for(lambda: (s := state(api_client, version_id))["status"] in {"ready", "failed"} and s, 240, "training", logs)
     assert final["status"] == "ready", final["failure_reason"]
     assert final["step"] == final["total_steps"] > 0
     assert final["losses"] and final["previews"]
+    assert "1 CPU thread(s)" in AdapterVersion.objects.get(pk=version_id).job.log  # TRAINING_THREADS reached the loop
     assert api_client.get(final["previews"][0]["url"]).status_code == 200
     version = AdapterVersion.objects.select_related("style").get(pk=version_id)
     assert version.style.published_version_id == version.pk
@@ -82,7 +83,7 @@ def test_a_failure_shows_its_cause_in_one_sentence(api_client, start_training_wo
     artist, works = opted_in_artist(5)
     version_id = start_training(api_client, artist, "quick")
     os.remove(works[0].training_image.path)
-    start_training_worker()
+    start_training_worker(TRAINING_THREADS="1")
     logs = list(tmp_path.glob("worker-*.log"))
     final = wait_for(lambda: (s := state(api_client, version_id))["status"] in {"ready", "failed"} and s, 120, "the failure", logs)
     assert final["status"] == "failed"

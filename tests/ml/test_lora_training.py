@@ -101,8 +101,10 @@ def test_training_lowers_the_loss_and_the_adapter_changes_the_output(tiny_base, 
         def on_log(self, line):
             logs.append(line)
 
-    result = train_lora(base_path=tiny_base, examples=works, out_dir=tmp_path / "adapter",
+    torch.set_num_threads(2)
+    result = train_lora(base_path=tiny_base, examples=works, out_dir=tmp_path / "adapter", threads=1,
                         config=config(steps=40, learning_rate=1e-2), work_dir=tmp_path / "work", callbacks=Recorder())
+    assert torch.get_num_threads() == 1 and any("1 CPU thread(s)" in line for line in logs)
     assert result.steps == 40 and len(result.losses) == 40 and result.resumed_from_step == 0
     assert [p[0] for p in progress] == list(range(1, 41)) and all(p[1] == 40 for p in progress)
     assert progress[-1][3] == 0 and all(p[3] is not None and p[3] >= 0 for p in progress[1:])
@@ -124,6 +126,13 @@ def test_training_lowers_the_loss_and_the_adapter_changes_the_output(tiny_base, 
     assert np.array_equal(images_of(pipe), before)
     apply_adapters(pipe, [("style", result.weights_path, 1.0)])
     assert np.array_equal(images_of(pipe), after)
+
+
+def test_threads_below_one_are_refused_before_anything_loads(works, tmp_path):
+    with pytest.raises(ValueError, match="threads must be at least 1"):
+        train_lora(base_path=tmp_path / "no-base", examples=works, out_dir=tmp_path / "adapter", threads=0,
+                   config=config(), work_dir=tmp_path / "work")
+    assert not (tmp_path / "adapter").exists() and not (tmp_path / "work").exists()
 
 
 def test_same_seed_same_adapter_and_images_other_seed_differs(tiny_base, works, tmp_path):
