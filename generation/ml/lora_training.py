@@ -30,6 +30,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -58,7 +59,7 @@ UNET_TARGET_SETS: dict[str, tuple[str, ...]] = {
 }
 TEXT_ENCODER_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
 CHECKPOINT_NAME = "checkpoint.pt"
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3  # 3: mirrored images get their own, left/right-swapped captions
 
 # Fixed preview prompts in the built-in model's scene grammar (SD-class bases
 # understand them too): different objects, colours and positions, so the
@@ -438,6 +439,20 @@ def encode_images(pipe, images: list[Image.Image], device, dtype, batch: int = 1
     return torch.cat(means), torch.cat(stds)
 
 
+_LEFT_OR_RIGHT = re.compile(r"\b(left|right)(?=(?:most|wards?)?\b)", re.IGNORECASE)
+
+
+def mirror_caption(caption: str) -> str:
+    """The caption of the mirrored image: "left" and "right" swapped (also in
+    "leftmost", "right-hand", ...), keeping their case; the rest unchanged."""
+    def swap(match: re.Match) -> str:
+        word = match.group(1)
+        other = "right" if word.lower() == "left" else "left"
+        return other.upper() if word.isupper() else other.capitalize() if word[0].isupper() else other
+
+    return _LEFT_OR_RIGHT.sub(swap, caption)
+
+
 def _data_fingerprint(examples: list[TrainingExample]) -> tuple[str, list[str]]:
     digest = hashlib.sha256()
     hashes = []
@@ -485,6 +500,12 @@ def build_cache(pipe, examples: list[TrainingExample], resolution: int, flip: bo
     cache.update(encode_text(pipe, captions, device))
     cache.update({f"empty_{k}": v for k, v in encode_text(pipe, [""], device).items()})
     cache["input_ids"] = _tokenize(pipe.tokenizer, captions) if not _is_sdxl(pipe) else torch.zeros(0)
+    # A mirrored "star, top left" shows the star top right: without the swap,
+    # every flip would teach the adapter that left means right.
+    mirrored_captions = [mirror_caption(c) for c in captions]
+    if flip and mirrored_captions != captions:
+        cache.update({f"{k}_flip": v for k, v in encode_text(pipe, mirrored_captions, device).items()})
+        cache["input_ids_flip"] = _tokenize(pipe.tokenizer, mirrored_captions) if not _is_sdxl(pipe) else torch.zeros(0)
     cache["empty_input_ids"] = _tokenize(pipe.tokenizer, [""]) if not _is_sdxl(pipe) else torch.zeros(0)
     _atomic_torch_save(cache, cache_path)
     log(f"encoded {len(examples)} works at {resolution} px{' (and their mirror images)' if flip else ''}")
@@ -746,6 +767,8 @@ def train_lora(*, base_path, examples: list[TrainingExample], out_dir, config: L
     mean_flip, std_flip = cache.get("mean_flip"), cache.get("std_flip")
     embeds, pooled = cache["embeds"], cache.get("pooled")
     input_ids = cache.get("input_ids")
+    embeds_flip, pooled_flip = cache.get("embeds_flip", embeds), cache.get("pooled_flip", pooled)
+    input_ids_flip = cache.get("input_ids_flip", input_ids)
     sdxl = _is_sdxl(pipe)
     pipe.unet.train()
     # The compiled module shares the UNet's parameters; previews and saving use the UNet itself.
@@ -783,14 +806,17 @@ def train_lora(*, base_path, examples: list[TrainingExample], out_dir, config: L
             else:
                 drop = torch.zeros(config.batch_size, dtype=torch.bool)
             if config.train_text_encoder and not sdxl:
-                ids = torch.where(drop[:, None], cache["empty_input_ids"].expand_as(input_ids[idx]), input_ids[idx])
+                ids = torch.where(use_flip[:, None], input_ids_flip[idx], input_ids[idx])
+                ids = torch.where(drop[:, None], cache["empty_input_ids"].expand_as(ids), ids)
                 cond = pipe.text_encoder(ids.to(device), return_dict=False)[0]
             else:
-                cond = torch.where(drop[:, None, None], cache["empty_embeds"].expand_as(embeds[idx]), embeds[idx])
+                cond = torch.where(use_flip[:, None, None], embeds_flip[idx], embeds[idx])
+                cond = torch.where(drop[:, None, None], cache["empty_embeds"].expand_as(cond), cond)
                 cond = cond.to(device, dtype)
             kwargs = {}
             if sdxl:
-                text_embeds = torch.where(drop[:, None], cache["empty_pooled"].expand_as(pooled[idx]), pooled[idx])
+                text_embeds = torch.where(use_flip[:, None], pooled_flip[idx], pooled[idx])
+                text_embeds = torch.where(drop[:, None], cache["empty_pooled"].expand_as(text_embeds), text_embeds)
                 kwargs["added_cond_kwargs"] = {
                     "text_embeds": text_embeds.to(device, dtype),
                     "time_ids": _sdxl_time_ids(resolution, config.batch_size, device, dtype),

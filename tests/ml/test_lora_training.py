@@ -135,6 +135,45 @@ def test_threads_below_one_are_refused_before_anything_loads(works, tmp_path):
     assert not (tmp_path / "adapter").exists() and not (tmp_path / "work").exists()
 
 
+@pytest.mark.parametrize("caption, mirrored", [
+    ("a red star on a blue background, top left", "a red star on a blue background, top right"),
+    ("Left: two moons; RIGHT: a tree", "Right: two moons; LEFT: a tree"),
+    ("the leftmost house, right-hand side, drifting rightwards", "the rightmost house, left-hand side, drifting leftwards"),
+    ("an upright figure, copyright and rights reserved", "an upright figure, copyright and rights reserved"),
+    ("a yellow house on a green background, centre", "a yellow house on a green background, centre"),
+])
+def test_mirror_caption_swaps_left_and_right_and_nothing_else(caption, mirrored):
+    assert lt.mirror_caption(caption) == mirrored
+
+
+def test_mirrored_works_are_trained_with_left_and_right_swapped(tiny_base, works, tmp_path, monkeypatch):
+    seen = []
+    real_load = lt.load_base_pipeline
+
+    def load_and_watch(*args, **kwargs):
+        pipe = real_load(*args, **kwargs)
+        pipe.unet.register_forward_pre_hook(lambda module, a: seen.extend(a[2].detach().clone()))
+        return pipe
+
+    monkeypatch.setattr(lt, "load_base_pipeline", load_and_watch)
+    example = TrainingExample(works[0].image_path, "a red star on a blue background, top left")
+    train_lora(base_path=tiny_base, examples=[example], out_dir=tmp_path / "adapter", work_dir=tmp_path / "work",
+               config=config(steps=6, flip=True, caption_dropout=0.0))
+    cache = torch.load(tmp_path / "work" / "cache.pt", weights_only=True)
+    as_written, swapped = cache["embeds"][0], cache["embeds_flip"][0]
+    assert not torch.equal(as_written, swapped)
+    assert len(seen) == 6 * 4
+    assert all(torch.equal(row, as_written) or torch.equal(row, swapped) for row in seen)
+    assert 0 < sum(torch.equal(row, swapped) for row in seen) < len(seen)
+
+    # Nothing to swap, or no mirroring: no second set of embeddings.
+    centred = TrainingExample(works[0].image_path, "a yellow house on a green background, centre")
+    for name, case, flip in (("centred", centred, True), ("unflipped", example, False)):
+        train_lora(base_path=tiny_base, examples=[case], out_dir=tmp_path / name, work_dir=tmp_path / f"{name}-work",
+                   config=config(steps=2, flip=flip))
+        assert "embeds_flip" not in torch.load(tmp_path / f"{name}-work" / "cache.pt", weights_only=True)
+
+
 def test_same_seed_same_adapter_and_images_other_seed_differs(tiny_base, works, tmp_path):
     runs = [train_lora(base_path=tiny_base, examples=works, out_dir=tmp_path / f"a{i}", config=config(seed=seed),
                        work_dir=tmp_path / f"w{i}") for i, seed in enumerate((7, 7, 8))]
