@@ -440,17 +440,18 @@ def encode_images(pipe, images: list[Image.Image], device, dtype, batch: int = 1
 
 
 _LEFT_OR_RIGHT = re.compile(r"\b(left|right)(?=(?:most|wards?)?\b)", re.IGNORECASE)
+_LEFT_OR_RIGHT_KANJI = str.maketrans({"左": "右", "右": "左"})  # the platform's other language, Japanese
 
 
 def mirror_caption(caption: str) -> str:
     """The caption of the mirrored image: "left" and "right" swapped (also in
-    "leftmost", "right-hand", ...), keeping their case; the rest unchanged."""
+    "leftmost", "right-hand", ...), keeping their case, and 左 and 右; the rest unchanged."""
     def swap(match: re.Match) -> str:
         word = match.group(1)
         other = "right" if word.lower() == "left" else "left"
         return other.upper() if word.isupper() else other.capitalize() if word[0].isupper() else other
 
-    return _LEFT_OR_RIGHT.sub(swap, caption)
+    return _LEFT_OR_RIGHT.sub(swap, caption).translate(_LEFT_OR_RIGHT_KANJI)
 
 
 def _data_fingerprint(examples: list[TrainingExample]) -> tuple[str, list[str]]:

@@ -141,6 +141,7 @@ def test_threads_below_one_are_refused_before_anything_loads(works, tmp_path):
     ("the leftmost house, right-hand side, drifting rightwards", "the rightmost house, left-hand side, drifting leftwards"),
     ("an upright figure, copyright and rights reserved", "an upright figure, copyright and rights reserved"),
     ("a yellow house on a green background, centre", "a yellow house on a green background, centre"),
+    ("左上に赤い星、右下に青い月", "右上に赤い星、左下に青い月"),
 ])
 def test_mirror_caption_swaps_left_and_right_and_nothing_else(caption, mirrored):
     assert lt.mirror_caption(caption) == mirrored
