@@ -6,8 +6,9 @@ What it does, in order:
 1. load the base pipeline (any diffusers Stable Diffusion folder, the built-in
    model included) on the chosen device and dtype;
 2. encode every work once through the VAE (and its mirror image when `flip` is
-   on) and every caption once through the text encoder, and cache both in
-   `work_dir` (the reference script re-encodes images every step);
+   on) and every caption once through the text encoder (and, for the mirror
+   image, with left and right swapped), and cache both in `work_dir` (the
+   reference script re-encodes images every step);
 3. add a peft `LoraConfig` on the UNet attention projections (`to_q`, `to_k`,
    `to_v`, `to_out.0`), or on every linear and convolution of the UNet
    (`unet_targets="full"`, the built-in base's presets; optionally on the

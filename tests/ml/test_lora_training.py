@@ -175,6 +175,44 @@ def test_mirrored_works_are_trained_with_left_and_right_swapped(tiny_base, works
         assert "embeds_flip" not in torch.load(tmp_path / f"{name}-work" / "cache.pt", weights_only=True)
 
 
+def test_sdxl_shaped_base_trains_with_swapped_captions_and_the_adapter_loads(works, tmp_path, monkeypatch):
+    from tests.ml.test_pipeline import tiny_sdxl
+
+    tiny_sdxl(tmp_path / "sdxl")
+    seen = []
+    real_load = lt.load_base_pipeline
+
+    def load_and_watch(*args, **kwargs):
+        pipe = real_load(*args, **kwargs)
+        pipe.unet.register_forward_pre_hook(
+            lambda module, a, kw: seen.extend(zip(a[2].detach().clone(), kw["added_cond_kwargs"]["text_embeds"].detach().clone())),
+            with_kwargs=True)
+        return pipe
+
+    monkeypatch.setattr(lt, "load_base_pipeline", load_and_watch)
+    example = TrainingExample(works[0].image_path, "a red star on a blue background, top left")
+    result = train_lora(base_path=tmp_path / "sdxl", examples=[example], out_dir=tmp_path / "adapter",
+                        work_dir=tmp_path / "work", config=config(steps=4, flip=True, caption_dropout=0.0))
+    assert result.steps == 4 and all(np.isfinite(result.losses))
+    cache = torch.load(tmp_path / "work" / "cache.pt", weights_only=True)
+    as_written = (cache["embeds"][0], cache["pooled"][0])
+    swapped = (cache["embeds_flip"][0], cache["pooled_flip"][0])
+    assert not torch.equal(as_written[0], swapped[0]) and not torch.equal(as_written[1], swapped[1])
+
+    def same(pair, expected):
+        return torch.equal(pair[0], expected[0]) and torch.equal(pair[1], expected[1])
+
+    # Each mirrored sample gets both of the swapped caption's conditionings, never one of each.
+    assert all(same(pair, as_written) or same(pair, swapped) for pair in seen)
+    assert 0 < sum(same(pair, swapped) for pair in seen) < len(seen) == 4 * 4
+
+    monkeypatch.setattr(lt, "load_base_pipeline", real_load)
+    pipe = load_base_pipeline(tmp_path / "sdxl")
+    before = images_of(pipe, prompts=PROMPTS[:1])
+    apply_adapters(pipe, [("style", result.weights_path, 1.0)])
+    assert np.abs(images_of(pipe, prompts=PROMPTS[:1]) - before).mean() > 0
+
+
 def test_same_seed_same_adapter_and_images_other_seed_differs(tiny_base, works, tmp_path):
     runs = [train_lora(base_path=tiny_base, examples=works, out_dir=tmp_path / f"a{i}", config=config(seed=seed),
                        work_dir=tmp_path / f"w{i}") for i, seed in enumerate((7, 7, 8))]

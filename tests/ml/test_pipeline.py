@@ -68,8 +68,11 @@ def tiny_sdxl(folder: Path) -> None:
     """A randomly initialised SDXL-shaped pipeline: two text encoders (the
     second with a projection), text-time added conditioning."""
     torch.manual_seed(0)
+    tokenizer = build_tokenizer()
+    # eos_token_id: the pooled output is read at the caption's end token, as in SDXL's CLIP encoders.
     text_config = dict(hidden_size=32, intermediate_size=64, num_attention_heads=2, num_hidden_layers=2,
-                       vocab_size=len(build_tokenizer()), max_position_embeddings=24, projection_dim=32)
+                       vocab_size=len(tokenizer), max_position_embeddings=24, projection_dim=32,
+                       eos_token_id=tokenizer.eos_token_id)
     unet = UNet2DConditionModel(
         sample_size=16, in_channels=4, out_channels=4, block_out_channels=(32, 64), layers_per_block=1,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
@@ -85,8 +88,8 @@ def tiny_sdxl(folder: Path) -> None:
         vae=vae,
         text_encoder=CLIPTextModel(CLIPTextConfig(**text_config)),
         text_encoder_2=CLIPTextModelWithProjection(CLIPTextConfig(**text_config)),
-        tokenizer=build_tokenizer(),
-        tokenizer_2=build_tokenizer(),
+        tokenizer=tokenizer,
+        tokenizer_2=tokenizer,
         unet=unet,
         scheduler=EulerDiscreteScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
                                          timestep_spacing="leading", steps_offset=1),
