@@ -122,11 +122,8 @@ def main(argv: list[str] | None = None) -> dict:
     # are shared (a generation worker beside training), spinning threads made
     # a 2-thread step 16x slower here (0.4 vs 6.4 steps/s); passive, 5.3.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    import torch
-
     from .lora_training import BaseModelError, TrainingDataError, base_kind_of, preset_config, train_lora
 
-    torch.set_num_threads(args.threads)
     try:
         kind = base_kind_of(args.base)
     except BaseModelError as exc:
@@ -143,7 +140,8 @@ def main(argv: list[str] | None = None) -> dict:
     callbacks = PrintingCallbacks()
     try:
         result = train_lora(base_path=args.base, examples=examples, out_dir=args.out, config=config,
-                            work_dir=work, callbacks=callbacks, device=args.device)
+                            work_dir=work, callbacks=callbacks, device=args.device,
+                            threads=args.threads)
     except (BaseModelError, TrainingDataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2)

@@ -83,7 +83,7 @@ def test_a_failure_shows_its_cause_in_one_sentence(api_client, start_training_wo
     artist, works = opted_in_artist(5)
     version_id = start_training(api_client, artist, "quick")
     os.remove(works[0].training_image.path)
-    start_training_worker(TRAINING_THREADS="1")
+    start_training_worker()
     logs = list(tmp_path.glob("worker-*.log"))
     final = wait_for(lambda: (s := state(api_client, version_id))["status"] in {"ready", "failed"} and s, 120, "the failure", logs)
     assert final["status"] == "failed"

@@ -403,7 +403,7 @@ def test_cli_trains_and_prints_json(tiny_base, works, tmp_path, capsys):
     with safe_open(printed["weights_path"], "pt") as handle:
         assert any(".conv1.lora_A" in key for key in handle.keys())
     assert printed["sha256"] == lt.sha256_file(printed["weights_path"])
-    assert "step 6/6" in err
+    assert "step 6/6" in err and "1 CPU thread(s)" in err
 
 
 @pytest.mark.parametrize("case, message", [
