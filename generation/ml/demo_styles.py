@@ -204,7 +204,8 @@ def main(argv: list[str] | None = None) -> dict:
     index_path.write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
     summary = {slug: {"adapter_sha256": m["adapter"]["sha256"], "training_seconds": m["training"]["seconds"],
                       **({"fraction_closed": m["evaluation"]["style_distance"]["fraction_closed"],
-                          "adherence_drop_points": m["evaluation"]["caption_adherence"]["drop_points"]}
+                          "adherence_drop_points": m["evaluation"]["caption_adherence"]["drop_points"],
+                          "style_aware_drop_points": m["evaluation"]["caption_adherence"]["style_aware"]["drop_points"]}
                          if "evaluation" in m else {})}
                for slug, m in manifests.items()}
     summary["seconds"] = round(time.perf_counter() - started, 1)

@@ -13,7 +13,9 @@ from PIL import Image
 from generation.ml import demo_styles, scenes
 from generation.ml import style_metrics as sm
 from generation.ml.architecture import TINY_CONFIG, build_pipeline
-from generation.ml.evaluate_style import evaluate_style
+from generation.ml.classify import classify
+from generation.ml.evaluate_base import held_out_scenes
+from generation.ml.evaluate_style import adherence, evaluate_style, style_readings
 from generation.ml.evaluate_style import main as evaluate_main
 from generation.ml.lora_training import LoraTrainingConfig, sha256_file, train_lora
 from generation.ml.train_lora import read_data_folder
@@ -44,6 +46,25 @@ def test_style_distance_ignores_size_and_is_symmetric():
     a, b = drawn("ink-hatching", 5, 8), drawn("pastel-outline", 5, 8)
     assert sm.style_distance(a, b) == pytest.approx(sm.style_distance(b, a))
     assert sm.style_distance(a, b) > 0.5
+
+
+def test_style_aware_adherence_accepts_the_caption_and_the_styles_own_readings():
+    targets = held_out_scenes(24)
+    accepted = [style_readings(s, "pastel-outline", 32) for s in targets]
+    assert accepted == [style_readings(s, "pastel-outline", 32) for s in targets]  # same layouts every run
+    pastel = [scenes.render(s, "pastel-outline", 32) for s in targets]
+    for image, readings in zip(pastel, accepted):
+        assert all(classify(image)[name] in readings[name] for name in readings)
+    # The plain classifier misreads the artist's own pastel drawings; the
+    # style-aware score does not hold that against them...
+    assert adherence(pastel, targets)["points"] < 80
+    assert adherence(pastel, targets, accepted)["points"] == 100
+    # ...nor a sample read exactly as its caption says...
+    plain = [scenes.render(s, "plain", 32) for s in targets]
+    assert adherence(plain, targets, accepted)["points"] == 100
+    # ...but drawings of other captions still score low.
+    shifted = pastel[1:] + pastel[:1]
+    assert adherence(shifted, targets, accepted)["points"] < 60
 
 
 @pytest.fixture(scope="module")
