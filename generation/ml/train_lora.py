@@ -98,6 +98,9 @@ def main(argv: list[str] | None = None) -> dict:
                         help="UNet layers the LoRA trains: the attention projections, or every linear and "
                              "convolution (default: the preset's)")
     parser.add_argument("--train-text-encoder", action="store_true", help="also train a text-encoder LoRA")
+    parser.add_argument("--flip", action="store_true",
+                        help="also train each work mirrored, left and right swapped in its caption (off by default: "
+                             "mirroring changes directional traits such as hatching)")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the UNet: faster steps after a first compile (minutes on a CPU)")
     parser.add_argument("--seed", type=int, help="random seed (default 0)")
@@ -131,7 +134,7 @@ def main(argv: list[str] | None = None) -> dict:
     overrides = dict(steps=args.steps, rank=args.rank, alpha=args.alpha if args.alpha else args.rank,
                      batch_size=args.batch_size, learning_rate=args.learning_rate, resolution=args.resolution,
                      seed=args.seed, unet_targets=args.targets, train_text_encoder=args.train_text_encoder or None,
-                     compile_unet=args.compile or None)
+                     compile_unet=args.compile or None, flip=args.flip or None)
     try:
         config = preset_config(args.preset, kind, **overrides)
     except ValueError as exc:

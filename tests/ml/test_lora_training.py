@@ -394,12 +394,13 @@ def test_cli_trains_and_prints_json(tiny_base, works, tmp_path, capsys):
     data = Path(works[0].image_path).parent
     summary = cli_main(["--base", str(tiny_base), "--data", str(data), "--out", str(tmp_path / "adapter"),
                         "--preset", "quick", "--steps", "6", "--rank", "4", "--seed", "3", "--threads", "1",
-                        "--targets", "full"])
+                        "--targets", "full", "--flip"])
     out, err = capsys.readouterr()
     printed = json.loads(out.strip().splitlines()[-1])
     assert printed == json.loads(json.dumps(summary))
     assert printed["steps"] == 6 and printed["config"]["rank"] == 4 and printed["config"]["seed"] == 3
-    assert printed["config"]["unet_targets"] == "full"
+    assert printed["config"]["unet_targets"] == "full" and printed["config"]["flip"] is True
+    assert "(and their mirror images)" in err
     with safe_open(printed["weights_path"], "pt") as handle:
         assert any(".conv1.lora_A" in key for key in handle.keys())
     assert printed["sha256"] == lt.sha256_file(printed["weights_path"])
