@@ -169,6 +169,27 @@ def build_style(slug: str, *, base: Path, out: Path, preset: str = PRESET, evalu
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+def update_index(out: Path, slugs: list[str], base_hashes: dict) -> dict:
+    """Adds `slugs` to <out>/index.json, under a lock on the folder and written
+    atomically, so runs for different styles side by side all land in it."""
+    import fcntl
+
+    out.mkdir(parents=True, exist_ok=True)
+    folder = os.open(out, os.O_RDONLY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)
+        path = out / "index.json"
+        index = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        index = {"styles": sorted(set(index.get("styles", [])) | set(slugs)), "base_model": {"sha256": base_hashes},
+                 "command": "python -m generation.ml.demo_styles --out " + out.as_posix()}
+        staging = path.with_name(f".index.json.{os.getpid()}")
+        staging.write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+        os.replace(staging, path)
+        return index
+    finally:
+        os.close(folder)  # releases the lock
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m generation.ml.demo_styles", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="folder to write (e.g. generation/ml/demo_styles)")
@@ -198,12 +219,7 @@ def main(argv: list[str] | None = None) -> dict:
     manifests = {slug: build_style(slug, base=args.base, out=args.out, preset=args.preset,
                                    evaluate=not args.no_evaluate, n_works=args.works, base_hashes=hashes)
                  for slug in slugs}
-    index_path = args.out / "index.json"
-    index = json.loads(index_path.read_text()) if index_path.is_file() else {}
-    styles = sorted(set(index.get("styles", [])) | set(slugs))
-    index = {"styles": styles, "base_model": {"sha256": hashes},
-             "command": "python -m generation.ml.demo_styles --out " + args.out.as_posix()}
-    index_path.write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
+    update_index(args.out, slugs, hashes)
     summary = {slug: {"adapter_sha256": m["adapter"]["sha256"], "training_seconds": m["training"]["seconds"],
                       **({"fraction_closed": m["evaluation"]["style_distance"]["fraction_closed"],
                           "adherence_drop_points": m["evaluation"]["caption_adherence"]["drop_points"],

@@ -4,6 +4,7 @@ randomly initialised model of the built-in base's shape."""
 from __future__ import annotations
 
 import json
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -146,3 +147,21 @@ def test_demo_style_build_writes_a_verifiable_manifest(tiny_setup, tmp_path):
     assert "fraction_closed" in on_disk["evaluation"]["style_distance"]
     # Nothing half-built is left beside the finished folder.
     assert sorted(p.name for p in (tmp_path / "demo").iterdir()) == ["pixel-art"]
+
+
+def _add_to_index(args):
+    folder, slug = args
+    demo_styles.update_index(Path(folder), [slug], {"model_index.json": "abc"})
+
+
+def test_demo_index_merges_styles_written_side_by_side(tmp_path):
+    out = tmp_path / "demo"
+    demo_styles.update_index(out, ["pixel-art"], {"model_index.json": "abc"})
+    slugs = [f"style-{i}" for i in range(12)]
+    with ProcessPoolExecutor(4) as pool:
+        list(pool.map(_add_to_index, [(str(out), slug) for slug in slugs]))
+    index = json.loads((out / "index.json").read_text())
+    assert index["styles"] == sorted(["pixel-art", *slugs])
+    assert index["base_model"] == {"sha256": {"model_index.json": "abc"}}
+    assert index["command"] == f"python -m generation.ml.demo_styles --out {out.as_posix()}"
+    assert [p.name for p in out.iterdir()] == ["index.json"]  # no staging file left
