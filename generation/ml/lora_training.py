@@ -505,17 +505,22 @@ def build_cache(pipe, examples: list[TrainingExample], resolution: int, flip: bo
     if flip:
         mirrored = [ImageOps.mirror(im) for im in images]
         cache["mean_flip"], cache["std_flip"] = encode_images(pipe, mirrored, device, dtype)
+    sdxl = _is_sdxl(pipe)
+
+    def encoded(texts: list[str]) -> dict[str, torch.Tensor]:
+        # Token ids too, for a text-encoder LoRA (SD 1.x/2.x only), which re-encodes every step.
+        return {**encode_text(pipe, texts, device),
+                "input_ids": _tokenize(pipe.tokenizer, texts) if not sdxl else torch.zeros(0)}
+
     captions = [e.caption for e in examples]
-    cache.update(encode_text(pipe, captions, device))
-    cache.update({f"empty_{k}": v for k, v in encode_text(pipe, [""], device).items()})
-    cache["input_ids"] = _tokenize(pipe.tokenizer, captions) if not _is_sdxl(pipe) else torch.zeros(0)
-    # A mirrored "star, top left" shows the star top right: without the swap,
-    # every flip would teach the adapter that left means right.
-    mirrored_captions = [mirror_caption(c) for c in captions]
-    if flip and mirrored_captions != captions:
-        cache.update({f"{k}_flip": v for k, v in encode_text(pipe, mirrored_captions, device).items()})
-        cache["input_ids_flip"] = _tokenize(pipe.tokenizer, mirrored_captions) if not _is_sdxl(pipe) else torch.zeros(0)
-    cache["empty_input_ids"] = _tokenize(pipe.tokenizer, [""]) if not _is_sdxl(pipe) else torch.zeros(0)
+    cache.update(encoded(captions))
+    cache.update({f"empty_{k}": v for k, v in encoded([""]).items()})
+    if flip:
+        # A mirrored "star, top left" shows the star top right: without the swap,
+        # every flip would teach the adapter that left means right.
+        mirrored_captions = [mirror_caption(c) for c in captions]
+        if mirrored_captions != captions:
+            cache.update({f"{k}_flip": v for k, v in encoded(mirrored_captions).items()})
     _atomic_torch_save(cache, cache_path)
     log(f"encoded {len(examples)} works at {resolution} px{' (and their mirror images)' if flip else ''}")
     return cache

@@ -147,16 +147,21 @@ def test_mirror_caption_swaps_left_and_right_and_nothing_else(caption, mirrored)
     assert lt.mirror_caption(caption) == mirrored
 
 
-def test_mirrored_works_are_trained_with_left_and_right_swapped(tiny_base, works, tmp_path, monkeypatch):
-    seen = []
+def watch_unet_inputs(monkeypatch, hook) -> None:
+    """Registers `hook(module, args, kwargs)` as a forward pre-hook on the UNet of every pipeline the loop loads."""
     real_load = lt.load_base_pipeline
 
     def load_and_watch(*args, **kwargs):
         pipe = real_load(*args, **kwargs)
-        pipe.unet.register_forward_pre_hook(lambda module, a: seen.extend(a[2].detach().clone()))
+        pipe.unet.register_forward_pre_hook(hook, with_kwargs=True)
         return pipe
 
     monkeypatch.setattr(lt, "load_base_pipeline", load_and_watch)
+
+
+def test_mirrored_works_are_trained_with_left_and_right_swapped(tiny_base, works, tmp_path, monkeypatch):
+    seen = []
+    watch_unet_inputs(monkeypatch, lambda module, a, kw: seen.extend(a[2].detach().clone()))
     example = TrainingExample(works[0].image_path, "a red star on a blue background, top left")
     train_lora(base_path=tiny_base, examples=[example], out_dir=tmp_path / "adapter", work_dir=tmp_path / "work",
                config=config(steps=6, flip=True, caption_dropout=0.0))
@@ -180,16 +185,8 @@ def test_sdxl_shaped_base_trains_with_swapped_captions_and_the_adapter_loads(wor
 
     tiny_sdxl(tmp_path / "sdxl")
     seen = []
-    real_load = lt.load_base_pipeline
-
-    def load_and_watch(*args, **kwargs):
-        pipe = real_load(*args, **kwargs)
-        pipe.unet.register_forward_pre_hook(
-            lambda module, a, kw: seen.extend(zip(a[2].detach().clone(), kw["added_cond_kwargs"]["text_embeds"].detach().clone())),
-            with_kwargs=True)
-        return pipe
-
-    monkeypatch.setattr(lt, "load_base_pipeline", load_and_watch)
+    watch_unet_inputs(monkeypatch, lambda module, a, kw: seen.extend(
+        zip(a[2].detach().clone(), kw["added_cond_kwargs"]["text_embeds"].detach().clone())))
     example = TrainingExample(works[0].image_path, "a red star on a blue background, top left")
     result = train_lora(base_path=tmp_path / "sdxl", examples=[example], out_dir=tmp_path / "adapter",
                         work_dir=tmp_path / "work", config=config(steps=4, flip=True, caption_dropout=0.0))
@@ -206,7 +203,7 @@ def test_sdxl_shaped_base_trains_with_swapped_captions_and_the_adapter_loads(wor
     assert all(same(pair, as_written) or same(pair, swapped) for pair in seen)
     assert 0 < sum(same(pair, swapped) for pair in seen) < len(seen) == 4 * 4
 
-    monkeypatch.setattr(lt, "load_base_pipeline", real_load)
+    monkeypatch.undo()
     pipe = load_base_pipeline(tmp_path / "sdxl")
     before = images_of(pipe, prompts=PROMPTS[:1])
     apply_adapters(pipe, [("style", result.weights_path, 1.0)])
