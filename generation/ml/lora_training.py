@@ -434,16 +434,34 @@ def encode_text(pipe, captions: list[str], device) -> dict[str, torch.Tensor]:
     return {"embeds": embeds.float().cpu()}
 
 
+# Pixels the VAE encodes at once while caching: 16 works of the built-in base's
+# 32 px, one at Stable Diffusion's 512 px or more (its encoder's activations
+# take about 1 GB per 512 px image in fp32, more than the training step's own).
+ENCODE_PIXELS = 512 * 512
+ENCODE_BATCH_MAX = 16
+
+
 @torch.no_grad()
-def encode_images(pipe, images: list[Image.Image], device, dtype, batch: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_images(pipe, images: list[Image.Image], device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and std of the VAE's latent distribution (unscaled), float32 on CPU."""
     vae = pipe.vae
+    width, height = images[0].size
+    batch = max(1, min(ENCODE_BATCH_MAX, ENCODE_PIXELS // (width * height)))
+    # As diffusers' SDXL pipelines decode: a VAE marked `force_upcast` runs in
+    # fp32 over an fp16 base (SDXL's overflows in fp16 and gives NaN latents).
+    upcast = vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False)
+    if upcast:
+        vae.to(torch.float32)
     means, stds = [], []
-    for start in range(0, len(images), batch):
-        pixels = torch.stack([image_to_tensor(im) for im in images[start:start + batch]])
-        dist = vae.encode(pixels.to(device, dtype=vae.dtype)).latent_dist
-        means.append(dist.mean.float().cpu())
-        stds.append(dist.std.float().cpu())
+    try:
+        for start in range(0, len(images), batch):
+            pixels = torch.stack([image_to_tensor(im) for im in images[start:start + batch]])
+            dist = vae.encode(pixels.to(device, dtype=vae.dtype)).latent_dist
+            means.append(dist.mean.float().cpu())
+            stds.append(dist.std.float().cpu())
+    finally:
+        if upcast:
+            vae.to(torch.float16)
     return torch.cat(means), torch.cat(stds)
 
 

@@ -128,6 +128,52 @@ def test_training_lowers_the_loss_and_the_adapter_changes_the_output(tiny_base, 
     assert np.array_equal(images_of(pipe), after)
 
 
+@pytest.mark.parametrize("side, batches", [(32, [16, 4]), (512, [1, 1, 1])])
+def test_works_are_encoded_in_batches_that_fit_a_pixel_budget(tiny_base, side, batches):
+    """16 small works at once, but one Stable Diffusion-sized work at a time
+    (its encoder's activations would outgrow the training step's)."""
+    from PIL import Image
+
+    pipe = load_base_pipeline(tiny_base)
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)) for _ in range(sum(batches))]
+    seen, encode = [], pipe.vae.encode
+
+    def recording_encode(pixels, *args, **kwargs):
+        seen.append(pixels.shape[0])
+        return encode(pixels, *args, **kwargs)
+
+    pipe.vae.encode = recording_encode
+    mean, std = lt.encode_images(pipe, images, "cpu", torch.float32)
+    assert seen == batches
+    assert mean.shape[0] == std.shape[0] == len(images)
+    alone, _ = lt.encode_images(pipe, images[-1:], "cpu", torch.float32)
+    assert torch.allclose(mean[-1:], alone, atol=1e-5)
+
+
+@pytest.mark.parametrize("force_upcast, encoded_in", [(True, torch.float32), (False, torch.float16)])
+def test_an_fp16_vae_marked_force_upcast_encodes_in_fp32(tmp_path, force_upcast, encoded_in):
+    """SDXL's VAE overflows in fp16 (NaN latents); like diffusers' SDXL
+    pipelines, the cache encodes through it in fp32 and leaves it in fp16."""
+    from PIL import Image
+
+    from tests.ml.test_pipeline import tiny_sdxl
+
+    tiny_sdxl(tmp_path / "sdxl")
+    pipe = load_base_pipeline(tmp_path / "sdxl", "cpu", torch.float16)
+    pipe.vae.register_to_config(force_upcast=force_upcast)
+    seen, encode = [], pipe.vae.encode
+
+    def recording_encode(pixels, *args, **kwargs):
+        seen.append((pixels.dtype, next(pipe.vae.parameters()).dtype))
+        return encode(pixels, *args, **kwargs)
+
+    pipe.vae.encode = recording_encode
+    mean, _ = lt.encode_images(pipe, [Image.new("RGB", (32, 32), "red")], "cpu", torch.float16)
+    assert seen == [(encoded_in, encoded_in)]
+    assert pipe.vae.dtype == torch.float16 and mean.dtype == torch.float32 and torch.isfinite(mean).all()
+
+
 def test_threads_below_one_are_refused_before_anything_loads(works, tmp_path):
     with pytest.raises(ValueError, match="threads must be at least 1"):
         train_lora(base_path=tmp_path / "no-base", examples=works, out_dir=tmp_path / "adapter", threads=0,
