@@ -1,17 +1,28 @@
 """Style LoRA training: this project's loop against diffusers' own script.
 
     python benchmarks/lora_training.py --reference /tmp/diffusers-ref/train_text_to_image_lora.py \
-        [--reference-site /tmp/diffusers-ref/site] [--base DIR] [--steps 60] [--batch 8] [--rank 16] [--compile]
+        [--reference-site /tmp/diffusers-ref/site] [--base DIR] [--resolution PX] [--steps 60] [--warmup 5] \
+        [--batch 8] [--rank 16] [--works 20] [--compile]
 
-Trains the same base, data (20 demo works, 256 px PNG), batch, resolution,
-rank, learning rate and steps twice, each in its own process, one after the
-other: with `generation.ml.lora_training.train_lora` and with diffusers'
+Trains the same base, data (`--works` demo works, 256 px PNG or the
+resolution if larger), batch, resolution, rank, learning rate and steps
+twice, each in its own process, one after the other: with
+`generation.ml.lora_training.train_lora` and with diffusers'
 `examples/text_to_image/train_text_to_image_lora.py` (from a snapshot of the
 diffusers repository at the installed version; never committed, its path is
 given on the command line). Prints steps/s (over the optimizer steps after
 `--warmup`, timed by a global optimizer step hook, so loading and encoding
 are excluded for both), peak memory (process peak RSS; peak CUDA memory on a
-GPU) and the ratios, as one JSON line after a table.
+GPU) and the ratios, as one JSON line after a table. It also counts the
+floating-point operations of one step of each (on the base's shapes, meta
+tensors) and prints the rate each run reached, and on the CPU the rate of a
+large fp32 matrix product: a step that runs near that rate can only get
+faster by doing less, and the reference's step over ours is the most that
+caching the encoded works can give.
+
+Any Stable Diffusion 1.x/2.x-shaped folder works as `--base`;
+`benchmarks/sd_shaped_base.py --kind sd15` writes a randomly initialised one
+(for speed and memory no trained weights are needed).
 
 What the reference needs here, supplied by this file at run time only:
 * `datasets` (for its imagefolder loader): not a project requirement; install
@@ -47,7 +58,6 @@ if str(ROOT) not in sys.path:
 
 from generation.ml import default_threads  # noqa: E402  (no torch: cheap)
 
-WORKS = 20
 LEARNING_RATE = 1e-4
 
 
@@ -265,8 +275,65 @@ def child_reference(args) -> None:
 # ---------------------------------------------------------------- the parent
 
 
-def write_data(folder: Path) -> None:
-    """The same 20 works twice: as `name.png + name.txt` for this project's
+def step_flops(base: Path, batch: int, resolution: int, rank: int) -> dict[str, float]:
+    """Floating-point operations of one training step, counted by
+    `FlopCounterMode` on the base's shapes (meta tensors: no weights, no
+    time): this loop runs the UNet forward and backward with an attention
+    LoRA; the reference runs the same and, every step, the VAE encoder and
+    the text encoder. Their ratio caps the speed-up of caching when both run
+    their kernels equally fast."""
+    import torch
+    import torch.nn.functional as F
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from peft import LoraConfig
+    from torch.utils.flop_counter import FlopCounterMode
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from generation.ml.lora_training import UNET_TARGET_SETS
+
+    with torch.device("meta"):
+        unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(base / "unet"))
+        vae = AutoencoderKL.from_config(AutoencoderKL.load_config(base / "vae"))
+        text_config = CLIPTextConfig.from_pretrained(base / "text_encoder")
+        text_encoder = CLIPTextModel(text_config)
+    for module in (unet, vae, text_encoder):
+        module.requires_grad_(False)
+    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",
+                                target_modules=list(UNET_TARGET_SETS["attention"])))
+    latent = resolution // 2 ** (len(vae.config.block_out_channels) - 1)
+    meta = dict(device="meta")
+    latents = torch.zeros(batch, unet.config.in_channels, latent, latent, **meta)
+    tokens = torch.zeros(batch, text_config.max_position_embeddings, dtype=torch.long, **meta)
+    with FlopCounterMode(display=False) as unet_count:
+        cond = torch.zeros(batch, text_config.max_position_embeddings, text_config.hidden_size, **meta)
+        pred = unet(latents, torch.zeros(batch, dtype=torch.long, **meta), cond, return_dict=False)[0]
+        F.mse_loss(pred, torch.zeros_like(pred)).backward()
+    with FlopCounterMode(display=False) as encode_count, torch.no_grad():
+        vae.encode(torch.zeros(batch, 3, resolution, resolution, **meta)).latent_dist.sample()
+        text_encoder(tokens)
+    ours = unet_count.get_total_flops()
+    return {"ours": ours, "reference": ours + encode_count.get_total_flops()}
+
+
+def fp32_matmul_gflops(threads: int) -> float:
+    """What this machine's cores reach on a large fp32 matrix product: the
+    ceiling of any step made of convolutions and matrix products."""
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    a @ b
+    best = float("inf")
+    for _ in range(5):  # the best of five rounds: a busy moment must not lower the ceiling
+        started = time.perf_counter()
+        for _ in range(10):
+            a @ b
+        best = min(best, time.perf_counter() - started)
+    return 2 * 1024**3 * 10 / best / 1e9
+
+
+def write_data(folder: Path, works: int, side: int) -> None:
+    """The same works twice: as `name.png + name.txt` for this project's
     loader and as an imagefolder with metadata.jsonl for `datasets`."""
     from PIL import Image
 
@@ -276,9 +343,9 @@ def write_data(folder: Path) -> None:
     captioned.mkdir(parents=True, exist_ok=True)
     imagefolder.mkdir(parents=True, exist_ok=True)
     with open(imagefolder / "metadata.jsonl", "w") as metadata:
-        for i in range(WORKS):
+        for i in range(works):
             drawing = scenes.illustration(910_000 + i, "pastel-outline")
-            image = drawing.image.resize((256, 256), Image.Resampling.NEAREST)
+            image = drawing.image.resize((side, side), Image.Resampling.NEAREST)
             name = f"{i:02d}.png"
             image.save(captioned / name)
             (captioned / name).with_suffix(".txt").write_text(drawing.caption)
@@ -312,6 +379,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--warmup", type=int, default=5, help="optimizer steps left out of the timing")
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--works", type=int, default=20,
+                        help="demo works to train on (default 20; fewer shortens this loop's encoding on big bases)")
     parser.add_argument("--rank", type=int, default=16)
     parser.add_argument("--resolution", type=int, help="default: the base's native size")
     parser.add_argument("--threads", type=int, default=default_threads(),
@@ -339,15 +408,18 @@ def main(argv=None) -> dict:
         parser.error("--reference: give the path of diffusers' examples/text_to_image/train_text_to_image_lora.py")
     if args.steps <= args.warmup + 1:
         parser.error("--steps must exceed --warmup by at least 2")
+    if args.works < 1 or args.batch < 1 or args.rank < 1:
+        parser.error("--works, --batch and --rank must be at least 1")
     if args.resolution is None:
         unet = json.loads((args.base / "unet" / "config.json").read_text())
         vae = json.loads((args.base / "vae" / "config.json").read_text())
         args.resolution = unet["sample_size"] * 2 ** (len(vae["block_out_channels"]) - 1)
 
+    flops = step_flops(args.base, args.batch, args.resolution, args.rank)
     scratch = Path(tempfile.mkdtemp(prefix="lora-bench-"))
     try:
         data = scratch / "data"
-        write_data(data)
+        write_data(data, args.works, max(256, args.resolution))
         results: dict[str, list[dict]] = {"ours": [], "reference": []}
         for _ in range(args.repeats):
             for kind in ("ours", "reference"):
@@ -365,13 +437,23 @@ def main(argv=None) -> dict:
         "ours": ours, "reference": ref,
         "speedup_steps_per_second": ours["steps_per_second"] / ref["steps_per_second"],
         "memory_ratio": ours[memory_key] / ref[memory_key], "memory_measure": memory_key,
+        "flops_per_step": flops, "flop_ceiling": flops["reference"] / flops["ours"],
         "all_runs": results,
     }
-    print(f"{'':12s}{'steps/s':>10s}{'peak ' + memory_key.split('_')[1] + ' MB':>16s}{'wall s':>10s}")
+    if ours["device"] == "cpu":
+        summary["fp32_matmul_gflops"] = fp32_matmul_gflops(args.threads)
+    for kind in ("ours", "reference"):
+        best[kind]["gflops"] = flops[kind] * best[kind]["steps_per_second"] / 1e9
+    print(f"{'':12s}{'steps/s':>10s}{'peak ' + memory_key.split('_')[1] + ' MB':>16s}{'wall s':>10s}"
+          f"{'GFLOP/step':>12s}{'GFLOP/s':>10s}")
     for kind in ("ours", "reference"):
         r = best[kind]
-        print(f"{kind:12s}{r['steps_per_second']:10.2f}{r[memory_key]:16.0f}{r['wall_seconds']:10.1f}")
-    print(f"speed-up {summary['speedup_steps_per_second']:.2f}x, memory ratio {summary['memory_ratio']:.2f}")
+        print(f"{kind:12s}{r['steps_per_second']:10.2f}{r[memory_key]:16.0f}{r['wall_seconds']:10.1f}"
+              f"{flops[kind] / 1e9:12.1f}{r['gflops']:10.1f}")
+    print(f"speed-up {summary['speedup_steps_per_second']:.2f}x, memory ratio {summary['memory_ratio']:.2f}; "
+          f"the reference's step does {summary['flop_ceiling']:.2f}x this loop's operations"
+          + (f"; a large fp32 matrix product runs at {summary['fp32_matmul_gflops']:.0f} GFLOP/s here"
+             if "fp32_matmul_gflops" in summary else ""))
     print(json.dumps(summary))
     return summary
 
