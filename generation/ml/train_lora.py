@@ -106,6 +106,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, help="random seed (default 0)")
     parser.add_argument("--work", type=Path, help="cache and checkpoint folder (default: <out>.work)")
     parser.add_argument("--device", help="cuda, cpu, ... (default: CUDA when present)")
+    parser.add_argument("--dtype", choices=("fp32", "fp16", "bf16"),
+                        help="weights' precision (default: bf16 on a GPU that has it, else fp16; fp32 on the CPU); "
+                             "the LoRA itself trains in fp32")
     parser.add_argument("--threads", type=int, default=default_threads(),
                         help=f"CPU threads (default {default_threads()}: half this machine's cores)")
     args = parser.parse_args(argv)
@@ -125,7 +128,9 @@ def main(argv: list[str] | None = None) -> dict:
     # are shared (a generation worker beside training), spinning threads made
     # a 2-thread step 16x slower here (0.4 vs 6.4 steps/s); passive, 5.3.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from .lora_training import BaseModelError, TrainingDataError, base_kind_of, preset_config, train_lora
+    from .lora_training import (
+        BaseModelError, TrainingDataError, base_kind_of, choose_device_and_dtype, preset_config, train_lora,
+    )
 
     try:
         kind = base_kind_of(args.base)
@@ -139,15 +144,27 @@ def main(argv: list[str] | None = None) -> dict:
         config = preset_config(args.preset, kind, **overrides)
     except ValueError as exc:
         parser.error(str(exc))
+    try:
+        device, dtype = choose_device_and_dtype(args.device, args.dtype)
+    except RuntimeError as exc:  # a device name torch does not know
+        parser.error(f"--device: {exc}")
     work = args.work or args.out.with_name(args.out.name + ".work")
     callbacks = PrintingCallbacks()
     try:
         result = train_lora(base_path=args.base, examples=examples, out_dir=args.out, config=config,
-                            work_dir=work, callbacks=callbacks, device=args.device,
+                            work_dir=work, callbacks=callbacks, device=device, dtype=dtype,
                             threads=args.threads)
     except (BaseModelError, TrainingDataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2)
+    import resource
+
+    import torch
+
+    if device.type == "cuda":
+        peak_mb = torch.cuda.max_memory_allocated(device) / 2**20
+    else:  # the process's peak resident memory (Linux reports KiB)
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     summary = {
         "weights_path": result.weights_path,
         "sha256": result.sha256,
@@ -157,6 +174,9 @@ def main(argv: list[str] | None = None) -> dict:
         "encode_seconds": round(result.encode_seconds, 2),
         "train_seconds": round(result.train_seconds, 2),
         "resumed_from_step": result.resumed_from_step,
+        "device": str(device),
+        "dtype": str(dtype).replace("torch.", ""),
+        "peak_memory_mb": round(peak_mb, 1),
         "base_kind": kind,
         "preset": args.preset,
         "config": config.to_dict(),

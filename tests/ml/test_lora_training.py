@@ -448,6 +448,17 @@ def test_cli_trains_and_prints_json(tiny_base, works, tmp_path, capsys):
         assert any(".conv1.lora_A" in key for key in handle.keys())
     assert printed["sha256"] == lt.sha256_file(printed["weights_path"])
     assert "step 6/6" in err and "1 CPU thread(s)" in err
+    assert printed["device"] == "cpu" and printed["dtype"] == "float32" and printed["peak_memory_mb"] > 0
+
+
+def test_cli_trains_in_the_precision_asked_for(tiny_base, works, tmp_path, capsys):
+    data = Path(works[0].image_path).parent
+    summary = cli_main(["--base", str(tiny_base), "--data", str(data), "--out", str(tmp_path / "adapter"),
+                        "--preset", "quick", "--steps", "2", "--rank", "4", "--threads", "1", "--dtype", "bf16"])
+    assert summary["dtype"] == "bfloat16" and summary["steps"] == 2
+    assert "(bfloat16, 1 CPU thread(s))" in capsys.readouterr().err
+    with safe_open(summary["weights_path"], "pt") as handle:  # the LoRA trains and saves in fp32 over a bf16 base
+        assert {handle.get_tensor(key).dtype for key in handle.keys()} == {torch.float32}
 
 
 @pytest.mark.parametrize("case, message", [
@@ -455,22 +466,26 @@ def test_cli_trains_and_prints_json(tiny_base, works, tmp_path, capsys):
     ("empty", "no images in"),
     ("uncaptioned", "1 image(s) without a .txt caption: b.png"),
     ("bad-base", "not a diffusers model folder"),
+    ("bad-dtype", "invalid choice: 'fp8'"),
+    ("bad-device", "--device: Invalid device string: 'gpu0'"),
 ])
 def test_cli_errors_are_one_line(case, message, tiny_base, tmp_path, capsys):
     data = tmp_path / "data"
     base = tiny_base
     if case != "missing":
         data.mkdir()
-    if case in ("uncaptioned", "bad-base"):
+    if case in ("uncaptioned", "bad-base", "bad-device"):
         scenes.illustration(1).image.save(data / "a.png")
         (data / "a.txt").write_text("a red star")
         scenes.illustration(2).image.save(data / "b.png")
-        if case == "bad-base":
+        if case in ("bad-base", "bad-device"):
             (data / "b.txt").write_text("a blue moon")
+        if case == "bad-base":
             base = tmp_path / "not-a-model"
             base.mkdir()
     with pytest.raises(SystemExit) as exit_info:
-        cli_main(["--base", str(base), "--data", str(data), "--out", str(tmp_path / "adapter")])
+        cli_main(["--base", str(base), "--data", str(data), "--out", str(tmp_path / "adapter")]
+                 + {"bad-dtype": ["--dtype", "fp8"], "bad-device": ["--device", "gpu0"]}.get(case, []))
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert message in err[-1]
