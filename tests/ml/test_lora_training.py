@@ -370,6 +370,29 @@ def test_cancel_leaves_a_checkpoint_and_resume_matches_an_uninterrupted_run(tiny
     assert other.resumed_from_step == 0 and other.sha256 != straight.sha256
 
 
+def test_an_fp16_base_trains_with_loss_scaling_and_resumes_exactly(tiny_base, works, tmp_path):
+    """fp16 gradients underflow without loss scaling; the scaler's state is
+    part of the checkpoint, so a resumed fp16 run ends with the same adapter."""
+    cfg = config(steps=8, checkpoint_every=4)
+    fp16 = dict(base_path=tiny_base, examples=works, config=cfg, device="cpu", dtype=torch.float16)
+    with pytest.raises(TrainingCancelled):
+        train_lora(out_dir=tmp_path / "adapter", work_dir=tmp_path / "work", callbacks=CancelAt(5), **fp16)
+    checkpoint = torch.load(tmp_path / "work" / lt.CHECKPOINT_NAME, weights_only=False)
+    assert checkpoint["step"] == 5 and checkpoint["scaler"]["scale"] > 1
+    resumed = train_lora(out_dir=tmp_path / "adapter", work_dir=tmp_path / "work", **fp16)
+    straight = train_lora(out_dir=tmp_path / "straight", work_dir=tmp_path / "work2", **fp16)
+    assert resumed.resumed_from_step == 5 and resumed.sha256 == straight.sha256
+    assert all(np.isfinite(resumed.losses))
+    final_states = [torch.load(tmp_path / work / lt.CHECKPOINT_NAME, weights_only=False)["scaler"]
+                    for work in ("work", "work2")]
+    assert final_states[0] == final_states[1]  # its scale and its count of steps since the last overflow
+    with safe_open(resumed.weights_path, "pt") as handle:
+        assert {handle.get_tensor(key).dtype for key in handle.keys()} == {torch.float32}
+    # fp32 (and bf16) keep fp32's range: no scaling, nothing to keep.
+    train_lora(base_path=tiny_base, examples=works, config=cfg, out_dir=tmp_path / "fp32", work_dir=tmp_path / "work3")
+    assert torch.load(tmp_path / "work3" / lt.CHECKPOINT_NAME, weights_only=False)["scaler"] == {}
+
+
 def test_a_failed_save_leaves_no_partial_adapter(tiny_base, works, tmp_path, monkeypatch):
     from diffusers import StableDiffusionPipeline
 
