@@ -763,8 +763,8 @@ def train_lora(*, base_path, examples: list[TrainingExample], out_dir, config: L
                                  num_warmup_steps=config.lr_warmup_steps, num_training_steps=config.steps)
     # Loss scaling over an fp16 base, as accelerate's fp16 mode does: gradients
     # flowing back through fp16 activations underflow to zero without it (on a
-    # nearly trained tiny model, 80% of the LoRA's gradients against 52%, the
-    # zero-initialised B's partners, with it). bf16 and fp32 keep fp32's range.
+    # nearly trained tiny model 80% of the LoRA's gradients were zero unscaled,
+    # 52% scaled: those of A, whose B starts at zero). bf16 and fp32 keep fp32's range.
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
     generator = torch.Generator("cpu").manual_seed(config.seed)
     noise_scheduler = _noise_scheduler(pipe)
