@@ -92,9 +92,10 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     if args.out.exists():
         parser.error(f"--out {args.out} already exists")
+    from generation.ml.architecture import parameter_counts
+
     pipe = build(args.kind)
-    counts = {name: sum(p.numel() for p in getattr(pipe, name).parameters())
-              for name in ("unet", "vae", "text_encoder", "text_encoder_2") if getattr(pipe, name, None) is not None}
+    counts = parameter_counts(pipe)
     pipe.save_pretrained(args.out)
     print({name: f"{n / 1e6:.1f} M parameters" for name, n in counts.items()}, "->", args.out)
 

@@ -140,9 +140,10 @@ def build_pipeline(config: ModelConfig = BASE_CONFIG) -> StableDiffusionPipeline
 
 
 def parameter_counts(pipeline) -> dict[str, int]:
+    """Parameters per model of the pipeline (SDXL's second text encoder too) and in all."""
     counts = {
         name: sum(p.numel() for p in getattr(pipeline, name).parameters())
-        for name in ("unet", "vae", "text_encoder")
+        for name in ("unet", "vae", "text_encoder", "text_encoder_2") if getattr(pipeline, name, None) is not None
     }
     counts["total"] = sum(counts.values())
     return counts

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from generation.ml.architecture import TINY_CONFIG, build_pipeline
+from generation.ml.architecture import TINY_CONFIG, build_pipeline, parameter_counts
 from generation.ml.lora_training import LoraTrainingConfig, add_lora, load_base_pipeline
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
@@ -21,20 +21,18 @@ import sd_shaped_base  # noqa: E402
 torch.set_num_threads(1)
 
 
-def parameters(module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
 @pytest.mark.parametrize("kind, unet_millions, second_encoder", [("sd15", 859.5, False), ("sdxl", 2567.5, True)])
 def test_sd_shaped_bases_have_the_published_sizes(kind, unet_millions, second_encoder):
     pipe = sd_shaped_base.build(kind, device="meta")  # shapes only: no memory, no time
-    assert round(parameters(pipe.unet) / 1e6, 1) == unet_millions
-    assert round(parameters(pipe.vae) / 1e6, 1) == 83.7
+    counts = parameter_counts(pipe)
+    assert round(counts["unet"] / 1e6, 1) == unet_millions
+    assert round(counts["vae"] / 1e6, 1) == 83.7
     # CLIP ViT-L's text tower less the embeddings of the 49408-token vocabulary it would bring.
     tokens = len(pipe.tokenizer)
-    assert parameters(pipe.text_encoder) == 123_060_480 - (49408 - tokens) * 768
+    assert counts["text_encoder"] == 123_060_480 - (49408 - tokens) * 768
+    assert counts["total"] == sum(v for k, v in counts.items() if k != "total")
     assert pipe.tokenizer.model_max_length == 77
-    assert (getattr(pipe, "text_encoder_2", None) is not None) == second_encoder
+    assert ("text_encoder_2" in counts) == second_encoder
     if second_encoder:
         assert pipe.text_encoder_2.config.hidden_size == 1280 and pipe.text_encoder_2.config.num_hidden_layers == 32
 
