@@ -128,6 +128,18 @@ def test_training_lowers_the_loss_and_the_adapter_changes_the_output(tiny_base, 
     assert np.array_equal(images_of(pipe), after)
 
 
+def watch_vae_encode(pipe) -> list[tuple[int, torch.dtype, torch.dtype]]:
+    """Records each VAE encode call: batch size, the pixels' dtype, the VAE weights' dtype."""
+    seen, encode = [], pipe.vae.encode
+
+    def recording_encode(pixels, *args, **kwargs):
+        seen.append((pixels.shape[0], pixels.dtype, next(pipe.vae.parameters()).dtype))
+        return encode(pixels, *args, **kwargs)
+
+    pipe.vae.encode = recording_encode
+    return seen
+
+
 @pytest.mark.parametrize("side, batches", [(32, [16, 4]), (512, [1, 1, 1])])
 def test_works_are_encoded_in_batches_that_fit_a_pixel_budget(tiny_base, side, batches):
     """16 small works at once, but one Stable Diffusion-sized work at a time
@@ -137,15 +149,9 @@ def test_works_are_encoded_in_batches_that_fit_a_pixel_budget(tiny_base, side, b
     pipe = load_base_pipeline(tiny_base)
     rng = np.random.default_rng(0)
     images = [Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)) for _ in range(sum(batches))]
-    seen, encode = [], pipe.vae.encode
-
-    def recording_encode(pixels, *args, **kwargs):
-        seen.append(pixels.shape[0])
-        return encode(pixels, *args, **kwargs)
-
-    pipe.vae.encode = recording_encode
+    seen = watch_vae_encode(pipe)
     mean, std = lt.encode_images(pipe, images, "cpu", torch.float32)
-    assert seen == batches
+    assert [batch for batch, _, _ in seen] == batches
     assert mean.shape[0] == std.shape[0] == len(images)
     alone, _ = lt.encode_images(pipe, images[-1:], "cpu", torch.float32)
     assert torch.allclose(mean[-1:], alone, atol=1e-5)
@@ -162,15 +168,9 @@ def test_an_fp16_vae_marked_force_upcast_encodes_in_fp32(tmp_path, force_upcast,
     tiny_sdxl(tmp_path / "sdxl")
     pipe = load_base_pipeline(tmp_path / "sdxl", "cpu", torch.float16)
     pipe.vae.register_to_config(force_upcast=force_upcast)
-    seen, encode = [], pipe.vae.encode
-
-    def recording_encode(pixels, *args, **kwargs):
-        seen.append((pixels.dtype, next(pipe.vae.parameters()).dtype))
-        return encode(pixels, *args, **kwargs)
-
-    pipe.vae.encode = recording_encode
+    seen = watch_vae_encode(pipe)
     mean, _ = lt.encode_images(pipe, [Image.new("RGB", (32, 32), "red")], "cpu", torch.float16)
-    assert seen == [(encoded_in, encoded_in)]
+    assert [(pixels, weights) for _, pixels, weights in seen] == [(encoded_in, encoded_in)]
     assert pipe.vae.dtype == torch.float16 and mean.dtype == torch.float32 and torch.isfinite(mean).all()
 
 
