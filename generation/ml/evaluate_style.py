@@ -55,10 +55,11 @@ from . import style_metrics as sm
 from .classify import classify
 from .evaluate_base import ATTRIBUTES, DEFAULT_GUIDANCE, DEFAULT_STEPS, held_out_scenes
 from .lora_training import (
-    WEIGHTS_NAME, apply_adapters, disable_adapters, image_to_tensor, load_base_pipeline, load_training_image,
+    WEIGHTS_NAME, TrainingDataError, apply_adapters, disable_adapters, image_to_tensor, load_base_pipeline,
+    load_training_images,
 )
 from .pipeline import generate
-from .train_lora import IMAGE_SUFFIXES
+from .train_lora import IMAGE_SUFFIXES, DataFolderError, read_caption
 
 TARGET_FRACTION_CLOSED = 0.70
 TARGET_MAX_ADHERENCE_DROP = 10.0
@@ -143,7 +144,7 @@ def evaluate_style(*, base, lora, works, n: int = 48, seed: int = 0, steps: int 
     vae_factor = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
     resolution = pipe.unet.config.sample_size * vae_factor
     work_paths = work_images(works)
-    work_pils = [load_training_image(p, resolution) for p in work_paths]
+    work_pils = load_training_images(work_paths, resolution)
     works_summary = sm.summarise(work_pils, resolution)
     halves = (sm.summarise(work_pils[0::2], resolution), sm.summarise(work_pils[1::2], resolution))
     vae_summary = sm.summarise(through_vae(pipe, work_pils), resolution)
@@ -152,7 +153,7 @@ def evaluate_style(*, base, lora, works, n: int = 48, seed: int = 0, steps: int 
     adherence_prompts = [scenes.plain_caption(s) for s in targets]
     captions = [p.with_suffix(".txt") for p in work_paths]
     if all(c.is_file() for c in captions):
-        style_prompts = [" ".join(c.read_text(encoding="utf-8").split()) for c in captions]
+        style_prompts = [read_caption(c) for c in captions]
         prompt_source = "works' captions"
     else:
         style_prompts, prompt_source = adherence_prompts, "held-out captions"
@@ -281,9 +282,13 @@ def main(argv: list[str] | None = None) -> dict:
     except ValueError as exc:
         parser.error(f"--works: {exc}")
     torch.set_num_threads(args.threads)
-    result = evaluate_style(base=args.base, lora=args.lora, works=args.works, n=args.n, seed=args.seed,
-                            steps=args.steps, guidance=args.guidance, scale=args.scale, style=args.style,
-                            grid=args.grid)
+    try:
+        result = evaluate_style(base=args.base, lora=args.lora, works=args.works, n=args.n, seed=args.seed,
+                                steps=args.steps, guidance=args.guidance, scale=args.scale, style=args.style,
+                                grid=args.grid)
+    except (TrainingDataError, DataFolderError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2)
     print(json.dumps(result))
     return result
 

@@ -336,6 +336,17 @@ def base_fingerprint(base_path) -> str:
     return digest.hexdigest()
 
 
+def load_training_images(paths, resolution: int) -> list[Image.Image]:
+    """`load_training_image` of each path; an unreadable file is a TrainingDataError naming it."""
+    images = []
+    for path in paths:
+        try:
+            images.append(load_training_image(path, resolution))
+        except Exception as exc:
+            raise TrainingDataError(f"cannot read training image {path}: {exc}") from exc
+    return images
+
+
 def load_training_image(path, resolution: int) -> Image.Image:
     """RGB at resolution x resolution: EXIF orientation applied, transparency
     flattened on white, shorter side scaled (area average when shrinking,
@@ -512,12 +523,7 @@ def build_cache(pipe, examples: list[TrainingExample], resolution: int, flip: bo
                 return cached
         except Exception:  # a corrupt cache is rebuilt, never trusted
             pass
-    images = []
-    for example in examples:
-        try:
-            images.append(load_training_image(example.image_path, resolution))
-        except Exception as exc:
-            raise TrainingDataError(f"cannot read training image {example.image_path}: {exc}") from exc
+    images = load_training_images([example.image_path for example in examples], resolution)
     mean, std = encode_images(pipe, images, device, dtype)
     cache = {"key": key, "format": CACHE_FORMAT, "mean": mean, "std": std}
     if flip:

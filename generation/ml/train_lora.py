@@ -41,13 +41,18 @@ def read_data_folder(folder) -> list:
     if missing:
         shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
         raise DataFolderError(f"{len(missing)} image(s) without a .txt caption: {shown}")
-    examples = []
-    for path in images:
-        caption = " ".join(path.with_suffix(".txt").read_text(encoding="utf-8").split())
-        if not caption:
-            raise DataFolderError(f"empty caption in {path.with_suffix('.txt').name}")
-        examples.append(TrainingExample(str(path), caption))
-    return examples
+    return [TrainingExample(str(path), read_caption(path.with_suffix(".txt"))) for path in images]
+
+
+def read_caption(path: Path) -> str:
+    """The caption in a .txt file, its whitespace runs made single spaces."""
+    try:  # utf-8-sig: editors on Windows start UTF-8 files with a byte-order mark
+        caption = " ".join(path.read_text(encoding="utf-8-sig").split())
+    except UnicodeDecodeError as exc:
+        raise DataFolderError(f"caption {path.name} is not UTF-8 text (byte {exc.start})") from None
+    if not caption:
+        raise DataFolderError(f"empty caption in {path.name}")
+    return caption
 
 
 class PrintingCallbacks:

@@ -91,6 +91,21 @@ def test_import_command_byte_limit(tmp_path, artist, media_root, settings):
     assert media_files(media_root) == []
 
 
+def test_import_command_reads_utf8_captions_and_refuses_others(tmp_path, artist, media_root):
+    (tmp_path / "a.png").write_bytes(images.good_png(1))
+    (tmp_path / "a.txt").write_bytes("\ufeffa caf\u00e9 at dusk\n".encode("utf-8"))  # with a byte-order mark
+    (tmp_path / "b.png").write_bytes(images.good_png(2))
+    (tmp_path / "b.txt").write_bytes("a caf\u00e9 at dawn".encode("latin-1"))
+    out = io.StringIO()
+    call_command("import_works", str(tmp_path), artist=artist.user.email, stdout=out)
+    first, second, summary = json_lines(out.getvalue())
+    assert first["status"] == "created" and Work.objects.get(pk=first["work"]).caption == "a caf\u00e9 at dusk"
+    assert second == {"file": "b.png", "status": "rejected",
+                      "reason": "b.txt is not UTF-8 text (byte 5); save it as UTF-8 and import the folder again."}
+    assert summary == {"summary": {"created": 1, "duplicate": 0, "rejected": 1}}
+    assert Work.objects.count() == 1
+
+
 def test_import_command_normalises(tmp_path, artist):
     for name, data, *_ in NORMALISED:
         (tmp_path / name).write_bytes(data)

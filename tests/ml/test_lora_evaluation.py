@@ -4,6 +4,7 @@ randomly initialised model of the built-in base's shape."""
 from __future__ import annotations
 
 import json
+import shutil
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -114,6 +115,26 @@ def test_evaluate_style_cli_errors(tiny_setup, tmp_path, capsys):
     with pytest.raises(SystemExit):
         evaluate_main(["--base", str(root / "base"), "--lora", str(root / "adapter"), "--works", str(tmp_path / "x")])
     assert "works folder not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("caption", "caption 000.txt is not UTF-8 text (byte 1)"),
+    ("image", "cannot read training image"),
+])
+def test_evaluate_style_cli_names_an_unreadable_work(damage, message, tiny_setup, tmp_path, capsys):
+    works = tmp_path / "works"
+    shutil.copytree(tiny_setup / "works", works)
+    first = sorted(works.glob("*.png"))[0]
+    if damage == "caption":
+        first.with_suffix(".txt").write_bytes(b"a\xe9 star")
+    else:
+        first.write_bytes(first.read_bytes()[:200])  # truncated mid-file
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate_main(["--base", str(tiny_setup / "base"), "--lora", str(tiny_setup / "adapter"),
+                       "--works", str(works), "--n", "2", "--steps", "1"])
+    assert exit_info.value.code == 2
+    last_line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last_line.startswith("error: ") and message in last_line
 
 
 def test_demo_works_are_deterministic_and_upload_sized(tmp_path):

@@ -24,7 +24,7 @@ from generation.ml.lora_training import (
     load_base_pipeline,
     train_lora,
 )
-from generation.ml.train_lora import main as cli_main
+from generation.ml.train_lora import main as cli_main, read_data_folder
 
 # One thread: these models are tiny, and on a 2-core machine shared with other
 # work two OpenMP threads can run ten times slower than one.
@@ -488,6 +488,7 @@ def test_cli_trains_in_the_precision_asked_for(tiny_base, works, tmp_path, capsy
     ("missing", "data folder not found"),
     ("empty", "no images in"),
     ("uncaptioned", "1 image(s) without a .txt caption: b.png"),
+    ("latin-1-caption", "caption b.txt is not UTF-8 text (byte 3)"),
     ("bad-base", "not a diffusers model folder"),
     ("bad-dtype", "invalid choice: 'fp8'"),
     ("bad-device", "--device: Invalid device string: 'gpu0'"),
@@ -497,12 +498,14 @@ def test_cli_errors_are_one_line(case, message, tiny_base, tmp_path, capsys):
     base = tiny_base
     if case != "missing":
         data.mkdir()
-    if case in ("uncaptioned", "bad-base", "bad-device"):
+    if case in ("uncaptioned", "latin-1-caption", "bad-base", "bad-device"):
         scenes.illustration(1).image.save(data / "a.png")
         (data / "a.txt").write_text("a red star")
         scenes.illustration(2).image.save(data / "b.png")
         if case in ("bad-base", "bad-device"):
             (data / "b.txt").write_text("a blue moon")
+        if case == "latin-1-caption":
+            (data / "b.txt").write_bytes("caf\xe9 moon".encode("latin-1"))
         if case == "bad-base":
             base = tmp_path / "not-a-model"
             base.mkdir()
@@ -513,6 +516,14 @@ def test_cli_errors_are_one_line(case, message, tiny_base, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert message in err[-1]
     assert not (tmp_path / "adapter").exists()
+
+
+def test_captions_are_read_as_utf8_with_or_without_a_byte_order_mark(tmp_path):
+    scenes.illustration(1).image.save(tmp_path / "a.png")
+    (tmp_path / "a.txt").write_bytes("\ufeffa red star, caf\u00e9\n".encode("utf-8"))
+    scenes.illustration(2).image.save(tmp_path / "b.png")
+    (tmp_path / "b.txt").write_text("a  blue\n moon", encoding="utf-8")
+    assert [example.caption for example in read_data_folder(tmp_path)] == ["a red star, caf\u00e9", "a blue moon"]
 
 
 def test_text_encoder_lora_is_saved_and_used(tiny_base, works, tmp_path):

@@ -36,13 +36,15 @@ class Command(BaseCommand):
         for path in sorted(folder.iterdir()):
             if not path.is_file() or path.name.startswith(".") or path.suffix.lower() in SIDECAR_SUFFIXES:
                 continue
-            caption_file = path.with_suffix(".txt")
-            caption = caption_file.read_text(encoding="utf-8", errors="replace").strip() if caption_file.is_file() else ""
             line = {"file": path.name}
             try:
+                caption = self._caption(path.with_suffix(".txt"))
                 result = services.work_upload(artist=profile, data=path.read_bytes(), filename=path.name, caption=caption)
             except (ImageRefused, services.LicensingError) as error:
                 line.update(status="rejected", reason=error.message)
+            except UnicodeDecodeError as error:  # a mangled caption would be trained on: refuse the work instead
+                line.update(status="rejected", reason=f"{path.with_suffix('.txt').name} is not UTF-8 text (byte "
+                                                      f"{error.start}); save it as UTF-8 and import the folder again.")
             else:
                 line.update(status=result.status, work=result.work.pk, reason=str(result.message) or None)
                 if result.warnings:
@@ -50,6 +52,13 @@ class Command(BaseCommand):
             counts[line["status"]] += 1
             self.stdout.write(json.dumps(line, ensure_ascii=False))
         self.stdout.write(json.dumps({"summary": counts}))
+
+    @staticmethod
+    def _caption(caption_file):
+        if not caption_file.is_file():
+            return ""
+        # utf-8-sig: editors on Windows start UTF-8 files with a byte-order mark, which is not part of the caption
+        return caption_file.read_text(encoding="utf-8-sig").strip()
 
     def _artist(self, email, create):
         User = get_user_model()
