@@ -49,14 +49,15 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from safetensors import safe_open
 
 from . import BUILTIN_BASE_MODEL, default_threads, scenes
 from . import style_metrics as sm
 from .classify import classify
 from .evaluate_base import ATTRIBUTES, DEFAULT_GUIDANCE, DEFAULT_STEPS, held_out_scenes
 from .lora_training import (
-    WEIGHTS_NAME, TrainingDataError, apply_adapters, disable_adapters, image_to_tensor, load_base_pipeline,
-    load_training_images,
+    WEIGHTS_NAME, AdapterError, BaseModelError, TrainingDataError, apply_adapters, disable_adapters, image_to_tensor,
+    load_base_pipeline, load_training_images,
 )
 from .pipeline import generate
 from .train_lora import IMAGE_SUFFIXES, DataFolderError, read_caption
@@ -275,6 +276,13 @@ def main(argv: list[str] | None = None) -> dict:
     lora_file = args.lora if args.lora.is_file() else args.lora / WEIGHTS_NAME
     if not lora_file.is_file():
         parser.error(f"--lora {args.lora}: no {WEIGHTS_NAME} there")
+    try:
+        with safe_open(lora_file, "pt") as handle:
+            keys = list(handle.keys())
+    except Exception as exc:  # safetensors raises its own error types for a truncated or foreign file
+        parser.error(f"--lora {lora_file}: not a readable safetensors file ({exc})")
+    if not any("lora" in key for key in keys):
+        parser.error(f"--lora {lora_file}: holds no LoRA weights")
     if args.n < 2 or args.steps < 1 or args.threads < 1:
         parser.error("--n must be at least 2, --steps and --threads at least 1")
     try:
@@ -286,7 +294,7 @@ def main(argv: list[str] | None = None) -> dict:
         result = evaluate_style(base=args.base, lora=args.lora, works=args.works, n=args.n, seed=args.seed,
                                 steps=args.steps, guidance=args.guidance, scale=args.scale, style=args.style,
                                 grid=args.grid)
-    except (TrainingDataError, DataFolderError) as exc:
+    except (AdapterError, BaseModelError, TrainingDataError, DataFolderError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2)
     print(json.dumps(result))

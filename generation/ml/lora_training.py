@@ -136,8 +136,9 @@ class LoraTrainingConfig:
                 problems.append(f"{name} must be at least 1")
         if not self.learning_rate > 0:
             problems.append("learning_rate must be positive")
-        if self.resolution is not None and self.resolution < 8:
-            problems.append("resolution must be at least 8 px")
+        # diffusers' pipelines draw (the previews, generation) only at multiples of 8 px
+        if self.resolution is not None and (self.resolution < 8 or self.resolution % 8):
+            problems.append(f"resolution must be a multiple of 8 px, at least 8 (got {self.resolution})")
         if self.checkpoint_every < 1:
             problems.append("checkpoint_every must be at least 1")
         if self.preview_every < 0:
@@ -243,6 +244,10 @@ class BaseModelError(ValueError):
 
 class TrainingDataError(ValueError):
     """The training examples cannot be used."""
+
+
+class AdapterError(ValueError):
+    """An adapter file that cannot be applied to this pipeline."""
 
 
 class TrainingCallbacks:
@@ -955,7 +960,13 @@ def apply_adapters(pipe, adapters: Iterable[tuple[str, Any, float]]) -> None:
         if name in sources:
             pipe.delete_adapters(name)
             del sources[name]
-        pipe.load_lora_weights(folder, weight_name=weight_name, adapter_name=name)
+        try:
+            pipe.load_lora_weights(folder, weight_name=weight_name, adapter_name=name)
+        except (RuntimeError, ValueError, OSError) as exc:
+            # diffusers lists every mismatched tensor; the first says enough
+            detail = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line),
+                          str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__)
+            raise AdapterError(f"adapter {source} does not fit this base model: {detail}") from exc
         sources[name] = source
     pipe.set_adapters([a[0] for a in adapters], adapter_weights=[float(a[2]) for a in adapters])
     pipe.enable_lora()

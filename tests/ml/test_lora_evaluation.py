@@ -115,6 +115,13 @@ def test_evaluate_style_cli_errors(tiny_setup, tmp_path, capsys):
     with pytest.raises(SystemExit):
         evaluate_main(["--base", str(root / "base"), "--lora", str(root / "adapter"), "--works", str(tmp_path / "x")])
     assert "works folder not found" in capsys.readouterr().err
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes((root / "adapter" / "pytorch_lora_weights.safetensors").read_bytes()[:1000])
+    for lora, message in [(truncated, "not a readable safetensors file"),
+                          (root / "base" / "unet" / "diffusion_pytorch_model.safetensors", "holds no LoRA weights")]:
+        with pytest.raises(SystemExit):
+            evaluate_main(["--base", str(root / "base"), "--lora", str(lora), "--works", str(root / "works")])
+        assert message in capsys.readouterr().err.strip().splitlines()[-1]
 
 
 @pytest.mark.parametrize("damage, message", [

@@ -3,6 +3,7 @@ initialised model of the built-in base's shape (a step takes milliseconds)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -126,6 +127,25 @@ def test_training_lowers_the_loss_and_the_adapter_changes_the_output(tiny_base, 
     assert np.array_equal(images_of(pipe), before)
     apply_adapters(pipe, [("style", result.weights_path, 1.0)])
     assert np.array_equal(images_of(pipe), after)
+
+
+def test_an_adapter_of_another_base_is_refused_and_leaves_the_pipeline_as_it_was(tiny_base, works, tmp_path):
+    wider = tmp_path / "wider-base"
+    build_pipeline(dataclasses.replace(TINY_CONFIG, unet_channels=(16, 16, 48))).save_pretrained(wider)
+    foreign = train_lora(base_path=wider, examples=works[:4], out_dir=tmp_path / "foreign",
+                         config=config(steps=1), work_dir=tmp_path / "w1")
+    own = train_lora(base_path=tiny_base, examples=works[:4], out_dir=tmp_path / "own",
+                     config=config(steps=2), work_dir=tmp_path / "w2")
+    pipe = load_base_pipeline(tiny_base)
+    apply_adapters(pipe, [("own", own.weights_path, 1.0)])
+    with_own = images_of(pipe)
+    mismatch = r"does not fit this base model: size mismatch for .*torch.Size\(\[4, 48\]\) from checkpoint"
+    with pytest.raises(lt.AdapterError, match=mismatch):
+        apply_adapters(pipe, [("style", foreign.weights_path, 1.0)])
+    # diffusers removes a half-injected adapter itself; the pipeline keeps drawing as before
+    assert pipe.get_list_adapters()["unet"] == ["own"]
+    apply_adapters(pipe, [("own", own.weights_path, 1.0)])
+    assert np.array_equal(images_of(pipe), with_own)
 
 
 def watch_vae_encode(pipe) -> list[tuple[int, torch.dtype, torch.dtype]]:
@@ -451,6 +471,10 @@ def test_config_round_trip_presets_and_validation(tiny_base):
         LoraTrainingConfig.from_dict({**cfg.to_dict(), "bogus": 1})
     with pytest.raises(ValueError, match="unet_targets must be one of attention, full"):
         LoraTrainingConfig.from_dict({**cfg.to_dict(), "unet_targets": "everything"})
+    for resolution in (4, 30, 500):  # pipelines draw at multiples of 8 only: refused before training, not after
+        with pytest.raises(ValueError, match=rf"resolution must be a multiple of 8 px, at least 8 \(got {resolution}\)"):
+            lt.preset_config("quick", resolution=resolution)
+    assert lt.preset_config("quick", resolution=40).resolution == 40
 
 
 # ---------------------------------------------------------------- CLI
