@@ -250,6 +250,24 @@ class AdapterError(ValueError):
     """An adapter file that cannot be applied to this pipeline."""
 
 
+class AdapterFolderError(ValueError):
+    """An output folder that saving the adapter would lose something in."""
+
+
+def check_adapter_folder(out_dir) -> None:
+    """`save_adapter` replaces the whole output folder, so it must be missing,
+    empty, or hold an earlier adapter and nothing else."""
+    out = Path(out_dir)
+    if out.is_dir():
+        others = sorted(p.name for p in out.iterdir() if p.name != WEIGHTS_NAME)
+        if others:
+            shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+            raise AdapterFolderError(f"{out} holds files that are not an adapter ({shown}), and saving replaces the "
+                                     "whole folder: give a new or empty folder")
+    elif out.exists():
+        raise AdapterFolderError(f"{out} exists and is not a folder")
+
+
 class TrainingCallbacks:
     """Subclass and override; the defaults do nothing."""
 
@@ -638,6 +656,7 @@ def save_adapter(pipe, config: LoraTrainingConfig, out_dir) -> tuple[str, str]:
     from peft.utils import get_peft_model_state_dict
 
     out = Path(out_dir).resolve()
+    check_adapter_folder(out)  # again: files may have arrived during the run
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     tmp.chmod(0o755)  # mkdtemp's 0700 would hide the adapter from a server running as another user
@@ -728,6 +747,7 @@ def train_lora(*, base_path, examples: list[TrainingExample], out_dir, config: L
     log = callbacks.on_log
     examples = list(examples)
     _check_examples(examples)
+    check_adapter_folder(out_dir)
     if threads is not None:
         if threads < 1:
             raise ValueError("threads must be at least 1")

@@ -134,7 +134,8 @@ def main(argv: list[str] | None = None) -> dict:
     # a 2-thread step 16x slower here (0.4 vs 6.4 steps/s); passive, 5.3.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from .lora_training import (
-        BaseModelError, TrainingDataError, base_kind_of, choose_device_and_dtype, preset_config, train_lora,
+        AdapterFolderError, BaseModelError, TrainingDataError, base_kind_of, check_adapter_folder,
+        choose_device_and_dtype, preset_config, train_lora,
     )
 
     try:
@@ -153,13 +154,18 @@ def main(argv: list[str] | None = None) -> dict:
         device, dtype = choose_device_and_dtype(args.device, args.dtype)
     except RuntimeError as exc:  # a device name torch does not know
         parser.error(f"--device: {exc}")
-    work = args.work or args.out.with_name(args.out.name + ".work")
+    try:
+        check_adapter_folder(args.out)
+    except AdapterFolderError as exc:
+        parser.error(f"--out: {exc}")
+    out = args.out.resolve()  # `--out .` has no name of its own to put ".work" after
+    work = args.work or out.with_name(out.name + ".work")
     callbacks = PrintingCallbacks()
     try:
         result = train_lora(base_path=args.base, examples=examples, out_dir=args.out, config=config,
                             work_dir=work, callbacks=callbacks, device=device, dtype=dtype,
                             threads=args.threads)
-    except (BaseModelError, TrainingDataError) as exc:
+    except (AdapterFolderError, BaseModelError, TrainingDataError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2)
     import resource

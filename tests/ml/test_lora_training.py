@@ -542,6 +542,42 @@ def test_cli_errors_are_one_line(case, message, tiny_base, tmp_path, capsys):
     assert not (tmp_path / "adapter").exists()
 
 
+@pytest.mark.parametrize("existing", ["file", "folder-with-other-files", "current-folder"])
+def test_cli_never_replaces_a_folder_or_file_that_is_not_an_adapter(existing, tiny_base, works, tmp_path, capsys,
+                                                                    monkeypatch):
+    data = Path(works[0].image_path).parent
+    out = tmp_path / "out"
+    if existing == "file":
+        out.write_text("notes")
+    else:
+        out.mkdir()
+        (out / "notes.txt").write_text("notes")
+    if existing == "current-folder":
+        monkeypatch.chdir(out)
+        out = Path(".")
+    before = sorted((p.name, p.read_bytes()) for p in tmp_path.rglob("*") if p.is_file())
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["--base", str(tiny_base), "--data", str(data), "--out", str(out), "--steps", "1"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("python -m generation.ml.train_lora: error: --out: ")
+    assert sorted((p.name, p.read_bytes()) for p in tmp_path.rglob("*") if p.is_file()) == before
+
+
+def test_a_file_that_arrives_in_the_output_folder_during_training_is_kept(tiny_base, works, tmp_path):
+    out = tmp_path / "adapter"
+
+    class DropsAFile(TrainingCallbacks):
+        def on_progress(self, step, total, loss, eta_seconds):
+            if step == 2:
+                out.mkdir()
+                (out / "readme.md").write_text("mine")
+
+    with pytest.raises(lt.AdapterFolderError, match="holds files that are not an adapter \\(readme.md\\)"):
+        train_lora(base_path=tiny_base, examples=works[:4], out_dir=out, config=config(steps=3),
+                   work_dir=tmp_path / "work", callbacks=DropsAFile())
+    assert [p.name for p in out.iterdir()] == ["readme.md"] and (out / "readme.md").read_text() == "mine"
+
+
 def test_captions_are_read_as_utf8_with_or_without_a_byte_order_mark(tmp_path):
     scenes.illustration(1).image.save(tmp_path / "a.png")
     (tmp_path / "a.txt").write_bytes("\ufeffa red star, caf\u00e9\n".encode("utf-8"))
