@@ -285,6 +285,8 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(f"--lora {lora_file}: holds no LoRA weights")
     if args.n < 2 or args.steps < 1 or args.threads < 1:
         parser.error("--n must be at least 2, --steps and --threads at least 1")
+    if args.grid is not None and (args.grid.suffix.lower() != ".png" or args.grid.is_dir()):
+        parser.error(f"--grid {args.grid}: give a .png file path")  # checked now, not after minutes of sampling
     try:
         work_images(args.works)
     except ValueError as exc:

@@ -160,6 +160,8 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(f"--out: {exc}")
     out = args.out.resolve()  # `--out .` has no name of its own to put ".work" after
     work = args.work or out.with_name(out.name + ".work")
+    if work.exists() and not work.is_dir():
+        parser.error(f"--work {work}: exists and is not a folder")
     callbacks = PrintingCallbacks()
     try:
         result = train_lora(base_path=args.base, examples=examples, out_dir=args.out, config=config,

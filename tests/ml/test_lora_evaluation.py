@@ -122,6 +122,11 @@ def test_evaluate_style_cli_errors(tiny_setup, tmp_path, capsys):
         with pytest.raises(SystemExit):
             evaluate_main(["--base", str(root / "base"), "--lora", str(lora), "--works", str(root / "works")])
         assert message in capsys.readouterr().err.strip().splitlines()[-1]
+    for grid in (tmp_path / "grid", tmp_path / "grid.jpg", tmp_path):
+        with pytest.raises(SystemExit):
+            evaluate_main(["--base", str(root / "base"), "--lora", str(root / "adapter"), "--works", str(root / "works"),
+                           "--grid", str(grid)])
+        assert "give a .png file path" in capsys.readouterr().err.strip().splitlines()[-1]
 
 
 @pytest.mark.parametrize("damage, message", [

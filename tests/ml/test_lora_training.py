@@ -516,17 +516,18 @@ def test_cli_trains_in_the_precision_asked_for(tiny_base, works, tmp_path, capsy
     ("bad-base", "not a diffusers model folder"),
     ("bad-dtype", "invalid choice: 'fp8'"),
     ("bad-device", "--device: Invalid device string: 'gpu0'"),
+    ("work-is-a-file", "exists and is not a folder"),
 ])
 def test_cli_errors_are_one_line(case, message, tiny_base, tmp_path, capsys):
     data = tmp_path / "data"
     base = tiny_base
     if case != "missing":
         data.mkdir()
-    if case in ("uncaptioned", "latin-1-caption", "bad-base", "bad-device"):
+    if case in ("uncaptioned", "latin-1-caption", "bad-base", "bad-device", "work-is-a-file"):
         scenes.illustration(1).image.save(data / "a.png")
         (data / "a.txt").write_text("a red star")
         scenes.illustration(2).image.save(data / "b.png")
-        if case in ("bad-base", "bad-device"):
+        if case in ("bad-base", "bad-device", "work-is-a-file"):
             (data / "b.txt").write_text("a blue moon")
         if case == "latin-1-caption":
             (data / "b.txt").write_bytes("caf\xe9 moon".encode("latin-1"))
@@ -535,7 +536,8 @@ def test_cli_errors_are_one_line(case, message, tiny_base, tmp_path, capsys):
             base.mkdir()
     with pytest.raises(SystemExit) as exit_info:
         cli_main(["--base", str(base), "--data", str(data), "--out", str(tmp_path / "adapter")]
-                 + {"bad-dtype": ["--dtype", "fp8"], "bad-device": ["--device", "gpu0"]}.get(case, []))
+                 + {"bad-dtype": ["--dtype", "fp8"], "bad-device": ["--device", "gpu0"],
+                    "work-is-a-file": ["--work", str(data / "a.txt")]}.get(case, []))
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert message in err[-1]
