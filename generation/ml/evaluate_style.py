@@ -142,6 +142,11 @@ def evaluate_style(*, base, lora, works, n: int = 48, seed: int = 0, steps: int 
                    grid=None, pipe=None) -> dict:
     started = time.perf_counter()
     pipe = pipe or load_base_pipeline(base)
+    lora_path = Path(lora)
+    lora_file = lora_path if lora_path.is_file() else lora_path / WEIGHTS_NAME
+    # Loaded now, so that an adapter that does not fit fails before minutes of sampling.
+    apply_adapters(pipe, [("evaluated-style", lora_file, scale)])
+    disable_adapters(pipe)
     vae_factor = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
     resolution = pipe.unet.config.sample_size * vae_factor
     work_paths = work_images(works)
@@ -158,8 +163,6 @@ def evaluate_style(*, base, lora, works, n: int = 48, seed: int = 0, steps: int 
         prompt_source = "works' captions"
     else:
         style_prompts, prompt_source = adherence_prompts, "held-out captions"
-    lora_path = Path(lora)
-    lora_file = lora_path if lora_path.is_file() else lora_path / WEIGHTS_NAME
     drawn: dict[tuple[bool, tuple[str, ...]], list[Image.Image]] = {}
 
     def images_for(prompts: list[str], with_lora: bool) -> list[Image.Image]:

@@ -254,18 +254,24 @@ class AdapterFolderError(ValueError):
     """An output folder that saving the adapter would lose something in."""
 
 
-def check_adapter_folder(out_dir) -> None:
+# Files a desktop drops into any folder it shows: not worth refusing a folder for.
+DESKTOP_CLUTTER = {".DS_Store", "Thumbs.db", "desktop.ini"}
+
+
+def check_adapter_folder(out_dir, *, named=None) -> None:
     """`save_adapter` replaces the whole output folder, so it must be missing,
-    empty, or hold an earlier adapter and nothing else."""
+    empty, or hold an earlier adapter and nothing else. `named`: the path to
+    name in the error, when `out_dir` is that folder moved aside."""
     out = Path(out_dir)
+    named = named or out
     if out.is_dir():
-        others = sorted(p.name for p in out.iterdir() if p.name != WEIGHTS_NAME)
+        others = sorted(p.name for p in out.iterdir() if p.name not in {WEIGHTS_NAME, *DESKTOP_CLUTTER})
         if others:
             shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
-            raise AdapterFolderError(f"{out} holds files that are not an adapter ({shown}), and saving replaces the "
-                                     "whole folder: give a new or empty folder")
+            raise AdapterFolderError(f"{named} holds files that are not an adapter ({shown}), and saving replaces "
+                                     "the whole folder: give a new or empty folder")
     elif out.exists():
-        raise AdapterFolderError(f"{out} exists and is not a folder")
+        raise AdapterFolderError(f"{named} exists and is not a folder")
 
 
 class TrainingCallbacks:
@@ -656,7 +662,6 @@ def save_adapter(pipe, config: LoraTrainingConfig, out_dir) -> tuple[str, str]:
     from peft.utils import get_peft_model_state_dict
 
     out = Path(out_dir).resolve()
-    check_adapter_folder(out)  # again: files may have arrived during the run
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     tmp.chmod(0o755)  # mkdtemp's 0700 would hide the adapter from a server running as another user
@@ -683,6 +688,9 @@ def save_adapter(pipe, config: LoraTrainingConfig, out_dir) -> tuple[str, str]:
         if out.exists():
             old = out.parent / f".{out.name}.old-{os.getpid()}-{time.monotonic_ns()}"
             os.replace(out, old)
+            # Checked again once moved aside, where nothing new can arrive: files
+            # may have come in during the run (the except below moves it back).
+            check_adapter_folder(old, named=out)
         os.replace(tmp, out)
         _fsync_dir(out.parent)
     except BaseException:
@@ -753,6 +761,9 @@ def train_lora(*, base_path, examples: list[TrainingExample], out_dir, config: L
             raise ValueError("threads must be at least 1")
         torch.set_num_threads(threads)
     work = Path(work_dir)
+    if Path(out_dir).resolve() in (work.resolve(), *work.resolve().parents):
+        raise AdapterFolderError(f"the work folder {work} is inside the output folder {out_dir}, which saving "
+                                 "replaces: give them apart")
     work.mkdir(parents=True, exist_ok=True)
 
     device, dtype = choose_device_and_dtype(device, dtype)
@@ -935,10 +946,11 @@ def train_lora(*, base_path, examples: list[TrainingExample], out_dir, config: L
         raise
 
     pipe.unet.eval()
-    weights_path, digest = save_adapter(pipe, config, out_dir)
-    # The finished run's checkpoint is the final state; keep it so a
-    # re-delivered task resumes at the last step and only re-saves.
+    # The finished run's checkpoint is the final state, written first: a
+    # re-delivered task, or a run whose saving failed, resumes at the last step
+    # and only saves.
     save_checkpoint()
+    weights_path, digest = save_adapter(pipe, config, out_dir)
     tail = losses[-max(1, len(losses) // 10):]
     final_loss = float(sum(tail) / len(tail)) if tail else float("nan")
     seconds = time.perf_counter() - started
@@ -983,10 +995,12 @@ def apply_adapters(pipe, adapters: Iterable[tuple[str, Any, float]]) -> None:
         try:
             pipe.load_lora_weights(folder, weight_name=weight_name, adapter_name=name)
         except (RuntimeError, ValueError, OSError) as exc:
+            lines = str(exc).splitlines() or [exc.__class__.__name__]
             # diffusers lists every mismatched tensor; the first says enough
-            detail = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line),
-                          str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__)
-            raise AdapterError(f"adapter {source} does not fit this base model: {detail}") from exc
+            mismatch = next((line.strip() for line in lines if "size mismatch" in line), None)
+            if mismatch:
+                raise AdapterError(f"adapter {source} does not fit this base model: {mismatch}") from exc
+            raise AdapterError(f"cannot load adapter {source}: {lines[0]}") from exc
         sources[name] = source
     pipe.set_adapters([a[0] for a in adapters], adapter_weights=[float(a[2]) for a in adapters])
     pipe.enable_lora()

@@ -15,6 +15,7 @@ again with the same --work folder resumes from its last checkpoint.
 from __future__ import annotations
 
 import argparse
+import codecs
 import json
 import os
 import sys
@@ -46,10 +47,13 @@ def read_data_folder(folder) -> list:
 
 def read_caption(path: Path) -> str:
     """The caption in a .txt file, its whitespace runs made single spaces."""
+    data = path.read_bytes()
     try:  # utf-8-sig: editors on Windows start UTF-8 files with a byte-order mark
-        caption = " ".join(path.read_text(encoding="utf-8-sig").split())
+        caption = " ".join(data.decode("utf-8-sig").split())
     except UnicodeDecodeError as exc:
-        raise DataFolderError(f"caption {path.name} is not UTF-8 text (byte {exc.start})") from None
+        offset = exc.start + (len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0)
+        raise DataFolderError(f"caption {path.name} is not UTF-8 text (byte 0x{data[offset]:02x} at offset "
+                              f"{offset})") from None
     if not caption:
         raise DataFolderError(f"empty caption in {path.name}")
     return caption
@@ -159,9 +163,11 @@ def main(argv: list[str] | None = None) -> dict:
     except AdapterFolderError as exc:
         parser.error(f"--out: {exc}")
     out = args.out.resolve()  # `--out .` has no name of its own to put ".work" after
+    if out in (Path.cwd(), *Path.cwd().parents):
+        parser.error(f"--out: {args.out} is the current folder or one above it, which saving would move away")
     work = args.work or out.with_name(out.name + ".work")
     if work.exists() and not work.is_dir():
-        parser.error(f"--work {work}: exists and is not a folder")
+        parser.error(f"work folder {work} (--work, default <out>.work) exists and is not a folder")
     callbacks = PrintingCallbacks()
     try:
         result = train_lora(base_path=args.base, examples=examples, out_dir=args.out, config=config,

@@ -101,7 +101,8 @@ def test_import_command_reads_utf8_captions_and_refuses_others(tmp_path, artist,
     first, second, summary = json_lines(out.getvalue())
     assert first["status"] == "created" and Work.objects.get(pk=first["work"]).caption == "a caf\u00e9 at dusk"
     assert second == {"file": "b.png", "status": "rejected",
-                      "reason": "b.txt is not UTF-8 text (byte 5); save it as UTF-8 and import the folder again."}
+                      "reason": "b.txt is not UTF-8 text (byte 0xe9 at offset 5); save it as UTF-8 and import the "
+                                "folder again."}
     assert summary == {"summary": {"created": 1, "duplicate": 0, "rejected": 1}}
     assert Work.objects.count() == 1
 

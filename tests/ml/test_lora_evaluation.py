@@ -3,6 +3,7 @@ randomly initialised model of the built-in base's shape."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from concurrent.futures import ProcessPoolExecutor
@@ -13,6 +14,7 @@ import torch
 from PIL import Image
 
 from generation.ml import demo_styles, scenes
+from generation.ml import evaluate_style as evaluate_style_module
 from generation.ml import style_metrics as sm
 from generation.ml.architecture import TINY_CONFIG, build_pipeline
 from generation.ml.classify import classify
@@ -122,15 +124,31 @@ def test_evaluate_style_cli_errors(tiny_setup, tmp_path, capsys):
         with pytest.raises(SystemExit):
             evaluate_main(["--base", str(root / "base"), "--lora", str(lora), "--works", str(root / "works")])
         assert message in capsys.readouterr().err.strip().splitlines()[-1]
-    for grid in (tmp_path / "grid", tmp_path / "grid.jpg", tmp_path):
+    (tmp_path / "folder.png").mkdir()
+    for grid in (tmp_path / "grid", tmp_path / "grid.jpg", tmp_path / "folder.png"):
         with pytest.raises(SystemExit):
             evaluate_main(["--base", str(root / "base"), "--lora", str(root / "adapter"), "--works", str(root / "works"),
                            "--grid", str(grid)])
         assert "give a .png file path" in capsys.readouterr().err.strip().splitlines()[-1]
 
 
+def test_evaluate_style_refuses_an_adapter_of_another_base_before_sampling(tiny_setup, tmp_path, capsys, monkeypatch):
+    torch.manual_seed(0)
+    build_pipeline(dataclasses.replace(TINY_CONFIG, unet_channels=(16, 16, 48))).save_pretrained(tmp_path / "wider")
+    config = LoraTrainingConfig(rank=4, alpha=4, learning_rate=1e-2, steps=1, batch_size=2, preview_every=0)
+    train_lora(base_path=tmp_path / "wider", examples=read_data_folder(tiny_setup / "works"),
+               out_dir=tmp_path / "foreign", config=config, work_dir=tmp_path / "work")
+    sampled = []
+    monkeypatch.setattr(evaluate_style_module, "sample", lambda *args, **kwargs: sampled.append(args) or [])
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate_main(["--base", str(tiny_setup / "base"), "--lora", str(tmp_path / "foreign"),
+                       "--works", str(tiny_setup / "works")])
+    assert exit_info.value.code == 2 and sampled == []
+    assert "does not fit this base model: size mismatch" in capsys.readouterr().err.strip().splitlines()[-1]
+
+
 @pytest.mark.parametrize("damage, message", [
-    ("caption", "caption 000.txt is not UTF-8 text (byte 1)"),
+    ("caption", "caption 000.txt is not UTF-8 text (byte 0xe9 at offset 1)"),
     ("image", "cannot read training image"),
 ])
 def test_evaluate_style_cli_names_an_unreadable_work(damage, message, tiny_setup, tmp_path, capsys):

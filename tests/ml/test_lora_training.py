@@ -25,7 +25,8 @@ from generation.ml.lora_training import (
     load_base_pipeline,
     train_lora,
 )
-from generation.ml.train_lora import main as cli_main, read_data_folder
+from generation.ml.train_lora import DataFolderError, read_data_folder
+from generation.ml.train_lora import main as cli_main
 
 # One thread: these models are tiny, and on a 2-core machine shared with other
 # work two OpenMP threads can run ten times slower than one.
@@ -144,6 +145,10 @@ def test_an_adapter_of_another_base_is_refused_and_leaves_the_pipeline_as_it_was
         apply_adapters(pipe, [("style", foreign.weights_path, 1.0)])
     # diffusers removes a half-injected adapter itself; the pipeline keeps drawing as before
     assert pipe.get_list_adapters()["unet"] == ["own"]
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(Path(own.weights_path).read_bytes()[:500])
+    with pytest.raises(lt.AdapterError, match="cannot load adapter .*truncated.safetensors"):
+        apply_adapters(pipe, [("broken", truncated, 1.0)])
     apply_adapters(pipe, [("own", own.weights_path, 1.0)])
     assert np.array_equal(images_of(pipe), with_own)
 
@@ -512,22 +517,23 @@ def test_cli_trains_in_the_precision_asked_for(tiny_base, works, tmp_path, capsy
     ("missing", "data folder not found"),
     ("empty", "no images in"),
     ("uncaptioned", "1 image(s) without a .txt caption: b.png"),
-    ("latin-1-caption", "caption b.txt is not UTF-8 text (byte 3)"),
+    ("latin-1-caption", "caption b.txt is not UTF-8 text (byte 0xe9 at offset 3)"),
     ("bad-base", "not a diffusers model folder"),
     ("bad-dtype", "invalid choice: 'fp8'"),
     ("bad-device", "--device: Invalid device string: 'gpu0'"),
-    ("work-is-a-file", "exists and is not a folder"),
+    ("work-is-a-file", "(--work, default <out>.work) exists and is not a folder"),
+    ("work-inside-out", "is inside the output folder"),
 ])
 def test_cli_errors_are_one_line(case, message, tiny_base, tmp_path, capsys):
     data = tmp_path / "data"
     base = tiny_base
     if case != "missing":
         data.mkdir()
-    if case in ("uncaptioned", "latin-1-caption", "bad-base", "bad-device", "work-is-a-file"):
+    if case in ("uncaptioned", "latin-1-caption", "bad-base", "bad-device", "work-is-a-file", "work-inside-out"):
         scenes.illustration(1).image.save(data / "a.png")
         (data / "a.txt").write_text("a red star")
         scenes.illustration(2).image.save(data / "b.png")
-        if case in ("bad-base", "bad-device", "work-is-a-file"):
+        if case in ("bad-base", "bad-device", "work-is-a-file", "work-inside-out"):
             (data / "b.txt").write_text("a blue moon")
         if case == "latin-1-caption":
             (data / "b.txt").write_bytes("caf\xe9 moon".encode("latin-1"))
@@ -537,14 +543,15 @@ def test_cli_errors_are_one_line(case, message, tiny_base, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli_main(["--base", str(base), "--data", str(data), "--out", str(tmp_path / "adapter")]
                  + {"bad-dtype": ["--dtype", "fp8"], "bad-device": ["--device", "gpu0"],
-                    "work-is-a-file": ["--work", str(data / "a.txt")]}.get(case, []))
+                    "work-is-a-file": ["--work", str(data / "a.txt")],
+                    "work-inside-out": ["--work", str(tmp_path / "adapter" / "work")]}.get(case, []))
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert message in err[-1]
     assert not (tmp_path / "adapter").exists()
 
 
-@pytest.mark.parametrize("existing", ["file", "folder-with-other-files", "current-folder"])
+@pytest.mark.parametrize("existing", ["file", "folder-with-other-files", "current-folder", "empty-current-folder"])
 def test_cli_never_replaces_a_folder_or_file_that_is_not_an_adapter(existing, tiny_base, works, tmp_path, capsys,
                                                                     monkeypatch):
     data = Path(works[0].image_path).parent
@@ -554,8 +561,10 @@ def test_cli_never_replaces_a_folder_or_file_that_is_not_an_adapter(existing, ti
     else:
         out.mkdir()
         (out / "notes.txt").write_text("notes")
-    if existing == "current-folder":
+    if existing.endswith("current-folder"):
         monkeypatch.chdir(out)
+        if existing == "empty-current-folder":  # saving would still move the folder the shell stands in
+            (out / "notes.txt").unlink()
         out = Path(".")
     before = sorted((p.name, p.read_bytes()) for p in tmp_path.rglob("*") if p.is_file())
     with pytest.raises(SystemExit) as exit_info:
@@ -578,6 +587,22 @@ def test_a_file_that_arrives_in_the_output_folder_during_training_is_kept(tiny_b
         train_lora(base_path=tiny_base, examples=works[:4], out_dir=out, config=config(steps=3),
                    work_dir=tmp_path / "work", callbacks=DropsAFile())
     assert [p.name for p in out.iterdir()] == ["readme.md"] and (out / "readme.md").read_text() == "mine"
+    # A training that failed while saving resumes at its last step and only saves.
+    (out / "readme.md").unlink()
+    resumed = train_lora(base_path=tiny_base, examples=works[:4], out_dir=out, config=config(steps=3),
+                         work_dir=tmp_path / "work")
+    assert resumed.resumed_from_step == 3 and resumed.steps == 3
+
+
+def test_an_adapter_folder_may_hold_what_a_desktop_leaves_in_it(tmp_path):
+    folder = tmp_path / "adapter"
+    folder.mkdir()
+    (folder / lt.WEIGHTS_NAME).write_bytes(b"earlier adapter")
+    (folder / ".DS_Store").write_bytes(b"finder")
+    lt.check_adapter_folder(folder)  # accepted
+    (folder / ".git").mkdir()
+    with pytest.raises(lt.AdapterFolderError, match=r"not an adapter \(\.git\)"):
+        lt.check_adapter_folder(folder)
 
 
 def test_captions_are_read_as_utf8_with_or_without_a_byte_order_mark(tmp_path):
@@ -586,6 +611,9 @@ def test_captions_are_read_as_utf8_with_or_without_a_byte_order_mark(tmp_path):
     scenes.illustration(2).image.save(tmp_path / "b.png")
     (tmp_path / "b.txt").write_text("a  blue\n moon", encoding="utf-8")
     assert [example.caption for example in read_data_folder(tmp_path)] == ["a red star, caf\u00e9", "a blue moon"]
+    (tmp_path / "b.txt").write_bytes(b"\xef\xbb\xbfab\xe9")  # the offset counts the byte-order mark
+    with pytest.raises(DataFolderError, match=r"caption b.txt is not UTF-8 text \(byte 0xe9 at offset 5\)"):
+        read_data_folder(tmp_path)
 
 
 def test_text_encoder_lora_is_saved_and_used(tiny_base, works, tmp_path):

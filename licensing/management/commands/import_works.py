@@ -1,5 +1,6 @@
 """Bulk import of an artist's works from a folder: `name.png` with its caption in `name.txt` beside it."""
 
+import codecs
 import json
 from pathlib import Path
 
@@ -11,6 +12,10 @@ from django.utils.text import slugify
 from licensing import services
 from licensing.models import Artist
 from licensing.validation import ImageRefused
+
+class CaptionNotUtf8(ValueError):
+    pass
+
 
 # Files that are never works: caption sidecars and other text beside the images.
 SIDECAR_SUFFIXES = {".txt", ".caption", ".json", ".md"}
@@ -42,9 +47,8 @@ class Command(BaseCommand):
                 result = services.work_upload(artist=profile, data=path.read_bytes(), filename=path.name, caption=caption)
             except (ImageRefused, services.LicensingError) as error:
                 line.update(status="rejected", reason=error.message)
-            except UnicodeDecodeError as error:  # a mangled caption would be trained on: refuse the work instead
-                line.update(status="rejected", reason=f"{path.with_suffix('.txt').name} is not UTF-8 text (byte "
-                                                      f"{error.start}); save it as UTF-8 and import the folder again.")
+            except CaptionNotUtf8 as error:  # a mangled caption would be trained on: refuse the work instead
+                line.update(status="rejected", reason=str(error))
             else:
                 line.update(status=result.status, work=result.work.pk, reason=str(result.message) or None)
                 if result.warnings:
@@ -57,8 +61,13 @@ class Command(BaseCommand):
     def _caption(caption_file):
         if not caption_file.is_file():
             return ""
-        # utf-8-sig: editors on Windows start UTF-8 files with a byte-order mark, which is not part of the caption
-        return caption_file.read_text(encoding="utf-8-sig").strip()
+        data = caption_file.read_bytes()
+        try:  # utf-8-sig: editors on Windows start UTF-8 files with a byte-order mark, which is not part of the caption
+            return data.decode("utf-8-sig").strip()
+        except UnicodeDecodeError as error:
+            offset = error.start + (len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0)
+            raise CaptionNotUtf8(f"{caption_file.name} is not UTF-8 text (byte 0x{data[offset]:02x} at offset "
+                                 f"{offset}); save it as UTF-8 and import the folder again.") from None
 
     def _artist(self, email, create):
         User = get_user_model()
