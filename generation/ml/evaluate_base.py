@@ -34,8 +34,17 @@ DEFAULT_STEPS = 20
 DEFAULT_GUIDANCE = 5.0
 
 
+def held_out_caption_count() -> int:
+    """How many distinct held-out plain captions exist: the most `held_out_scenes` can give."""
+    return sum(scenes.is_held_out(scenes.Scene(object=o, colour=c, background=b, position=p))
+               for o in scenes.OBJECTS for c in scenes.COLOURS for b in scenes.COLOURS if b != c
+               for p in scenes.POSITIONS)
+
+
 def held_out_scenes(n: int, seed: int = 2024) -> list[scenes.Scene]:
     """n single-object scenes with distinct held-out plain captions."""
+    if n > held_out_caption_count():  # the draw below would never end
+        raise ValueError(f"only {held_out_caption_count()} held-out captions exist; asked for {n}")
     rng = random.Random(seed)
     chosen: dict[str, scenes.Scene] = {}
     while len(chosen) < n:
@@ -80,6 +89,8 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(f"--model {args.model}: not a diffusers model folder (no model_index.json)")
     if args.n < 1 or args.steps < 1:
         parser.error("--n and --steps must be at least 1")
+    if args.n > held_out_caption_count():
+        parser.error(f"--n: only {held_out_caption_count()} held-out captions exist")
     torch.set_num_threads(default_threads())
     pipe = load_pipeline(args.model)
     result = evaluate(pipe, args.n, seed=args.seed, steps=args.steps, guidance=args.guidance)

@@ -54,7 +54,7 @@ from safetensors import safe_open
 from . import BUILTIN_BASE_MODEL, default_threads, scenes
 from . import style_metrics as sm
 from .classify import classify
-from .evaluate_base import ATTRIBUTES, DEFAULT_GUIDANCE, DEFAULT_STEPS, held_out_scenes
+from .evaluate_base import ATTRIBUTES, DEFAULT_GUIDANCE, DEFAULT_STEPS, held_out_caption_count, held_out_scenes
 from .lora_training import (
     WEIGHTS_NAME, AdapterError, BaseModelError, TrainingDataError, apply_adapters, disable_adapters, image_to_tensor,
     load_base_pipeline, load_training_images,
@@ -288,6 +288,8 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(f"--lora {lora_file}: holds no LoRA weights")
     if args.n < 2 or args.steps < 1 or args.threads < 1:
         parser.error("--n must be at least 2, --steps and --threads at least 1")
+    if args.n > held_out_caption_count():
+        parser.error(f"--n: only {held_out_caption_count()} held-out captions exist")
     if args.grid is not None and (args.grid.suffix.lower() != ".png" or args.grid.is_dir()):
         parser.error(f"--grid {args.grid}: give a .png file path")  # checked now, not after minutes of sampling
     try:
