@@ -203,8 +203,10 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if not (args.base / "model_index.json").is_file():
         parser.error(f"--base {args.base}: not a diffusers model folder (no model_index.json)")
-    if args.threads < 1:
-        parser.error("--threads must be at least 1")
+    if args.threads < 1 or args.works < 1:
+        parser.error("--threads and --works must be at least 1")
+    if args.out.exists() and not args.out.is_dir():
+        parser.error(f"--out {args.out}: exists and is not a folder")
     slugs = [s.strip() for s in args.styles.split(",") if s.strip()]
     unknown = [s for s in slugs if s not in scenes.DEMO_STYLES]
     if unknown or not slugs:

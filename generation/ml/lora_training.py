@@ -987,6 +987,8 @@ def apply_adapters(pipe, adapters: Iterable[tuple[str, Any, float]]) -> None:
     for name, weights_path, _scale in adapters:
         folder, weight_name = _adapter_location(weights_path)
         source = str(Path(folder, weight_name).resolve())
+        if not Path(source).is_file():  # diffusers would look for it on the hub
+            raise AdapterError(f"no adapter file at {source}")
         if sources.get(name) == source:
             continue
         if name in sources:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import torch
 from PIL import Image
 
 from . import BUILTIN_BASE_MODEL, default_threads
+from .lora_training import AdapterError, apply_adapters
 from .pipeline import generate, load_pipeline
 
 
@@ -39,16 +41,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--width", type=int, help="default: the model's native size")
     parser.add_argument("--height", type=int, help="default: the model's native size")
     parser.add_argument("--upscale", type=int, default=1, help="enlarge the PNG N times, nearest-neighbour (default 1: native size)")
-    parser.add_argument("--lora", type=Path, help="folder with a LoRA adapter (pytorch_lora_weights.safetensors)")
+    parser.add_argument("--lora", type=Path,
+                        help="LoRA adapter: a folder with pytorch_lora_weights.safetensors, or the file itself")
     parser.add_argument("--lora-scale", type=float, default=1.0, help="LoRA strength (default 1.0)")
     parser.add_argument("--out", type=Path, required=True, help="PNG path; with --count K, files are named <stem>-<seed>.png")
     args = parser.parse_args(argv)
     if not (args.model / "model_index.json").is_file():
         parser.error(f"--model {args.model}: not a diffusers model folder (no model_index.json)")
-    if args.lora is not None and not args.lora.is_dir():
-        parser.error(f"--lora {args.lora}: no such folder")
+    if args.lora is not None and not args.lora.exists():
+        parser.error(f"--lora {args.lora}: no such folder or file")
     if args.steps < 1 or args.count < 1 or args.upscale < 1:
         parser.error("--steps, --count and --upscale must be at least 1")
+    for side in ("width", "height"):  # diffusers' pipelines draw multiples of 8 only
+        value = getattr(args, side)
+        if value is not None and (value < 8 or value % 8):
+            parser.error(f"--{side} must be a multiple of 8, at least 8 (got {value})")
     if args.guidance < 0:
         parser.error("--guidance must not be negative")
     if args.out.suffix.lower() != ".png":
@@ -61,8 +68,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     torch.set_num_threads(default_threads())
     pipe = load_pipeline(args.model)
     if args.lora is not None:
-        pipe.load_lora_weights(str(args.lora), adapter_name="style")
-        pipe.set_adapters(["style"], adapter_weights=[args.lora_scale])
+        try:
+            apply_adapters(pipe, [("style", args.lora, args.lora_scale)])
+        except AdapterError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            raise SystemExit(2)
     seeds = [args.seed + i for i in range(args.count)]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     records = []

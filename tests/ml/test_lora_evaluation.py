@@ -209,6 +209,19 @@ def _add_to_index(args):
     demo_styles.update_index(Path(folder), [slug], {"model_index.json": "abc"})
 
 
+@pytest.mark.parametrize("arguments, message", [
+    (["--works", "0"], "--threads and --works must be at least 1"),
+    (["--out", "a-file"], "exists and is not a folder"),
+])
+def test_demo_styles_cli_errors_are_one_line(arguments, message, tmp_path, capsys):
+    (tmp_path / "a-file").write_text("notes")
+    arguments = [str(tmp_path / a) if a == "a-file" else a for a in arguments]
+    with pytest.raises(SystemExit) as exit_info:
+        demo_styles.main(["--out", str(tmp_path / "demo"), *arguments])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err.strip().splitlines()[-1]
+    assert (tmp_path / "a-file").read_text() == "notes" and not (tmp_path / "demo").exists()
+
+
 def test_demo_index_merges_styles_written_side_by_side(tmp_path):
     out = tmp_path / "demo"
     demo_styles.update_index(out, ["pixel-art"], {"model_index.json": "abc"})

@@ -3,6 +3,7 @@ offline, on tiny randomly initialised models of the real shapes."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 import sys
@@ -21,8 +22,9 @@ from diffusers import (
 )
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-from generation.ml import BUILTIN_BASE_MODEL, sample
+from generation.ml import BUILTIN_BASE_MODEL, sample, scenes
 from generation.ml.architecture import NOISE_SCHEDULE, TINY_CONFIG, build_pipeline
+from generation.ml.lora_training import LoraTrainingConfig, TrainingExample, train_lora
 from generation.ml.pipeline import generate, load_pipeline, pick_dtype
 from generation.ml.tokenizer import build_tokenizer
 
@@ -190,7 +192,8 @@ def test_sampling_cli_upscales_on_request_and_says_so(tiny_folder, tmp_path):
     [
         (["--model", "/nonexistent/model"], "no model_index.json"),
         (["--steps", "0"], "at least 1"),
-        (["--lora", "/nonexistent/lora"], "--lora /nonexistent/lora: no such folder"),
+        (["--lora", "/nonexistent/lora"], "--lora /nonexistent/lora: no such folder or file"),
+        (["--width", "30"], "--width must be a multiple of 8, at least 8 (got 30)"),
     ],
 )
 def test_sampling_cli_rejects_bad_arguments_in_one_line(tiny_folder, tmp_path, capsys, arguments, message):
@@ -200,6 +203,33 @@ def test_sampling_cli_rejects_bad_arguments_in_one_line(tiny_folder, tmp_path, c
     assert exit_info.value.code == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert message in error
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_sampling_cli_takes_an_adapter_folder_or_file_and_refuses_one_that_does_not_fit(tiny_folder, tmp_path, capsys):
+    examples = []
+    for i in range(2):
+        drawing = scenes.illustration(i, "pixel-art")
+        drawing.image.save(tmp_path / f"{i}.png")
+        examples.append(TrainingExample(str(tmp_path / f"{i}.png"), drawing.caption))
+    config = LoraTrainingConfig(rank=4, alpha=4, learning_rate=1e-2, steps=2, batch_size=2, preview_every=0)
+    own = train_lora(base_path=tiny_folder, examples=examples, out_dir=tmp_path / "own", config=config,
+                     work_dir=tmp_path / "w1")
+    wider = tmp_path / "wider"
+    build_pipeline(dataclasses.replace(TINY_CONFIG, unet_channels=(16, 16, 48))).save_pretrained(wider)
+    train_lora(base_path=wider, examples=examples, out_dir=tmp_path / "foreign", config=config, work_dir=tmp_path / "w2")
+    common = ["--model", str(tiny_folder), "--prompt", PROMPT, "--steps", "2"]
+    sample.main([*common, "--out", str(tmp_path / "plain.png")])
+    sample.main([*common, "--lora", str(tmp_path / "own"), "--out", str(tmp_path / "folder.png")])
+    sample.main([*common, "--lora", own.weights_path, "--out", str(tmp_path / "file.png")])
+    assert (tmp_path / "folder.png").read_bytes() == (tmp_path / "file.png").read_bytes()
+    assert (tmp_path / "folder.png").read_bytes() != (tmp_path / "plain.png").read_bytes()
+    capsys.readouterr()
+    for lora, message in [(tmp_path / "foreign", "does not fit this base model: size mismatch"),
+                          (tmp_path / "w1", "no adapter file at")]:
+        with pytest.raises(SystemExit) as exit_info:
+            sample.main([*common, "--lora", str(lora), "--out", str(tmp_path / "x.png")])
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err.strip().splitlines()[-1]
     assert not (tmp_path / "x.png").exists()
 
 
