@@ -246,6 +246,10 @@ class TrainingDataError(ValueError):
     """The training examples cannot be used."""
 
 
+class TrainingDiverged(RuntimeError):
+    """The loss or the LoRA's weights stopped being finite numbers."""
+
+
 class AdapterError(ValueError):
     """An adapter file that cannot be applied to this pipeline."""
 
@@ -680,6 +684,11 @@ def save_adapter(pipe, config: LoraTrainingConfig, out_dir) -> tuple[str, str]:
             if getattr(pipe, "text_encoder_2", None) is not None:
                 kwargs["text_encoder_2_lora_layers"] = get_peft_model_state_dict(pipe.text_encoder_2)
                 kwargs["text_encoder_2_lora_adapter_metadata"] = _adapter_metadata(pipe.text_encoder_2)
+        broken = [key for name, layers in kwargs.items() if name.endswith("_layers")
+                  for key, tensor in layers.items() if not torch.isfinite(tensor).all()]
+        if broken:  # the last step can blow the weights up after the last loss was checked
+            raise TrainingDiverged(f"training diverged: {len(broken)} of the LoRA's tensors are not finite "
+                                   f"({broken[0]}); lower the learning rate (it was {config.learning_rate:g})")
         type(pipe).save_lora_weights(str(tmp), safe_serialization=True, **kwargs)
         weights = tmp / WEIGHTS_NAME
         canonicalise_safetensors(weights)  # also fsyncs
@@ -915,6 +924,9 @@ def train_lora(*, base_path, examples: list[TrainingExample], out_dir, config: L
                 weight = weight / (snr + 1) if prediction_type == "v_prediction" else weight / snr.clamp(min=1e-8)
                 loss = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
                 loss = (loss * weight.to(device)).mean()
+            if not torch.isfinite(loss):  # the LoRA has blown up; going on would only save a broken adapter
+                raise TrainingDiverged(f"training diverged: the loss became {loss.item():g} at step {step + 1}; "
+                                       f"lower the learning rate (it was {config.learning_rate:g})")
             scaler.scale(loss).backward()
             if config.max_grad_norm:
                 scaler.unscale_(optimizer)

@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> dict:
     # a 2-thread step 16x slower here (0.4 vs 6.4 steps/s); passive, 5.3.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from .lora_training import (
-        AdapterFolderError, BaseModelError, TrainingDataError, base_kind_of, check_adapter_folder,
+        AdapterFolderError, BaseModelError, TrainingDataError, TrainingDiverged, base_kind_of, check_adapter_folder,
         choose_device_and_dtype, preset_config, train_lora,
     )
 
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> dict:
         result = train_lora(base_path=args.base, examples=examples, out_dir=args.out, config=config,
                             work_dir=work, callbacks=callbacks, device=device, dtype=dtype,
                             threads=args.threads)
-    except (AdapterFolderError, BaseModelError, TrainingDataError) as exc:
+    except (AdapterFolderError, BaseModelError, TrainingDataError, TrainingDiverged) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2)
     import resource

@@ -594,6 +594,17 @@ def test_a_file_that_arrives_in_the_output_folder_during_training_is_kept(tiny_b
     assert resumed.resumed_from_step == 3 and resumed.steps == 3
 
 
+def test_weights_that_are_not_finite_are_never_saved(tiny_base, tmp_path):
+    pipe = load_base_pipeline(tiny_base)
+    cfg = config()
+    params = lt.add_lora(pipe, cfg)
+    with torch.no_grad():
+        params[-1].fill_(float("inf"))  # as a last step that blew up would leave it
+    with pytest.raises(lt.TrainingDiverged, match=r"training diverged: 1 of the LoRA's tensors are not finite \(.*lora_B\.weight\)"):
+        lt.save_adapter(pipe, cfg, tmp_path / "out" / "adapter")
+    assert list((tmp_path / "out").iterdir()) == []  # neither the adapter nor its temporary folder
+
+
 def test_an_adapter_folder_may_hold_what_a_desktop_leaves_in_it(tmp_path):
     folder = tmp_path / "adapter"
     folder.mkdir()
