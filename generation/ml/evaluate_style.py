@@ -41,6 +41,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads; see t
 import argparse
 import dataclasses
 import json
+import math
 import random
 import sys
 import time
@@ -290,6 +291,8 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error("--n must be at least 2, --steps and --threads at least 1")
     if args.n > held_out_caption_count():
         parser.error(f"--n: only {held_out_caption_count()} held-out captions exist")
+    if not (math.isfinite(args.guidance) and args.guidance >= 0 and math.isfinite(args.scale)):
+        parser.error("--guidance must be a number of at least 0, --scale a finite number")
     if args.grid is not None and (args.grid.suffix.lower() != ".png" or args.grid.is_dir()):
         parser.error(f"--grid {args.grid}: give a .png file path")  # checked now, not after minutes of sampling
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -56,8 +57,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         value = getattr(args, side)
         if value is not None and (value < 8 or value % 8):
             parser.error(f"--{side} must be a multiple of 8, at least 8 (got {value})")
-    if args.guidance < 0:
-        parser.error("--guidance must not be negative")
+    if not (math.isfinite(args.guidance) and args.guidance >= 0 and math.isfinite(args.lora_scale)):
+        parser.error("--guidance must be a number of at least 0, --lora-scale a finite number")
     if args.out.suffix.lower() != ".png":
         parser.error(f"--out {args.out}: must end in .png")
     return args

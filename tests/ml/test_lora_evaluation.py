@@ -129,6 +129,11 @@ def test_evaluate_style_cli_errors(tiny_setup, tmp_path, capsys):
         evaluate_main(["--base", str(root / "base"), "--lora", str(root / "adapter"), "--works", str(root / "works"),
                        "--n", "100000"])
     assert "--n: only" in capsys.readouterr().err.strip().splitlines()[-1]
+    for bad in (["--guidance", "nan"], ["--guidance", "-1"], ["--scale", "inf"]):
+        with pytest.raises(SystemExit):
+            evaluate_main(["--base", str(root / "base"), "--lora", str(root / "adapter"), "--works", str(root / "works"),
+                           *bad])
+        assert "--guidance must be a number of at least 0" in capsys.readouterr().err.strip().splitlines()[-1]
     for grid in (tmp_path / "grid", tmp_path / "grid.jpg", tmp_path / "folder.png"):
         with pytest.raises(SystemExit):
             evaluate_main(["--base", str(root / "base"), "--lora", str(root / "adapter"), "--works", str(root / "works"),

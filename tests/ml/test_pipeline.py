@@ -194,6 +194,9 @@ def test_sampling_cli_upscales_on_request_and_says_so(tiny_folder, tmp_path):
         (["--steps", "0"], "at least 1"),
         (["--lora", "/nonexistent/lora"], "--lora /nonexistent/lora: no such folder or file"),
         (["--width", "30"], "--width must be a multiple of 8, at least 8 (got 30)"),
+        (["--guidance", "-1"], "--guidance must be a number of at least 0"),
+        (["--guidance", "nan"], "--guidance must be a number of at least 0"),
+        (["--lora-scale", "inf"], "--lora-scale a finite number"),
     ],
 )
 def test_sampling_cli_rejects_bad_arguments_in_one_line(tiny_folder, tmp_path, capsys, arguments, message):
