@@ -687,8 +687,8 @@ def save_adapter(pipe, config: LoraTrainingConfig, out_dir) -> tuple[str, str]:
         broken = [key for name, layers in kwargs.items() if name.endswith("_layers")
                   for key, tensor in layers.items() if not torch.isfinite(tensor).all()]
         if broken:  # the last step can blow the weights up after the last loss was checked
-            raise TrainingDiverged(f"training diverged: {len(broken)} of the LoRA's tensors are not finite "
-                                   f"({broken[0]}); lower the learning rate (it was {config.learning_rate:g})")
+            raise TrainingDiverged(f"training diverged: {len(broken)} LoRA tensor(s) not finite, the first "
+                                   f"{broken[0]}; {_divergence_advice(config, pipe.unet.dtype)}")
         type(pipe).save_lora_weights(str(tmp), safe_serialization=True, **kwargs)
         weights = tmp / WEIGHTS_NAME
         canonicalise_safetensors(weights)  # also fsyncs
@@ -697,8 +697,8 @@ def save_adapter(pipe, config: LoraTrainingConfig, out_dir) -> tuple[str, str]:
         if out.exists():
             old = out.parent / f".{out.name}.old-{os.getpid()}-{time.monotonic_ns()}"
             os.replace(out, old)
-            # Checked again once moved aside, where nothing new can arrive: files
-            # may have come in during the run (the except below moves it back).
+            # Checked again once moved aside, where nothing new arrives by its old
+            # path: files may have come in during the run (the except below moves it back).
             check_adapter_folder(old, named=out)
         os.replace(tmp, out)
         _fsync_dir(out.parent)
@@ -713,6 +713,13 @@ def save_adapter(pipe, config: LoraTrainingConfig, out_dir) -> tuple[str, str]:
 
 
 # ---------------------------------------------------------------- the loop
+
+
+def _divergence_advice(config: LoraTrainingConfig, dtype: torch.dtype) -> str:
+    advice = f"lower the learning rate (it was {config.learning_rate:g})"
+    if dtype == torch.float16:  # fp16's range is small enough for the base itself to overflow
+        advice += ", or train in bf16 or fp32 (--dtype)"
+    return advice
 
 
 def _noise_scheduler(pipe):
@@ -924,9 +931,9 @@ def train_lora(*, base_path, examples: list[TrainingExample], out_dir, config: L
                 weight = weight / (snr + 1) if prediction_type == "v_prediction" else weight / snr.clamp(min=1e-8)
                 loss = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
                 loss = (loss * weight.to(device)).mean()
-            if not torch.isfinite(loss):  # the LoRA has blown up; going on would only save a broken adapter
+            if not torch.isfinite(loss):  # going on would only save a broken adapter
                 raise TrainingDiverged(f"training diverged: the loss became {loss.item():g} at step {step + 1}; "
-                                       f"lower the learning rate (it was {config.learning_rate:g})")
+                                       f"{_divergence_advice(config, dtype)}")
             scaler.scale(loss).backward()
             if config.max_grad_norm:
                 scaler.unscale_(optimizer)
@@ -961,7 +968,8 @@ def train_lora(*, base_path, examples: list[TrainingExample], out_dir, config: L
     # The finished run's checkpoint is the final state, written first: a
     # re-delivered task, or a run whose saving failed, resumes at the last step
     # and only saves.
-    save_checkpoint()
+    if step > resumed_from or not checkpoint_path.is_file():
+        save_checkpoint()
     weights_path, digest = save_adapter(pipe, config, out_dir)
     tail = losses[-max(1, len(losses) // 10):]
     final_loss = float(sum(tail) / len(tail)) if tail else float("nan")

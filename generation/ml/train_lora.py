@@ -163,8 +163,8 @@ def main(argv: list[str] | None = None) -> dict:
     except AdapterFolderError as exc:
         parser.error(f"--out: {exc}")
     out = args.out.resolve()  # `--out .` has no name of its own to put ".work" after
-    if out in (Path.cwd(), *Path.cwd().parents):
-        parser.error(f"--out: {args.out} is the current folder or one above it, which saving would move away")
+    if out == Path.cwd():  # even empty: saving would move the folder the shell stands in (folders above are not empty)
+        parser.error(f"--out: {args.out} is the current folder, which saving would move away")
     work = args.work or out.with_name(out.name + ".work")
     if work.exists() and not work.is_dir():
         parser.error(f"work folder {work} (--work, default <out>.work) exists and is not a folder")

@@ -13,8 +13,9 @@ from licensing import services
 from licensing.models import Artist
 from licensing.validation import ImageRefused
 
+
 class CaptionNotUtf8(ValueError):
-    pass
+    """A caption file that is not UTF-8 text; its work is rejected rather than trained on a mangled caption."""
 
 
 # Files that are never works: caption sidecars and other text beside the images.
