@@ -11,6 +11,7 @@ and its chance level.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import random
 import time
@@ -34,6 +35,7 @@ DEFAULT_STEPS = 20
 DEFAULT_GUIDANCE = 5.0
 
 
+@functools.cache  # derived from the scene grammar's constants
 def held_out_caption_count() -> int:
     """How many distinct held-out plain captions exist: the most `held_out_scenes` can give."""
     return sum(scenes.is_held_out(scenes.Scene(object=o, colour=c, background=b, position=p))

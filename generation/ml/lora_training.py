@@ -777,7 +777,8 @@ def train_lora(*, base_path, examples: list[TrainingExample], out_dir, config: L
             raise ValueError("threads must be at least 1")
         torch.set_num_threads(threads)
     work = Path(work_dir)
-    if Path(out_dir).resolve() in (work.resolve(), *work.resolve().parents):
+    work_resolved = work.resolve()
+    if Path(out_dir).resolve() in (work_resolved, *work_resolved.parents):
         raise AdapterFolderError(f"the work folder {work} is inside the output folder {out_dir}, which saving "
                                  "replaces: give them apart")
     work.mkdir(parents=True, exist_ok=True)
@@ -1007,10 +1008,10 @@ def apply_adapters(pipe, adapters: Iterable[tuple[str, Any, float]]) -> None:
     for name, weights_path, _scale in adapters:
         folder, weight_name = _adapter_location(weights_path)
         source = str(Path(folder, weight_name).resolve())
-        if not Path(source).is_file():  # diffusers would look for it on the hub
-            raise AdapterError(f"no adapter file at {source}")
         if sources.get(name) == source:
             continue
+        if not Path(source).is_file():  # diffusers would look for it on the hub
+            raise AdapterError(f"no adapter file at {source}")
         if name in sources:
             pipe.delete_adapters(name)
             del sources[name]
