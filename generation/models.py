@@ -69,7 +69,7 @@ class AdapterVersion(models.Model):
     weights_sha256 = models.CharField(max_length=64, blank=True)
     metrics = models.JSONField(default=dict, blank=True)
     failure_reason = models.CharField(max_length=300, blank=True)
-    retired_reason = models.CharField(max_length=300, blank=True)
+    retired_reason = models.TextField(blank=True)  # names every withdrawn work it held, however many
     retired_at = models.DateTimeField(null=True, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)

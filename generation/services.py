@@ -15,6 +15,7 @@ from django.utils.translation import gettext as _
 from .base_models import base_model_current
 from .ml import sha256_file
 from .models import AdapterVersion, Style, TrainingJob
+from .storage import adapter_weights_path, training_work_dir
 
 logger = logging.getLogger(__name__)
 
@@ -33,10 +34,9 @@ def _enqueue_training(adapter_version_id):
 
 @transaction.atomic
 def style_for_artist(*, artist):
-    style, _created = Style.objects.get_or_create(
-        artist=artist, slug=artist.slug, defaults={"name": artist.display_name}
-    )
-    return style
+    """The artist's style, found by artist: a changed slug must not start a second style and lose the versions."""
+    style = Style.objects.filter(artist=artist).order_by("pk").first()
+    return style or Style.objects.create(artist=artist, slug=artist.slug, name=artist.display_name)
 
 
 @transaction.atomic
@@ -129,6 +129,8 @@ def training_job_stop(*, adapter_version):
     version = AdapterVersion.objects.select_for_update().get(pk=adapter_version.pk)
     if version.status == AdapterVersion.Status.TRAINING:
         _finish(version, AdapterVersion.Status.CANCELLED)
+    elif version.status == AdapterVersion.Status.RETIRED:
+        _discard_retired_files([version])  # what the run wrote after its retirement
     return version
 
 
@@ -145,8 +147,6 @@ def training_job_finish(*, adapter_version, result, adapter_root):
     """Record a finished training; a version retired meanwhile (a withdrawal) stays retired, never published."""
     version = AdapterVersion.objects.select_for_update().get(pk=adapter_version.pk)
     weights = Path(result.weights_path)
-    if sha256_file(weights) != result.sha256:
-        return _finish(version, AdapterVersion.Status.FAILED, failure_reason=_("The written adapter does not match its checksum."))
     metrics = {
         "final_loss": result.final_loss,
         "steps": result.steps,
@@ -155,11 +155,16 @@ def training_job_finish(*, adapter_version, result, adapter_root):
     }
     TrainingJob.objects.filter(adapter_version=version).update(step=result.steps, eta_seconds=0, heartbeat_at=timezone.now())
     if version.status != AdapterVersion.Status.TRAINING:
+        # Kept for the audit trail (or deleted, per RETIRED_ADAPTER_FILES), never usable.
         version.metrics = metrics
-        version.save(update_fields=["metrics"])
+        version.weights_sha256 = result.sha256
+        version.weights_path = str(weights.relative_to(adapter_root))
+        version.save(update_fields=["metrics", "weights_sha256", "weights_path"])
         if version.status == AdapterVersion.Status.RETIRED:
-            _discard_retired_weights([weights.parent])
+            _discard_retired_files([version])
         return version
+    if sha256_file(weights) != result.sha256:
+        return _finish(version, AdapterVersion.Status.FAILED, failure_reason=_("The written adapter does not match its checksum."))
     _finish(
         version, AdapterVersion.Status.READY, metrics=metrics, weights_sha256=result.sha256,
         weights_path=str(weights.relative_to(adapter_root)),
@@ -189,46 +194,54 @@ def style_unpublish(*, style):
     return style
 
 
-def _discard_retired_weights(folders):
-    if settings.RETIRED_ADAPTER_FILES == "delete":
-        transaction.on_commit(lambda: [shutil.rmtree(folder, ignore_errors=True) for folder in folders])
+def _discard_retired_files(versions):
+    """Under RETIRED_ADAPTER_FILES=delete, remove a retired version's weights, checkpoint, cache and previews."""
+    if settings.RETIRED_ADAPTER_FILES != "delete":
+        return
+    folders = [training_work_dir(version) for version in versions]
+    folders += [adapter_weights_path(version).parent for version in versions if version.weights_path]
+    transaction.on_commit(lambda: [shutil.rmtree(folder, ignore_errors=True) for folder in folders])
 
 
 @transaction.atomic
 def adapter_versions_retire_for_works(*, work_ids, event_ids):
-    """The withdrawal receiver: retire every version trained (or training) on a withdrawn work, then retrain.
+    """The withdrawal receiver: retire every version whose snapshot holds a withdrawn work, then retrain.
 
-    Runs inside licensing's withdrawal transaction, so generation refuses these adapters from the
-    moment the withdrawal is committed.
+    Runs inside licensing's withdrawal transaction (which holds the artists' locks), so generation
+    refuses these adapters from the moment the withdrawal is committed.
     """
     from licensing.models import Work
 
-    withdrawn = set(work_ids)
-    artist_ids = set(Work.objects.filter(pk__in=withdrawn).values_list("artist_id", flat=True))
+    event_of_work = dict(zip(work_ids, event_ids))
+    artist_ids = set(Work.objects.filter(pk__in=event_of_work).values_list("artist_id", flat=True))
     candidates = (
-        AdapterVersion.objects.select_for_update()
+        AdapterVersion.objects.select_for_update(of=("self",))
         .filter(snapshot__artist_id__in=artist_ids)
-        .exclude(status__in=[AdapterVersion.Status.RETIRED, AdapterVersion.Status.FAILED, AdapterVersion.Status.CANCELLED])
-        .select_related("style", "style__artist")
+        .exclude(status=AdapterVersion.Status.RETIRED)
+        .select_related("style", "style__artist", "snapshot")
     )
-    retired = [version for version in candidates if withdrawn & set(version.snapshot.work_ids)]
-    reason = _("Trained on withdrawn work(s) %(works)s (consent event(s) %(events)s).") % {
-        "works": ", ".join(f"#{pk}" for pk in sorted(withdrawn)),
-        "events": ", ".join(f"#{pk}" for pk in sorted(event_ids)),
-    }
     now = timezone.now()
-    styles = {}
-    for version in retired:
+    retired, styles = [], {}
+    for version in candidates:
+        held = sorted(set(event_of_work) & set(version.snapshot.work_ids))
+        if not held:
+            continue
         was_published = version.style.published_version_id == version.pk
+        # A training under way was meant to go live; its retrain keeps that wish.
+        publish = was_published or (version.is_active and version.publish_when_ready)
         version.status = AdapterVersion.Status.RETIRED
-        version.retired_reason = reason
+        version.retired_reason = _("Trained on withdrawn work(s) %(works)s (consent event(s) %(events)s).") % {
+            "works": ", ".join(f"#{pk}" for pk in held),
+            "events": ", ".join(f"#{event_of_work[pk]}" for pk in held),
+        }
         version.retired_at = now
         version.save(update_fields=["status", "retired_reason", "retired_at"])
         if was_published:
             Style.objects.filter(pk=version.style_id).update(published_version=None)
         style_state = styles.setdefault(version.style_id, {"style": version.style, "preset": version.preset, "publish": False})
-        style_state["publish"] |= was_published
-    _discard_retired_weights([(Path(settings.ADAPTER_ROOT) / v.weights_path).parent for v in retired if v.weights_path])
+        style_state["publish"] |= publish
+        retired.append(version)
+    _discard_retired_files(retired)
     for state in styles.values():
         _retrain_after_withdrawal(style=state["style"], preset=state["preset"], publish=state["publish"])
     return retired
@@ -240,10 +253,14 @@ def withdrawal_receiver(work_ids, event_ids):
 
 
 def _retrain_after_withdrawal(*, style, preset, publish):
+    """Queue a retrain on the works that remain; never let it stand in the way of the withdrawal itself."""
     try:
         style_training_start(artist=style.artist, actor=None, preset=preset, publish_when_ready=publish)
     except ValidationError as refusal:
         logger.info("no retrain of style %s after a withdrawal: %s", style.pk, refusal.messages[0])
+    except Exception:
+        # Its savepoint is rolled back; the withdrawal and the retirements stand.
+        logger.exception("could not queue a retrain of style %s after a withdrawal", style.pk)
 
 
 @transaction.atomic

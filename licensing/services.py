@@ -291,6 +291,10 @@ def works_withdraw(*, works, actor, reason=""):
     """
     events = []
     with transaction.atomic():
+        # The artists first, in the order a training start and a snapshot take them: a training cannot
+        # then freeze a work whose withdrawal is recorded but not yet committed, and retirement below
+        # sees every version committed before it.
+        list(Artist.objects.select_for_update().filter(pk__in={work.artist_id for work in works}).order_by("pk"))
         terms = ConsentTerms.current(ConsentTerms.Kind.TRAINING)
         locked = Work.objects.select_for_update(of=("self",)).select_related("current_consent").filter(
             pk__in=[work.pk for work in works]

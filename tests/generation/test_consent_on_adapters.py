@@ -1,12 +1,16 @@
 """Withdrawal retires every adapter trained on the work, unpublishes it, and queues a retrain."""
 
 import hashlib
+import re
 from pathlib import Path
 
 import pytest
 from generation.models import AdapterVersion
 from generation.selectors import usable_adapter_versions
-from generation.services import training_job_claim, training_job_finish
+from generation.services import (
+    adapter_versions_retire_for_works, style_training_start, training_job_claim, training_job_finish, training_job_stop,
+)
+from generation.storage import training_work_dir
 from licensing.hooks import replaced_withdrawal_receiver
 from licensing.services import artist_leave, work_delete, work_withdraw
 
@@ -133,3 +137,115 @@ def test_a_failing_receiver_rolls_the_withdrawal_back():
         work_withdraw(work=works[0], actor=artist.user)
     works[0].refresh_from_db()
     assert works[0].is_opted_in
+
+
+def _finished_result(folder, data=b"weights"):
+    """What train_lora returns, for a weights file written by hand."""
+    weights = Path(folder) / "pytorch_lora_weights.safetensors"
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    weights.write_bytes(data)
+
+    class Result:
+        weights_path = str(weights)
+        sha256 = hashlib.sha256(data).hexdigest()
+        steps, final_loss, seconds, resumed_from_step = 10, 0.1, 1.0, 0
+
+    return Result
+
+
+def test_failed_and_cancelled_versions_holding_the_work_are_retired_too(django_capture_on_commit_callbacks):
+    artist, works = opted_in_artist(5)
+    failed = ready_version(artist, publish=False)
+    cancelled = ready_version(artist, publish=False)
+    AdapterVersion.objects.filter(pk=failed.pk).update(status=AdapterVersion.Status.FAILED, weights_sha256="")
+    AdapterVersion.objects.filter(pk=cancelled.pk).update(status=AdapterVersion.Status.CANCELLED, weights_sha256="")
+    with django_capture_on_commit_callbacks(execute=False):
+        work_withdraw(work=works[1], actor=artist.user)
+    for version in (failed, cancelled):
+        version.refresh_from_db()
+        assert version.status == AdapterVersion.Status.RETIRED
+        assert f"#{works[1].pk}" in version.retired_reason
+
+
+def test_the_retrain_of_a_training_meant_to_go_live_goes_live_too(django_capture_on_commit_callbacks):
+    artist, works = opted_in_artist(5)
+    in_flight = style_training_start(artist=artist, actor=artist.user, preset="quick", publish_when_ready=True)
+    with django_capture_on_commit_callbacks(execute=False):
+        work_withdraw(work=works[0], actor=artist.user)
+    in_flight.refresh_from_db()
+    assert in_flight.status == AdapterVersion.Status.RETIRED
+    retrain = AdapterVersion.objects.get(style=in_flight.style, number=in_flight.number + 1)
+    assert retrain.publish_when_ready is True
+
+
+def test_the_reason_names_only_the_works_a_version_held_and_fits_however_many(django_capture_on_commit_callbacks):
+    artist, works = opted_in_artist(12)
+    late_work = opted_in_artist(1, first_seed=50)[1][0]
+    version = ready_version(artist)
+    # Event ids as a large platform has them: the reason outgrows any short column.
+    event_ids = [10**15 + index for index in range(len(works) + 1)]
+    with django_capture_on_commit_callbacks(execute=False):
+        retired = adapter_versions_retire_for_works(work_ids=[w.pk for w in works] + [late_work.pk], event_ids=event_ids)
+    assert retired == [version]
+    version.refresh_from_db()
+    assert len(version.retired_reason) > 300
+    named_works, named_events = version.retired_reason.split("(consent")
+    assert {int(pk) for pk in re.findall(r"#(\d+)", named_works)} == {work.pk for work in works}
+    assert {int(pk) for pk in re.findall(r"#(\d+)", named_events)} == set(event_ids[:-1])
+
+
+def test_a_withdrawal_stands_when_the_retrain_cannot_be_queued(settings, tmp_path, django_capture_on_commit_callbacks):
+    artist, works = opted_in_artist(5)
+    version = ready_version(artist)
+    settings.BASE_MODEL = tmp_path / "no-such-base"  # e.g. a web host without the model
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        work_withdraw(work=works[0], actor=artist.user)
+    works[0].refresh_from_db()
+    version.refresh_from_db()
+    assert not works[0].is_opted_in
+    assert version.status == AdapterVersion.Status.RETIRED
+    assert AdapterVersion.objects.filter(style=version.style).count() == 1
+    assert callbacks == []
+
+
+def test_a_late_checksum_mismatch_does_not_undo_a_retirement(settings, django_capture_on_commit_callbacks):
+    artist, works = opted_in_artist(5)
+    version = style_training_start(artist=artist, actor=artist.user, preset="quick")
+    training_job_claim(adapter_version_id=version.pk, worker="test")
+    with django_capture_on_commit_callbacks(execute=False):
+        work_withdraw(work=works[0], actor=artist.user)
+    result = _finished_result(settings.ADAPTER_ROOT / "late")
+    result.sha256 = "0" * 64
+    finished = training_job_finish(adapter_version=version, result=result, adapter_root=settings.ADAPTER_ROOT)
+    assert finished.status == AdapterVersion.Status.RETIRED
+    assert finished.weights_path == "late/pytorch_lora_weights.safetensors"  # the audit copy stays tied to its row
+
+
+def test_deleting_retired_files_takes_the_checkpoint_cache_and_previews(settings, django_capture_on_commit_callbacks):
+    settings.RETIRED_ADAPTER_FILES = "delete"
+    artist, works = opted_in_artist(5)
+    version = style_training_start(artist=artist, actor=artist.user, preset="quick")
+    training_job_claim(adapter_version_id=version.pk, worker="test")
+    state = training_work_dir(version)
+    (state / "state").mkdir(parents=True)
+    (state / "state" / "checkpoint.pt").write_bytes(b"lora")
+    with django_capture_on_commit_callbacks(execute=True):
+        work_withdraw(work=works[0], actor=artist.user)
+    assert not state.exists()
+    # The worker notices the retirement a moment later; what it wrote meanwhile goes too.
+    (state / "previews").mkdir(parents=True)
+    (state / "previews" / "step-000006-0.png").write_bytes(b"png")
+    with django_capture_on_commit_callbacks(execute=True):
+        training_job_stop(adapter_version=version)
+    assert not state.exists()
+
+
+def test_a_changed_slug_keeps_the_artists_one_style(django_capture_on_commit_callbacks):
+    artist, works = opted_in_artist(5)
+    first = ready_version(artist)
+    artist.slug = "a-new-name"
+    artist.save()
+    with django_capture_on_commit_callbacks(execute=False):
+        work_withdraw(work=works[0], actor=artist.user)
+    retrain = AdapterVersion.objects.get(snapshot__artist=artist, status=AdapterVersion.Status.QUEUED)
+    assert retrain.style_id == first.style_id and retrain.number == 2

@@ -1,0 +1,119 @@
+"""Withdrawals racing training starts and each other, on PostgreSQL (SQLite runs one writer at a time).
+
+Each test holds one transaction open at the racy moment, starts the other in a thread, and checks that
+no training is ever frozen with a withdrawn work and left unretired.
+"""
+
+import threading
+import time
+
+import pytest
+from django.db import connection, connections
+
+from generation import services
+from generation.models import AdapterVersion
+from licensing import hooks
+from licensing.services import work_withdraw
+
+from .conftest import opted_in_artist, ready_version
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("generation_roots", "training_terms")]
+
+
+@pytest.fixture(autouse=True)
+def postgresql_only():
+    if connection.vendor != "postgresql":
+        pytest.skip("row locks only race on PostgreSQL; CI runs these there")
+
+
+def in_thread(function):
+    box = {}
+
+    def run():
+        try:
+            box["result"] = function()
+        except BaseException as error:  # reported by the test's assertions
+            box["error"] = error
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, box
+
+
+def test_a_training_started_during_a_withdrawal_never_holds_the_work():
+    artist, works = opted_in_artist(5)
+    recorded, release = threading.Event(), threading.Event()
+    receiver = hooks.withdrawal_receiver()
+
+    def slow_receiver(work_ids, event_ids):
+        receiver(work_ids, event_ids)
+        recorded.set()
+        release.wait(20)  # the withdrawal is recorded, not yet committed
+
+    with hooks.replaced_withdrawal_receiver(slow_receiver):
+        withdrawal, withdrawal_box = in_thread(lambda: work_withdraw(work=works[0], actor=artist.user))
+        assert recorded.wait(20)
+        start, start_box = in_thread(lambda: services.style_training_start(artist=artist, actor=artist.user, preset="quick"))
+        start.join(1.5)
+        assert start.is_alive(), "the training start must wait for the withdrawal"
+        release.set()
+        withdrawal.join(20)
+        start.join(20)
+    assert "error" not in withdrawal_box and "error" not in start_box, (withdrawal_box, start_box)
+    version = AdapterVersion.objects.get(pk=start_box["result"].pk)
+    assert works[0].pk not in version.snapshot.work_ids
+    assert version.status == AdapterVersion.Status.QUEUED
+
+
+def test_two_withdrawals_at_once_leave_no_training_on_either_work():
+    artist, works = opted_in_artist(6)
+    ready_version(artist)
+    receiver = hooks.withdrawal_receiver()
+    first_done, release = threading.Event(), threading.Event()
+
+    def receiver_holding_the_first(work_ids, event_ids):
+        receiver(work_ids, event_ids)  # the first retires v1 and queues a retrain (v2)
+        if work_ids == [works[0].pk]:
+            first_done.set()
+            release.wait(20)
+
+    with hooks.replaced_withdrawal_receiver(receiver_holding_the_first):
+        first, first_box = in_thread(lambda: work_withdraw(work=works[0], actor=artist.user))
+        assert first_done.wait(20)
+        second, second_box = in_thread(lambda: work_withdraw(work=works[1], actor=artist.user))
+        time.sleep(1.5)
+        release.set()
+        first.join(20)
+        second.join(20)
+    assert "error" not in first_box and "error" not in second_box, (first_box, second_box)
+    statuses = dict(AdapterVersion.objects.values_list("number", "status"))
+    assert statuses == {1: "retired", 2: "retired", 3: "queued"}
+    latest = AdapterVersion.objects.get(number=3)
+    assert not {works[0].pk, works[1].pk} & set(latest.snapshot.work_ids)
+    assert latest.publish_when_ready  # it replaces the published v1
+
+
+def test_a_withdrawal_during_a_training_start_retires_it_without_a_deadlock(monkeypatch):
+    artist, works = opted_in_artist(5)
+    ready_version(artist)
+    created, release = threading.Event(), threading.Event()
+
+    def enqueue_slowly(version_id):
+        created.set()
+        release.wait(20)  # the new version exists, not yet committed
+
+    monkeypatch.setattr(services, "_enqueue_training", enqueue_slowly)
+    start, start_box = in_thread(lambda: services.style_training_start(artist=artist, actor=artist.user, preset="quick"))
+    assert created.wait(20)
+    withdrawal, withdrawal_box = in_thread(lambda: work_withdraw(work=works[0], actor=artist.user))
+    withdrawal.join(1.5)
+    release.set()
+    start.join(20)
+    withdrawal.join(20)
+    assert "error" not in start_box and "error" not in withdrawal_box, (start_box, withdrawal_box)
+    started = AdapterVersion.objects.get(pk=start_box["result"].pk)
+    assert started.status == AdapterVersion.Status.RETIRED
+    retrain = AdapterVersion.objects.get(number=started.number + 1)
+    assert works[0].pk not in retrain.snapshot.work_ids
