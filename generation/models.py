@@ -107,6 +107,10 @@ class TrainingJob(models.Model):
     attempts = models.PositiveIntegerField(default=0)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     worker = models.CharField(max_length=200, blank=True)
+    # A new token per claim: a run that lost its claim (taken over as dead) can no longer write or finish.
+    claim_token = models.CharField(max_length=32, blank=True)
+    checkpoint_step = models.PositiveIntegerField(default=0)  # where a resumed run starts again
+    requeued_at = models.DateTimeField(null=True, blank=True)  # the last time recovery queued it again
     resumed_from_step = models.PositiveIntegerField(default=0)
 
     def __str__(self):

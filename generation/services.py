@@ -2,6 +2,7 @@
 
 import logging
 import shutil
+import uuid
 from datetime import timedelta
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from django.utils.translation import gettext as _
 from .base_models import base_model_current
 from .ml import sha256_file
 from .models import AdapterVersion, Style, TrainingJob
-from .storage import adapter_weights_path, training_work_dir
+from .storage import adapter_dir, adapter_weights_path, training_work_dir
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +30,24 @@ def one_sentence(error):
 def _enqueue_training(adapter_version_id):
     from .tasks import train_adapter_version
 
-    transaction.on_commit(lambda: train_adapter_version.delay(adapter_version_id))
+    def enqueue():
+        try:
+            train_adapter_version.delay(adapter_version_id)
+        except Exception:
+            logger.exception("could not queue the training of adapter version %s", adapter_version_id)
+            training_not_queued(adapter_version_id=adapter_version_id)
+
+    transaction.on_commit(enqueue)
+
+
+@transaction.atomic
+def training_not_queued(*, adapter_version_id):
+    """The broker refused the task: a training still waiting fails, so the artist can start it again."""
+    version = AdapterVersion.objects.select_for_update().get(pk=adapter_version_id)
+    if version.status == AdapterVersion.Status.QUEUED:
+        _finish(version, AdapterVersion.Status.FAILED, failure_reason=_(
+            "The training could not be queued (the task queue did not answer); start it again in a moment."
+        ))
 
 
 @transaction.atomic
@@ -73,31 +91,55 @@ def style_training_start(*, artist, actor, preset="standard", publish_when_ready
     return version
 
 
+def _heartbeat_is_fresh(job, now=None):
+    stale_before = (now or timezone.now()) - timedelta(seconds=settings.TRAINING_STALE_SECONDS)
+    return job.heartbeat_at is not None and job.heartbeat_at > stale_before
+
+
 @transaction.atomic
 def training_cancel(*, adapter_version):
+    """Cancel a queued training at once; ask a running one to stop (at once too when its worker is gone)."""
     version = AdapterVersion.objects.select_for_update().get(pk=adapter_version.pk)
     if version.status == AdapterVersion.Status.QUEUED:
-        version.status = AdapterVersion.Status.CANCELLED
-        version.finished_at = timezone.now()
-        version.save(update_fields=["status", "finished_at"])
+        _finish(version, AdapterVersion.Status.CANCELLED)
     elif version.status == AdapterVersion.Status.TRAINING:
-        TrainingJob.objects.filter(adapter_version=version).update(cancel_requested=True)
+        job = TrainingJob.objects.select_for_update().get(adapter_version=version)
+        if _heartbeat_is_fresh(job):
+            job.cancel_requested = True
+            job.save(update_fields=["cancel_requested"])
+        else:
+            _cancel_training(version, job)
     else:
         raise ValidationError(_("This training has already ended."))
     return version
 
 
+def _cancel_training(version, job):
+    """End a training as cancelled: its claim is void, its checkpoint and any adapter it wrote are removed."""
+    job.claim_token = ""
+    job.save(update_fields=["claim_token"])
+    _finish(version, AdapterVersion.Status.CANCELLED)
+    folders = [training_work_dir(version) / "state", adapter_dir(version)]  # previews stay: the page shows them
+    transaction.on_commit(lambda: [shutil.rmtree(folder, ignore_errors=True) for folder in folders])
+
+
 @transaction.atomic
 def training_job_claim(*, adapter_version_id, worker):
-    """Take a version for training, or None when it is finished or alive in another worker; bounded retries."""
+    """Take a version for training (a job with a new claim token), or None when it is finished or alive elsewhere.
+
+    Alive means its heartbeat is fresh, whoever holds it. A resumed job drops the progress, losses and
+    previews recorded after its last checkpoint, since the run repeats those steps; tries are bounded.
+    """
     version = AdapterVersion.objects.select_for_update().filter(pk=adapter_version_id).first()
     if version is None or not version.is_active:
         return None
     job = TrainingJob.objects.select_for_update().get(adapter_version=version)
     now = timezone.now()
-    stale_before = now - timedelta(seconds=settings.TRAINING_STALE_SECONDS)
-    alive_elsewhere = job.worker != worker and job.heartbeat_at and job.heartbeat_at > stale_before
-    if version.status == AdapterVersion.Status.TRAINING and alive_elsewhere:
+    resuming = version.status == AdapterVersion.Status.TRAINING
+    if resuming and _heartbeat_is_fresh(job, now):
+        return None
+    if resuming and job.cancel_requested:
+        _cancel_training(version, job)
         return None
     if job.attempts >= settings.TRAINING_MAX_ATTEMPTS:
         _finish(version, AdapterVersion.Status.FAILED, failure_reason=_(
@@ -107,8 +149,12 @@ def training_job_claim(*, adapter_version_id, worker):
     job.attempts += 1
     job.worker = worker
     job.heartbeat_at = now
-    job.cancel_requested = job.cancel_requested and version.status == AdapterVersion.Status.TRAINING
-    job.save(update_fields=["attempts", "worker", "heartbeat_at", "cancel_requested"])
+    job.claim_token = uuid.uuid4().hex
+    if resuming:
+        job.losses = [point for point in job.losses if point[0] <= job.checkpoint_step]
+        job.previews = [preview for preview in job.previews if preview["step"] <= job.checkpoint_step]
+        job.step = job.resumed_from_step = job.checkpoint_step
+    job.save()
     version.status = AdapterVersion.Status.TRAINING
     version.started_at = version.started_at or now
     version.save(update_fields=["status", "started_at"])
@@ -124,28 +170,38 @@ def _finish(version, status, **fields):
     return version
 
 
+def _claimed(job):
+    """The job's version, locked, and whether `job` (a claim) still holds it: a run taken over must not write."""
+    version = AdapterVersion.objects.select_for_update().get(pk=job.adapter_version_id)
+    current = TrainingJob.objects.select_for_update().get(pk=job.pk)
+    return version, current, bool(job.claim_token) and current.claim_token == job.claim_token
+
+
 @transaction.atomic
-def training_job_stop(*, adapter_version):
-    version = AdapterVersion.objects.select_for_update().get(pk=adapter_version.pk)
-    if version.status == AdapterVersion.Status.TRAINING:
-        _finish(version, AdapterVersion.Status.CANCELLED)
+def training_job_stop(*, job):
+    """The run stopped on a cancel request or a retirement."""
+    version, current, holds = _claimed(job)
+    if holds and version.status == AdapterVersion.Status.TRAINING:
+        _cancel_training(version, current)
     elif version.status == AdapterVersion.Status.RETIRED:
         _discard_retired_files([version])  # what the run wrote after its retirement
     return version
 
 
 @transaction.atomic
-def training_job_fail(*, adapter_version, reason):
-    version = AdapterVersion.objects.select_for_update().get(pk=adapter_version.pk)
-    if version.status == AdapterVersion.Status.TRAINING:
+def training_job_fail(*, job, reason):
+    version, _current, holds = _claimed(job)
+    if holds and version.status == AdapterVersion.Status.TRAINING:
         _finish(version, AdapterVersion.Status.FAILED, failure_reason=reason)
     return version
 
 
 @transaction.atomic
-def training_job_finish(*, adapter_version, result, adapter_root):
-    """Record a finished training; a version retired meanwhile (a withdrawal) stays retired, never published."""
-    version = AdapterVersion.objects.select_for_update().get(pk=adapter_version.pk)
+def training_job_finish(*, job, result, adapter_root):
+    """Record a finished training; a version retired or cancelled meanwhile is never published."""
+    version, current, holds = _claimed(job)
+    if not holds:
+        return version  # another run took the job over; it records its own result
     weights = Path(result.weights_path)
     metrics = {
         "final_loss": result.final_loss,
@@ -153,7 +209,10 @@ def training_job_finish(*, adapter_version, result, adapter_root):
         "seconds": round(result.seconds, 2),
         "resumed_from_step": result.resumed_from_step,
     }
-    TrainingJob.objects.filter(adapter_version=version).update(step=result.steps, eta_seconds=0, heartbeat_at=timezone.now())
+    TrainingJob.objects.filter(pk=current.pk).update(step=result.steps, eta_seconds=0, heartbeat_at=timezone.now())
+    if version.status == AdapterVersion.Status.TRAINING and current.cancel_requested:
+        _cancel_training(version, current)  # asked during the last steps or the save: the artist's word stands
+        return version
     if version.status != AdapterVersion.Status.TRAINING:
         # Kept for the audit trail (or deleted, per RETIRED_ADAPTER_FILES), never usable.
         version.metrics = metrics
@@ -264,18 +323,24 @@ def _retrain_after_withdrawal(*, style, preset, publish):
 
 
 @transaction.atomic
-def training_jobs_recover(*, worker):
-    """Queue again every training whose worker is gone; returns their ids.
+def training_jobs_recover(*, starting_worker=None):
+    """Queue again every training whose worker is gone; returns their version ids.
 
-    Gone means: it ran on `worker`, which is starting now (so it died), or its worker has not
-    reported for TRAINING_STALE_SECONDS (killed, machine lost).
+    Gone means: its worker has not reported for TRAINING_STALE_SECONDS (killed, machine lost), or it
+    ran on `starting_worker`, a worker starting now, so the run died with that worker's last life.
+    A gone training is queued again at most once per TRAINING_STALE_SECONDS; the claim takes only one.
     """
-    stale_before = timezone.now() - timedelta(seconds=settings.TRAINING_STALE_SECONDS)
-    ids = list(
-        AdapterVersion.objects.filter(status=AdapterVersion.Status.TRAINING)
-        .filter(Q(job__worker=worker) | Q(job__heartbeat_at__lt=stale_before))
-        .values_list("pk", flat=True)
+    now = timezone.now()
+    stale_before = now - timedelta(seconds=settings.TRAINING_STALE_SECONDS)
+    training = TrainingJob.objects.select_for_update().filter(adapter_version__status=AdapterVersion.Status.TRAINING)
+    if starting_worker:
+        training.filter(worker=starting_worker).update(heartbeat_at=None, requeued_at=None)
+    gone = list(
+        training.filter(Q(heartbeat_at__isnull=True) | Q(heartbeat_at__lt=stale_before))
+        .filter(Q(requeued_at__isnull=True) | Q(requeued_at__lt=stale_before))
+        .values_list("adapter_version_id", flat=True)
     )
-    for version_id in ids:
+    TrainingJob.objects.filter(adapter_version_id__in=gone).update(requeued_at=now)
+    for version_id in gone:
         _enqueue_training(version_id)
-    return ids
+    return gone

@@ -1,6 +1,8 @@
 """Thin Celery tasks: take ids, load, call the runner; safe to deliver twice."""
 
 import logging
+import threading
+import time
 
 from celery import shared_task
 from celery.signals import worker_ready
@@ -18,9 +20,33 @@ def train_adapter_version(adapter_version_id):
 
 @worker_ready.connect
 def resume_interrupted_trainings(sender, **kwargs):
-    """A training worker that (re)starts picks up trainings whose worker died mid-job."""
-    if "training" in sender.app.amqp.queues.consume_from:
-        from .services import training_jobs_recover
+    """A training worker that (re)starts picks up trainings whose worker died, then keeps watching for them.
 
-        resumed = training_jobs_recover(worker=sender.hostname)
-        logger.info("queued again %d interrupted training(s): %s", len(resumed), resumed)
+    The watch runs beside the tasks (a training occupies the worker's only slot for minutes), so a
+    training whose worker vanished is queued again even when no worker restarts under its name.
+    """
+    if "training" not in sender.app.amqp.queues.consume_from:
+        return
+    from .services import training_jobs_recover
+
+    resumed = training_jobs_recover(starting_worker=sender.hostname)
+    logger.info("queued again %d interrupted training(s): %s", len(resumed), resumed)
+    threading.Thread(target=_watch_for_interrupted_trainings, name="training-recovery", daemon=True).start()
+
+
+def _watch_for_interrupted_trainings():
+    from django.conf import settings
+    from django.db import connection
+
+    from .services import training_jobs_recover
+
+    while True:
+        time.sleep(settings.TRAINING_STALE_SECONDS)
+        try:
+            resumed = training_jobs_recover()
+            if resumed:
+                logger.info("queued again %d training(s) whose worker stopped reporting: %s", len(resumed), resumed)
+        except Exception:
+            logger.exception("looking for interrupted trainings failed; trying again later")
+        finally:
+            connection.close()  # this thread's own connection; a fresh one next time

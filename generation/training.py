@@ -39,6 +39,7 @@ class JobReporter(TrainingCallbacks):
 
     def __init__(self, job):
         self.job_id = job.pk
+        self.claim_token = job.claim_token
         self.version = job.adapter_version
         self.losses = list(job.losses)
         self.log_lines = []
@@ -66,7 +67,7 @@ class JobReporter(TrainingCallbacks):
         self._save(previews=job.previews + entries)
 
     def on_checkpoint(self, step):
-        self._save(step=step)  # the loop logs the checkpoint itself
+        self._save(step=step, checkpoint_step=step)  # the loop logs the checkpoint itself
 
     def on_log(self, line):
         self.log_lines.append(f"{timezone.now():%H:%M:%S} {line}")
@@ -79,13 +80,20 @@ class JobReporter(TrainingCallbacks):
         if self.cancelled or now - self.last_cancel_check < REPORT_EVERY_SECONDS:
             return self.cancelled
         self.last_cancel_check = now
-        state = TrainingJob.objects.filter(pk=self.job_id).values("cancel_requested", "adapter_version__status").get()
-        # A withdrawal retires the version while it trains: stop, it can never be published.
-        self.cancelled = state["cancel_requested"] or state["adapter_version__status"] == AdapterVersion.Status.RETIRED
+        state = TrainingJob.objects.filter(pk=self.job_id).values("cancel_requested", "claim_token", "adapter_version__status").get()
+        # A withdrawal retires the version while it trains: stop, it can never be published. A run
+        # whose claim was taken over (its worker looked dead) stops too: the other run owns the job.
+        self.cancelled = (
+            state["cancel_requested"]
+            or state["adapter_version__status"] != AdapterVersion.Status.TRAINING
+            or state["claim_token"] != self.claim_token
+        )
         return self.cancelled
 
     def _save(self, **fields):
-        TrainingJob.objects.filter(pk=self.job_id).update(heartbeat_at=timezone.now(), **fields)
+        claimed = TrainingJob.objects.filter(pk=self.job_id, claim_token=self.claim_token)
+        if not claimed.update(heartbeat_at=timezone.now(), **fields):
+            self.cancelled = True  # taken over: write nothing more, stop at the next check
 
 
 def training_examples(snapshot):
@@ -120,12 +128,12 @@ def run_training_job(*, adapter_version_id, worker):
             threads=settings.TRAINING_THREADS,
         )
     except TrainingCancelled:
-        return services.training_job_stop(adapter_version=version)
+        return services.training_job_stop(job=job)
     except Exception as error:
         logger.exception("training of adapter version %s failed", version.pk)
         reporter.on_log(traceback.format_exc())
-        return services.training_job_fail(adapter_version=version, reason=services.one_sentence(error))
-    version = services.training_job_finish(adapter_version=version, result=result, adapter_root=Path(settings.ADAPTER_ROOT))
+        return services.training_job_fail(job=job, reason=services.one_sentence(error))
+    version = services.training_job_finish(job=job, result=result, adapter_root=Path(settings.ADAPTER_ROOT))
     if version.status == AdapterVersion.Status.READY:
         shutil.rmtree(training_work_dir(version) / "state", ignore_errors=True)
     return version

@@ -86,7 +86,8 @@ def test_withdrawal_during_training_finishes_retired_never_published(django_capt
     version.refresh_from_db()
     version.publish_when_ready = True
     version.save()
-    assert training_job_claim(adapter_version_id=version.pk, worker="test") is not None
+    job = training_job_claim(adapter_version_id=version.pk, worker="test")
+    assert job is not None
 
     with django_capture_on_commit_callbacks(execute=False):
         work_withdraw(work=works[3], actor=artist.user)
@@ -99,7 +100,7 @@ def test_withdrawal_during_training_finishes_retired_never_published(django_capt
     Path(Result.weights_path).parent.mkdir(parents=True)
     Path(Result.weights_path).write_bytes(b"weights")
     Result.sha256 = hashlib.sha256(b"weights").hexdigest()
-    finished = training_job_finish(adapter_version=version, result=Result, adapter_root=settings.ADAPTER_ROOT)
+    finished = training_job_finish(job=job, result=Result, adapter_root=settings.ADAPTER_ROOT)
     assert finished.status == AdapterVersion.Status.RETIRED
     finished.style.refresh_from_db()
     assert finished.style.published_version_id is None
@@ -211,12 +212,12 @@ def test_a_withdrawal_stands_when_the_retrain_cannot_be_queued(settings, tmp_pat
 def test_a_late_checksum_mismatch_does_not_undo_a_retirement(settings, django_capture_on_commit_callbacks):
     artist, works = opted_in_artist(5)
     version = style_training_start(artist=artist, actor=artist.user, preset="quick")
-    training_job_claim(adapter_version_id=version.pk, worker="test")
+    job = training_job_claim(adapter_version_id=version.pk, worker="test")
     with django_capture_on_commit_callbacks(execute=False):
         work_withdraw(work=works[0], actor=artist.user)
     result = _finished_result(settings.ADAPTER_ROOT / "late")
     result.sha256 = "0" * 64
-    finished = training_job_finish(adapter_version=version, result=result, adapter_root=settings.ADAPTER_ROOT)
+    finished = training_job_finish(job=job, result=result, adapter_root=settings.ADAPTER_ROOT)
     assert finished.status == AdapterVersion.Status.RETIRED
     assert finished.weights_path == "late/pytorch_lora_weights.safetensors"  # the audit copy stays tied to its row
 
@@ -225,7 +226,7 @@ def test_deleting_retired_files_takes_the_checkpoint_cache_and_previews(settings
     settings.RETIRED_ADAPTER_FILES = "delete"
     artist, works = opted_in_artist(5)
     version = style_training_start(artist=artist, actor=artist.user, preset="quick")
-    training_job_claim(adapter_version_id=version.pk, worker="test")
+    job = training_job_claim(adapter_version_id=version.pk, worker="test")
     state = training_work_dir(version)
     (state / "state").mkdir(parents=True)
     (state / "state" / "checkpoint.pt").write_bytes(b"lora")
@@ -236,7 +237,7 @@ def test_deleting_retired_files_takes_the_checkpoint_cache_and_previews(settings
     (state / "previews").mkdir(parents=True)
     (state / "previews" / "step-000006-0.png").write_bytes(b"png")
     with django_capture_on_commit_callbacks(execute=True):
-        training_job_stop(adapter_version=version)
+        training_job_stop(job=job)
     assert not state.exists()
 
 

@@ -74,6 +74,8 @@ def test_a_killed_worker_resumes_from_its_checkpoint(api_client, start_training_
     final = wait_for(lambda: (s := state(api_client, version_id))["status"] in {"ready", "failed"} and s, 300, "the resumed training", logs)
     assert final["status"] == "ready", final["failure_reason"]
     assert final["attempts"] == 2
+    loss_steps = [step for step, _loss in final["losses"]]
+    assert loss_steps == sorted(set(loss_steps))  # the repeated steps replace what the dead run recorded
     version = AdapterVersion.objects.get(pk=version_id)
     assert version.metrics["resumed_from_step"] >= checkpoint_every
     assert version.metrics["steps"] == version.hyperparameters["steps"]

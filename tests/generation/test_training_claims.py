@@ -1,0 +1,156 @@
+"""A training job has one owner at a time: claims, takeovers, late cancels, resumes and recovery."""
+
+import hashlib
+from datetime import timedelta
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+from kombu.exceptions import OperationalError
+
+from generation import services
+from generation.models import AdapterVersion, TrainingJob
+from generation.storage import adapter_dir
+from generation.tasks import train_adapter_version
+from generation.training import JobReporter
+
+from .conftest import opted_in_artist
+
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("generation_roots", "training_terms")]
+
+
+@pytest.fixture
+def queued(django_capture_on_commit_callbacks):
+    artist, _works = opted_in_artist(4)
+    with django_capture_on_commit_callbacks(execute=False):
+        return services.style_training_start(artist=artist, actor=artist.user, preset="quick", publish_when_ready=True)
+
+
+def written_adapter(version, data=b"weights"):
+    """What train_lora returns once it has saved an adapter (written by hand here)."""
+    weights = adapter_dir(version) / "pytorch_lora_weights.safetensors"
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    weights.write_bytes(data)
+
+    class Result:
+        weights_path = str(weights)
+        sha256 = hashlib.sha256(data).hexdigest()
+        steps, final_loss, seconds, resumed_from_step = 12, 0.1, 1.0, 0
+
+    return Result
+
+
+def go_silent(job, seconds):
+    TrainingJob.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now() - timedelta(seconds=seconds))
+
+
+def test_a_cancel_asked_during_the_last_steps_wins_over_publishing(settings, queued, django_capture_on_commit_callbacks):
+    job = services.training_job_claim(adapter_version_id=queued.pk, worker="a")
+    services.training_cancel(adapter_version=queued)
+    result = written_adapter(queued)
+    with django_capture_on_commit_callbacks(execute=True):
+        finished = services.training_job_finish(job=job, result=result, adapter_root=settings.ADAPTER_ROOT)
+    finished.style.refresh_from_db()
+    assert finished.status == AdapterVersion.Status.CANCELLED
+    assert finished.style.published_version_id is None and finished.weights_path == ""
+    assert not adapter_dir(queued).exists()
+
+
+def test_cancelling_a_training_whose_worker_is_gone_ends_it_at_once(settings, queued):
+    job = services.training_job_claim(adapter_version_id=queued.pk, worker="a")
+    go_silent(job, settings.TRAINING_STALE_SECONDS + 1)
+    services.training_cancel(adapter_version=queued)
+    queued.refresh_from_db()
+    assert queued.status == AdapterVersion.Status.CANCELLED
+    assert services.training_job_claim(adapter_version_id=queued.pk, worker="b") is None
+
+
+def test_a_cancel_request_beats_the_retry_bound(settings, queued):
+    job = services.training_job_claim(adapter_version_id=queued.pk, worker="a")
+    services.training_cancel(adapter_version=queued)  # asked while alive; then the worker dies
+    TrainingJob.objects.filter(pk=job.pk).update(attempts=settings.TRAINING_MAX_ATTEMPTS)
+    go_silent(job, settings.TRAINING_STALE_SECONDS + 1)
+    assert services.training_job_claim(adapter_version_id=queued.pk, worker="b") is None
+    queued.refresh_from_db()
+    assert queued.status == AdapterVersion.Status.CANCELLED and queued.failure_reason == ""
+
+
+def test_a_live_training_is_not_claimed_twice_even_under_its_own_worker_name(queued):
+    assert services.training_job_claim(adapter_version_id=queued.pk, worker="a") is not None
+    assert services.training_job_claim(adapter_version_id=queued.pk, worker="a") is None
+    assert services.training_job_claim(adapter_version_id=queued.pk, worker="b") is None
+    assert TrainingJob.objects.get(adapter_version=queued).attempts == 1
+
+
+def test_a_run_taken_over_writes_nothing_more_and_cannot_finish(settings, queued, django_capture_on_commit_callbacks):
+    first = services.training_job_claim(adapter_version_id=queued.pk, worker="a")
+    first_run = JobReporter(first)
+    first_run.on_progress(1, 12, 0.5, 10.0)
+    go_silent(first, settings.TRAINING_STALE_SECONDS + 1)  # e.g. a machine that froze, then woke up
+    second = services.training_job_claim(adapter_version_id=queued.pk, worker="b")
+    assert second is not None and second.claim_token != first.claim_token
+
+    first_run.on_progress(2, 12, 0.4, 9.0)
+    assert first_run.should_cancel()
+    assert TrainingJob.objects.get(pk=first.pk).step == 0  # the second run starts again from no checkpoint
+    services.training_job_finish(job=first, result=written_adapter(queued, b"first"), adapter_root=settings.ADAPTER_ROOT)
+    services.training_job_stop(job=first)
+    services.training_job_fail(job=first, reason="late failure.")
+    queued.refresh_from_db()
+    assert queued.status == AdapterVersion.Status.TRAINING and queued.failure_reason == ""
+
+    with django_capture_on_commit_callbacks(execute=True):
+        finished = services.training_job_finish(job=second, result=written_adapter(queued, b"second"), adapter_root=settings.ADAPTER_ROOT)
+    assert finished.status == AdapterVersion.Status.READY
+    assert finished.weights_sha256 == hashlib.sha256(b"second").hexdigest()
+
+
+def test_a_resumed_job_drops_what_was_recorded_after_its_checkpoint(settings, queued):
+    job = services.training_job_claim(adapter_version_id=queued.pk, worker="a")
+    run = JobReporter(job)
+    for step in range(1, 8):
+        run.last_report = 0.0  # write every step
+        run.on_progress(step, 12, 1.0 / step, 5.0)
+        if step == 4:
+            run.on_checkpoint(4)
+    TrainingJob.objects.filter(pk=job.pk).update(previews=[
+        {"step": 3, "prompt": "p", "seed": 0, "file": "step-000003-0.png"},
+        {"step": 6, "prompt": "p", "seed": 0, "file": "step-000006-0.png"},
+    ])
+    go_silent(job, settings.TRAINING_STALE_SECONDS + 1)
+    resumed = services.training_job_claim(adapter_version_id=queued.pk, worker="b")
+    assert [step for step, _loss in resumed.losses] == [1, 2, 3, 4]
+    assert [preview["step"] for preview in resumed.previews] == [3]
+    assert resumed.step == resumed.resumed_from_step == 4
+
+
+def test_recovery_requeues_a_silent_training_once_per_stale_period(settings, queued, django_capture_on_commit_callbacks):
+    job = services.training_job_claim(adapter_version_id=queued.pk, worker="a")
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        assert services.training_jobs_recover() == []  # alive
+        assert services.training_jobs_recover(starting_worker="a") == [queued.pk]  # "a" starts again: its run died
+        go_silent(job, settings.TRAINING_STALE_SECONDS + 1)
+        assert services.training_jobs_recover() == []  # queued again a moment ago
+        TrainingJob.objects.filter(pk=job.pk).update(requeued_at=timezone.now() - timedelta(seconds=settings.TRAINING_STALE_SECONDS + 1))
+        assert services.training_jobs_recover() == [queued.pk]
+    assert len(callbacks) == 2
+    assert services.training_job_claim(adapter_version_id=queued.pk, worker="b") is not None
+
+
+def test_a_broker_that_refuses_the_task_fails_the_training_with_a_sentence(client, monkeypatch, django_capture_on_commit_callbacks):
+    artist, _works = opted_in_artist(4)
+    client.force_login(artist.user)
+
+    def refuse(*args, **kwargs):
+        raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(train_adapter_version, "delay", refuse)
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(reverse("generation:train"), {"preset": "quick"})
+    assert response.status_code == 302
+    version = AdapterVersion.objects.get(style__artist=artist)
+    assert version.status == AdapterVersion.Status.FAILED
+    assert version.failure_reason.startswith("The training could not be queued")
+    with django_capture_on_commit_callbacks(execute=False):
+        assert client.post(reverse("generation:train"), {"preset": "quick"}).status_code == 302
+    assert AdapterVersion.objects.filter(style__artist=artist, status=AdapterVersion.Status.QUEUED).count() == 1
