@@ -27,7 +27,7 @@ class StyleAdmin(admin.ModelAdmin):
 
 class TrainingJobInline(admin.StackedInline):
     model = TrainingJob
-    readonly_fields = ["step", "total_steps", "eta_seconds", "attempts", "heartbeat_at", "worker", "cancel_requested", "log"]
+    readonly_fields = ["step", "total_steps", "eta_seconds", "attempts", "heartbeat_at", "worker", "cancel_requested", "log", "error_detail"]
     exclude = ["losses", "previews"]
     can_delete = False
 

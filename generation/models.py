@@ -103,6 +103,7 @@ class TrainingJob(models.Model):
     eta_seconds = models.FloatField(null=True, blank=True)  # a duration estimate for display, not money
     previews = models.JSONField(default=list, blank=True, help_text=_("{step, prompt, seed, path} entries."))
     log = models.TextField(blank=True)
+    error_detail = models.TextField(blank=True, help_text=_("A failure's traceback, for staff; never shown to the artist."))
     cancel_requested = models.BooleanField(default=False)
     attempts = models.PositiveIntegerField(default=0)
     heartbeat_at = models.DateTimeField(null=True, blank=True)

@@ -1,5 +1,7 @@
 """What the style page and the API show of a training: one shape for both."""
 
+import re
+
 from django.urls import reverse
 from django.utils.translation import gettext_lazy
 
@@ -17,6 +19,21 @@ PRESET_CHOICES = [
 ]
 LOSS_CURVE_SIZE = (320, 80)
 LOG_LINES_SHOWN = 30
+
+
+# An absolute path on the server: its folders are nobody's business but the operator's.
+SERVER_PATH = re.compile(r"(?<![\w.:/~])/(?:[^\s/'\"]+/)+(?=[^\s/'\"])")
+
+
+def without_server_paths(text):
+    """The text with every absolute path cut to its last part, for what artists and API clients see."""
+    return SERVER_PATH.sub("", text)
+
+
+def one_sentence(error):
+    """A failure's cause for people: the first line of the error, short, without server paths."""
+    text = without_server_paths((str(error).strip().splitlines() or [type(error).__name__])[0])[:280]
+    return text if text.endswith(".") else text + "."
 
 
 def loss_curve_points(losses, width=LOSS_CURVE_SIZE[0], height=LOSS_CURVE_SIZE[1]):
@@ -54,7 +71,7 @@ def job_state(version):
         "previews": [
             {**preview, "url": reverse("generation:preview", args=[version.pk, preview["file"]])} for preview in job.previews
         ],
-        "log_tail": "\n".join(job.log.strip().splitlines()[-LOG_LINES_SHOWN:]),
+        "log_tail": without_server_paths("\n".join(job.log.strip().splitlines()[-LOG_LINES_SHOWN:])),
         "failure_reason": version.failure_reason,
         "retired_reason": version.retired_reason,
         "attempts": job.attempts,

@@ -21,12 +21,6 @@ from .storage import adapter_dir, adapter_weights_path, training_work_dir
 logger = logging.getLogger(__name__)
 
 
-def one_sentence(error):
-    """A failure's cause for people: the first line of the error, short."""
-    text = (str(error).strip().splitlines() or [type(error).__name__])[0][:280]
-    return text if text.endswith(".") else text + "."
-
-
 def _enqueue_training(adapter_version_id):
     from .tasks import train_adapter_version
 
@@ -189,9 +183,12 @@ def training_job_stop(*, job):
 
 
 @transaction.atomic
-def training_job_fail(*, job, reason):
-    version, _current, holds = _claimed(job)
+def training_job_fail(*, job, reason, detail=""):
+    """`reason` is the artist's one sentence; `detail` (the traceback) is kept for staff."""
+    version, current, holds = _claimed(job)
     if holds and version.status == AdapterVersion.Status.TRAINING:
+        current.error_detail = detail
+        current.save(update_fields=["error_detail"])
         _finish(version, AdapterVersion.Status.FAILED, failure_reason=reason)
     return version
 

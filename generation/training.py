@@ -22,7 +22,7 @@ from generation.ml.lora_training import (
 )
 from licensing.models import Work
 
-from . import services
+from . import presentation, services
 from .models import AdapterVersion, TrainingJob
 from .storage import adapter_dir, preview_path, training_work_dir
 
@@ -104,6 +104,8 @@ def training_examples(snapshot):
         work = works[entry["work_id"]]
         if work.sha256 != entry["sha256"]:
             raise RuntimeError(f"Work {work.pk} no longer matches the snapshot (its file changed).")
+        if not Path(work.training_image.path).is_file():
+            raise RuntimeError(f"The file of work {work.pk} is missing from storage; the platform's team must restore it.")
         examples.append(TrainingExample(image_path=work.training_image.path, caption=entry["caption"]))
     return examples
 
@@ -115,7 +117,7 @@ def run_training_job(*, adapter_version_id, worker):
         return None
     version = job.adapter_version
     reporter = JobReporter(job)
-    reporter.on_log(f"attempt {job.attempts} on {worker}")
+    reporter.on_log(f"attempt {job.attempts} of {settings.TRAINING_MAX_ATTEMPTS}")
     out_dir = adapter_dir(version)
     try:
         result = train_lora(
@@ -131,8 +133,9 @@ def run_training_job(*, adapter_version_id, worker):
         return services.training_job_stop(job=job)
     except Exception as error:
         logger.exception("training of adapter version %s failed", version.pk)
-        reporter.on_log(traceback.format_exc())
-        return services.training_job_fail(job=job, reason=services.one_sentence(error))
+        reason = presentation.one_sentence(error)
+        reporter.on_log(f"failed: {reason}")
+        return services.training_job_fail(job=job, reason=reason, detail=traceback.format_exc())
     version = services.training_job_finish(job=job, result=result, adapter_root=Path(settings.ADAPTER_ROOT))
     if version.status == AdapterVersion.Status.READY:
         shutil.rmtree(training_work_dir(version) / "state", ignore_errors=True)

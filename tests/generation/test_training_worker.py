@@ -89,5 +89,5 @@ def test_a_failure_shows_its_cause_in_one_sentence(api_client, start_training_wo
     logs = list(tmp_path.glob("worker-*.log"))
     final = wait_for(lambda: (s := state(api_client, version_id))["status"] in {"ready", "failed"} and s, 120, "the failure", logs)
     assert final["status"] == "failed"
-    assert "\n" not in final["failure_reason"] and final["failure_reason"].endswith(".")
-    assert "Traceback" in AdapterVersion.objects.get(pk=version_id).job.log
+    assert final["failure_reason"] == f"The file of work {works[0].pk} is missing from storage; the platform's team must restore it."
+    assert "Traceback" not in final["log_tail"] and "Traceback" in AdapterVersion.objects.get(pk=version_id).job.error_detail

@@ -1,0 +1,41 @@
+"""A failed training tells the artist its cause in one sentence, without the server's paths or traceback."""
+
+import re
+
+import pytest
+
+from generation import services
+from generation.models import AdapterVersion
+from generation.presentation import job_state, one_sentence
+from generation.training import run_training_job
+
+from .conftest import opted_in_artist
+
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("generation_roots", "training_terms")]
+
+ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])/\w")
+
+
+def test_one_sentence_keeps_a_files_name_but_not_its_folders():
+    error = FileNotFoundError(2, "No such file or directory", "/srv/platform/media/works/7/abc-train.png")
+    assert one_sentence(error) == "[Errno 2] No such file or directory: 'abc-train.png'."
+    assert one_sentence(RuntimeError("first line\nsecond line")) == "first line."
+
+
+def test_a_failed_training_shows_a_sentence_and_keeps_the_traceback_for_staff(django_capture_on_commit_callbacks):
+    artist, works = opted_in_artist(4)
+    with django_capture_on_commit_callbacks(execute=False):
+        version = services.style_training_start(artist=artist, actor=artist.user, preset="quick")
+    with open(works[1].training_image.path, "wb") as damaged:
+        damaged.write(b"not an image any more")
+
+    failed = run_training_job(adapter_version_id=version.pk, worker="training@host-7")
+    assert failed.status == AdapterVersion.Status.FAILED
+    assert failed.failure_reason.endswith(".") and "\n" not in failed.failure_reason
+    assert not ABSOLUTE_PATH.search(failed.failure_reason), failed.failure_reason
+    state = job_state(AdapterVersion.objects.select_related("job", "snapshot").get(pk=version.pk))
+    assert state["log_tail"] and not ABSOLUTE_PATH.search(state["log_tail"]), state["log_tail"]
+    assert "Traceback" not in state["log_tail"] and "host-7" not in state["log_tail"]
+    assert failed.failure_reason in state["log_tail"]
+    detail = failed.job.error_detail
+    assert detail.startswith("Traceback") and works[1].training_image.path in detail
