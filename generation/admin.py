@@ -1,5 +1,9 @@
-from django.contrib import admin
+"""Staff see everything; what changes consent or what generation may use goes through the services only."""
 
+from django.contrib import admin, messages
+from django.utils.translation import gettext_lazy as _
+
+from . import services
 from .models import AdapterVersion, BaseModel, Style, TrainingJob
 
 
@@ -18,24 +22,52 @@ class AdapterVersionInline(admin.TabularInline):
     show_change_link = True
 
 
+@admin.action(description=_("Unpublish the selected styles"))
+def unpublish_styles(modeladmin, request, queryset):
+    for style in queryset:
+        services.style_unpublish(style=style)
+    messages.success(request, _("Unpublished %(count)d style(s).") % {"count": len(queryset)})
+
+
 @admin.register(Style)
 class StyleAdmin(admin.ModelAdmin):
     list_display = ["name", "artist", "published_version", "created_at"]
     search_fields = ["name", "artist__display_name"]
+    # Publishing is the artist's act; staff can only take a style down (the action).
+    readonly_fields = ["artist", "published_version"]
+    actions = [unpublish_styles]
     inlines = [AdapterVersionInline]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # its versions are the audit trail of what was trained on whose works
 
 
 class TrainingJobInline(admin.StackedInline):
     model = TrainingJob
-    readonly_fields = ["step", "total_steps", "eta_seconds", "attempts", "heartbeat_at", "worker", "cancel_requested", "log", "error_detail"]
-    exclude = ["losses", "previews"]
+    fields = readonly_fields = [
+        "step", "total_steps", "eta_seconds", "attempts", "heartbeat_at", "worker", "cancel_requested", "log", "error_detail",
+    ]
     can_delete = False
 
 
 @admin.register(AdapterVersion)
 class AdapterVersionAdmin(admin.ModelAdmin):
+    """Read-only: versions come from trainings, and their status from the training and withdrawal services
+    (a retired version set back to ready here would reach generation)."""
+
     list_display = ["style", "number", "status", "preset", "base_model", "created_at", "finished_at"]
     list_filter = ["status", "preset"]
     search_fields = ["style__name", "style__artist__display_name"]
-    readonly_fields = ["snapshot", "base_model", "hyperparameters", "weights_path", "weights_sha256", "metrics", "retired_at"]
     inlines = [TrainingJobInline]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

@@ -1,4 +1,7 @@
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.utils.translation import gettext_lazy as _
+
+from . import services
 
 from .models import Artist, ConsentEvent, ConsentTerms, DatasetSnapshot, Work
 
@@ -18,13 +21,33 @@ class ConsentTermsAdmin(admin.ModelAdmin):
     list_filter = ["kind", "is_active"]
 
 
+@admin.action(description=_("Delete the selected works (withdraws their consent, retires their adapters)"))
+def delete_works(modeladmin, request, queryset):
+    for work in queryset:
+        services.work_delete(work=work, actor=request.user)
+    messages.success(request, _("Deleted %(count)d work(s).") % {"count": len(queryset)})
+
+
 @admin.register(Work)
 class WorkAdmin(admin.ModelAdmin):
+    """Works arrive through the validated upload and leave through the withdrawal service (the action):
+    a status or do-not-train flag edited here would skip the consent event and the adapters' retirement."""
+
     list_display = ["id", "artist", "original_name", "status", "do_not_train", "shown_on_profile", "current_consent", "created_at"]
     list_filter = ["status", "do_not_train", "shown_on_profile"]
     search_fields = ["artist__display_name", "original_name", "caption", "sha256"]
-    raw_id_fields = ["artist", "near_duplicate_of", "current_consent"]
-    readonly_fields = ["sha256", "phash", "width", "height", "original_format", "current_consent", "deleted_at"]
+    raw_id_fields = ["near_duplicate_of"]
+    readonly_fields = [
+        "artist", "original", "training_image", "status", "do_not_train", "do_not_train_reason", "sha256", "phash", "width", "height", "original_format",
+        "current_consent", "deleted_at",
+    ]
+    actions = [delete_works]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

@@ -82,6 +82,22 @@ def ready_version(artist, *, publish=True, number=None):
     return version
 
 
+def finished_result(folder, data=b"weights"):
+    """What train_lora returns once it has saved an adapter into `folder` (written by hand here)."""
+    import hashlib
+
+    weights = Path(folder) / "pytorch_lora_weights.safetensors"
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    weights.write_bytes(data)
+
+    class Result:
+        weights_path = str(weights)
+        sha256 = hashlib.sha256(data).hexdigest()
+        steps, final_loss, seconds, resumed_from_step = 12, 0.1, 1.0, 0
+
+    return Result
+
+
 @pytest.fixture
 def training_terms(db):
     assert ConsentTerms.current(ConsentTerms.Kind.TRAINING) is not None, "the first consent terms ship in a migration"

@@ -1,8 +1,6 @@
 """Withdrawal retires every adapter trained on the work, unpublishes it, and queues a retrain."""
 
-import hashlib
 import re
-from pathlib import Path
 
 import pytest
 from generation.models import AdapterVersion
@@ -14,7 +12,7 @@ from generation.storage import training_work_dir
 from licensing.hooks import replaced_withdrawal_receiver
 from licensing.services import artist_leave, work_delete, work_withdraw
 
-from .conftest import opted_in_artist, ready_version
+from .conftest import finished_result, opted_in_artist, ready_version
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("generation_roots", "training_terms")]
 
@@ -92,15 +90,7 @@ def test_withdrawal_during_training_finishes_retired_never_published(django_capt
     with django_capture_on_commit_callbacks(execute=False):
         work_withdraw(work=works[3], actor=artist.user)
 
-    class Result:
-        weights_path = str(settings.ADAPTER_ROOT / "late" / "pytorch_lora_weights.safetensors")
-        sha256 = None
-        steps, final_loss, seconds, resumed_from_step = 10, 0.1, 1.0, 0
-
-    Path(Result.weights_path).parent.mkdir(parents=True)
-    Path(Result.weights_path).write_bytes(b"weights")
-    Result.sha256 = hashlib.sha256(b"weights").hexdigest()
-    finished = training_job_finish(job=job, result=Result, adapter_root=settings.ADAPTER_ROOT)
+    finished = training_job_finish(job=job, result=finished_result(settings.ADAPTER_ROOT / "late"), adapter_root=settings.ADAPTER_ROOT)
     assert finished.status == AdapterVersion.Status.RETIRED
     finished.style.refresh_from_db()
     assert finished.style.published_version_id is None
@@ -138,20 +128,6 @@ def test_a_failing_receiver_rolls_the_withdrawal_back():
         work_withdraw(work=works[0], actor=artist.user)
     works[0].refresh_from_db()
     assert works[0].is_opted_in
-
-
-def _finished_result(folder, data=b"weights"):
-    """What train_lora returns, for a weights file written by hand."""
-    weights = Path(folder) / "pytorch_lora_weights.safetensors"
-    weights.parent.mkdir(parents=True, exist_ok=True)
-    weights.write_bytes(data)
-
-    class Result:
-        weights_path = str(weights)
-        sha256 = hashlib.sha256(data).hexdigest()
-        steps, final_loss, seconds, resumed_from_step = 10, 0.1, 1.0, 0
-
-    return Result
 
 
 def test_failed_and_cancelled_versions_holding_the_work_are_retired_too(django_capture_on_commit_callbacks):
@@ -215,7 +191,7 @@ def test_a_late_checksum_mismatch_does_not_undo_a_retirement(settings, django_ca
     job = training_job_claim(adapter_version_id=version.pk, worker="test")
     with django_capture_on_commit_callbacks(execute=False):
         work_withdraw(work=works[0], actor=artist.user)
-    result = _finished_result(settings.ADAPTER_ROOT / "late")
+    result = finished_result(settings.ADAPTER_ROOT / "late")
     result.sha256 = "0" * 64
     finished = training_job_finish(job=job, result=result, adapter_root=settings.ADAPTER_ROOT)
     assert finished.status == AdapterVersion.Status.RETIRED

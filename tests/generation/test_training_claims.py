@@ -14,7 +14,7 @@ from generation.storage import adapter_dir
 from generation.tasks import train_adapter_version
 from generation.training import JobReporter
 
-from .conftest import opted_in_artist
+from .conftest import finished_result, opted_in_artist
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("generation_roots", "training_terms")]
 
@@ -26,20 +26,6 @@ def queued(django_capture_on_commit_callbacks):
         return services.style_training_start(artist=artist, actor=artist.user, preset="quick", publish_when_ready=True)
 
 
-def written_adapter(version, data=b"weights"):
-    """What train_lora returns once it has saved an adapter (written by hand here)."""
-    weights = adapter_dir(version) / "pytorch_lora_weights.safetensors"
-    weights.parent.mkdir(parents=True, exist_ok=True)
-    weights.write_bytes(data)
-
-    class Result:
-        weights_path = str(weights)
-        sha256 = hashlib.sha256(data).hexdigest()
-        steps, final_loss, seconds, resumed_from_step = 12, 0.1, 1.0, 0
-
-    return Result
-
-
 def go_silent(job, seconds):
     TrainingJob.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now() - timedelta(seconds=seconds))
 
@@ -47,7 +33,7 @@ def go_silent(job, seconds):
 def test_a_cancel_asked_during_the_last_steps_wins_over_publishing(settings, queued, django_capture_on_commit_callbacks):
     job = services.training_job_claim(adapter_version_id=queued.pk, worker="a")
     services.training_cancel(adapter_version=queued)
-    result = written_adapter(queued)
+    result = finished_result(adapter_dir(queued))
     with django_capture_on_commit_callbacks(execute=True):
         finished = services.training_job_finish(job=job, result=result, adapter_root=settings.ADAPTER_ROOT)
     finished.style.refresh_from_db()
@@ -93,14 +79,14 @@ def test_a_run_taken_over_writes_nothing_more_and_cannot_finish(settings, queued
     first_run.on_progress(2, 12, 0.4, 9.0)
     assert first_run.should_cancel()
     assert TrainingJob.objects.get(pk=first.pk).step == 0  # the second run starts again from no checkpoint
-    services.training_job_finish(job=first, result=written_adapter(queued, b"first"), adapter_root=settings.ADAPTER_ROOT)
+    services.training_job_finish(job=first, result=finished_result(adapter_dir(queued), b"first"), adapter_root=settings.ADAPTER_ROOT)
     services.training_job_stop(job=first)
     services.training_job_fail(job=first, reason="late failure.")
     queued.refresh_from_db()
     assert queued.status == AdapterVersion.Status.TRAINING and queued.failure_reason == ""
 
     with django_capture_on_commit_callbacks(execute=True):
-        finished = services.training_job_finish(job=second, result=written_adapter(queued, b"second"), adapter_root=settings.ADAPTER_ROOT)
+        finished = services.training_job_finish(job=second, result=finished_result(adapter_dir(queued), b"second"), adapter_root=settings.ADAPTER_ROOT)
     assert finished.status == AdapterVersion.Status.READY
     assert finished.weights_sha256 == hashlib.sha256(b"second").hexdigest()
 

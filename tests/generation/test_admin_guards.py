@@ -1,0 +1,69 @@
+"""Staff can look at everything and take things down, but cannot edit around consent or publishing."""
+
+import pytest
+from django.urls import reverse
+
+from generation.models import AdapterVersion
+from generation.selectors import usable_adapter_versions
+from licensing.models import ConsentEvent, Work
+from tests.factories import StaffFactory
+
+from .conftest import opted_in_artist, ready_version
+
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("generation_roots", "training_terms")]
+
+
+@pytest.fixture
+def staff_client(client):
+    client.force_login(StaffFactory())
+    return client
+
+
+def test_adapter_versions_are_read_only_in_the_admin(staff_client):
+    artist, works = opted_in_artist(4)
+    version = ready_version(artist, publish=False)
+    AdapterVersion.objects.filter(pk=version.pk).update(status=AdapterVersion.Status.RETIRED)
+    change = reverse("admin:generation_adapterversion_change", args=[version.pk])
+    assert staff_client.get(change).status_code == 200  # viewing is fine
+    assert staff_client.post(change, {"status": "ready"}).status_code == 403
+    assert staff_client.get(reverse("admin:generation_adapterversion_add")).status_code == 403
+    version.refresh_from_db()
+    assert version.status == AdapterVersion.Status.RETIRED
+
+
+def test_staff_take_a_style_down_but_cannot_publish_one(staff_client):
+    artist, _works = opted_in_artist(4)
+    published = ready_version(artist)
+    other = ready_version(artist, publish=False)
+    style = published.style
+    staff_client.post(reverse("admin:generation_style_change", args=[style.pk]),
+                      {"name": style.name, "slug": style.slug, "description": "", "published_version": other.pk,
+                       "versions-TOTAL_FORMS": "0", "versions-INITIAL_FORMS": "0"})
+    style.refresh_from_db()
+    assert style.published_version_id == published.pk
+    response = staff_client.post(reverse("admin:generation_style_changelist"),
+                                 {"action": "unpublish_styles", "_selected_action": [style.pk]})
+    assert response.status_code == 302
+    style.refresh_from_db()
+    assert style.published_version_id is None and not usable_adapter_versions().exists()
+
+
+def test_a_work_is_removed_in_the_admin_only_through_the_withdrawal(staff_client, django_capture_on_commit_callbacks):
+    artist, works = opted_in_artist(4)
+    version = ready_version(artist)
+    work = works[0]
+    staff_client.post(reverse("admin:licensing_work_change", args=[work.pk]),
+                      {"caption": work.caption, "status": "deleted", "do_not_train": "on"})
+    work.refresh_from_db()
+    assert work.status == Work.Status.ACTIVE and not work.do_not_train
+    assert staff_client.post(reverse("admin:licensing_work_delete", args=[work.pk])).status_code == 403
+
+    with django_capture_on_commit_callbacks(execute=False):
+        response = staff_client.post(reverse("admin:licensing_work_changelist"),
+                                     {"action": "delete_works", "_selected_action": [work.pk]})
+    assert response.status_code == 302
+    work.refresh_from_db()
+    version.refresh_from_db()
+    assert work.status == Work.Status.DELETED
+    assert ConsentEvent.objects.filter(work=work, kind=ConsentEvent.Kind.WITHDRAWN).exists()
+    assert version.status == AdapterVersion.Status.RETIRED
