@@ -3,6 +3,8 @@
 from django.contrib import admin, messages
 from django.utils.translation import gettext_lazy as _
 
+from licensing.admin import ReadOnlyAdmin
+
 from . import services
 from .models import AdapterVersion, BaseModel, Style, TrainingJob
 
@@ -54,7 +56,7 @@ class TrainingJobInline(admin.StackedInline):
 
 
 @admin.register(AdapterVersion)
-class AdapterVersionAdmin(admin.ModelAdmin):
+class AdapterVersionAdmin(ReadOnlyAdmin):
     """Read-only: versions come from trainings, and their status from the training and withdrawal services
     (a retired version set back to ready here would reach generation)."""
 
@@ -62,12 +64,3 @@ class AdapterVersionAdmin(admin.ModelAdmin):
     list_filter = ["status", "preset"]
     search_fields = ["style__name", "style__artist__display_name"]
     inlines = [TrainingJobInline]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False

@@ -69,7 +69,7 @@ def job_state(version):
         "loss_curve": loss_curve_points(job.losses),
         "final_loss": version.metrics.get("final_loss"),
         "previews": [
-            {**preview, "url": reverse("generation:preview", args=[version.pk, preview["file"]])} for preview in job.previews
+            {**preview, "url": reverse("api-adapter-version-preview", args=[version.pk, preview["file"]])} for preview in job.previews
         ],
         "log_tail": without_server_paths("\n".join(job.log.strip().splitlines()[-LOG_LINES_SHOWN:])),
         "failure_reason": version.failure_reason,

@@ -54,11 +54,14 @@ def training_queue_state(*, adapter_version):
         )
         .select_related("adapter_version__base_model")
     )
-    seconds = 0.0
-    for job in list(ahead) + [adapter_version.job]:
-        rate = seconds_per_step_estimate(base_model=job.adapter_version.base_model)
-        seconds += max(job.total_steps - job.step, 0) * rate
-    return ahead.count() + 1, seconds
+    jobs = list(ahead) + [adapter_version.job]
+    rates = {}  # one estimate per base model, however long the queue
+    for job in jobs:
+        base = job.adapter_version.base_model
+        if base.pk not in rates:
+            rates[base.pk] = seconds_per_step_estimate(base_model=base)
+    seconds = sum(max(job.total_steps - job.step, 0) * rates[job.adapter_version.base_model.pk] for job in jobs)
+    return len(jobs), seconds
 
 
 def styles_of_artist(*, artist):

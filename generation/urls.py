@@ -11,5 +11,4 @@ urlpatterns = [
     path("versions/<int:version_id>/job/", views.job_panel, name="job_panel"),
     path("versions/<int:version_id>/cancel/", views.cancel, name="cancel"),
     path("versions/<int:version_id>/publish/", views.publish, name="publish"),
-    path("versions/<int:version_id>/previews/<str:name>", views.preview, name="preview"),
 ]

@@ -1,6 +1,5 @@
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
@@ -9,7 +8,6 @@ from illustration_platform.accounts.roles import Role, role_required
 from . import presentation, services
 from .models import AdapterVersion, Style
 from .selectors import styles_of_artist
-from .storage import preview_path
 
 
 def _own_version(request, version_id):
@@ -36,7 +34,10 @@ def style_page(request):
 @role_required(Role.ARTIST)
 def job_panel(request, version_id):
     version = _own_version(request, version_id)
-    return render(request, "generation/_job.html", {"job": presentation.job_state(version)})
+    response = render(request, "generation/_job.html", {"job": presentation.job_state(version)})
+    if request.headers.get("HX-Request") and not version.is_active:
+        response["HX-Refresh"] = "true"  # the training ended: the heading, buttons and versions change too
+    return response
 
 
 @role_required(Role.ARTIST)
@@ -70,12 +71,3 @@ def publish(request, version_id):
 def unpublish(request, style_id):
     style = get_object_or_404(Style, pk=style_id, artist__user=request.user)
     return _run(request, lambda: services.style_unpublish(style=style), presentation.UNPUBLISHED_MESSAGE)
-
-
-@role_required(Role.ARTIST)
-def preview(request, version_id, name):
-    version = _own_version(request, version_id)
-    path = preview_path(version, name)
-    if "/" in name or not path.is_file():
-        raise Http404
-    return FileResponse(open(path, "rb"), content_type="image/png")

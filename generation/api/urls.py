@@ -9,4 +9,5 @@ urlpatterns = [
     path("adapter-versions/<int:version_id>/", views.AdapterVersionView.as_view(), name="api-adapter-version"),
     path("adapter-versions/<int:version_id>/cancel/", views.CancelView.as_view(), name="api-adapter-version-cancel"),
     path("adapter-versions/<int:version_id>/publish/", views.PublishView.as_view(), name="api-adapter-version-publish"),
+    path("adapter-versions/<int:version_id>/previews/<str:name>", views.PreviewView.as_view(), name="api-adapter-version-preview"),
 ]

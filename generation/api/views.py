@@ -1,17 +1,21 @@
 from django.core.exceptions import ValidationError
+from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
+from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.exceptions import ValidationError as ApiValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from illustration_platform.accounts.roles import IsArtist
+from illustration_platform.accounts.roles import IsArtistOrNotFound
 
 from .. import services
 from ..models import AdapterVersion, Style
 from ..presentation import job_state
 from ..selectors import styles_of_artist
+from ..storage import preview_path
 from .serializers import StyleSerializer, TrainingStateSerializer, TrainRequestSerializer
 
 
@@ -35,7 +39,7 @@ def _state_response(version, code=status.HTTP_200_OK):
 class StyleListView(APIView):
     """The signed-in artist's styles."""
 
-    permission_classes = [IsArtist]
+    permission_classes = [IsArtistOrNotFound]
 
     @extend_schema(responses=StyleSerializer(many=True))
     def get(self, request):
@@ -45,7 +49,7 @@ class StyleListView(APIView):
 class TrainView(APIView):
     """Train my style: freeze the opted-in works into a snapshot and queue a new adapter version."""
 
-    permission_classes = [IsArtist]
+    permission_classes = [IsArtistOrNotFound]
 
     @extend_schema(request=TrainRequestSerializer, responses={201: TrainingStateSerializer})
     def post(self, request):
@@ -58,7 +62,7 @@ class TrainView(APIView):
 class AdapterVersionView(APIView):
     """One adapter version's training state: progress, losses, ETA, previews, log, failure."""
 
-    permission_classes = [IsArtist]
+    permission_classes = [IsArtistOrNotFound]
 
     @extend_schema(responses=TrainingStateSerializer)
     def get(self, request, version_id):
@@ -66,7 +70,7 @@ class AdapterVersionView(APIView):
 
 
 class CancelView(APIView):
-    permission_classes = [IsArtist]
+    permission_classes = [IsArtistOrNotFound]
 
     @extend_schema(request=None, responses=TrainingStateSerializer)
     def post(self, request, version_id):
@@ -78,7 +82,7 @@ class CancelView(APIView):
 class PublishView(APIView):
     """Publish this version (or roll back to it): generation then uses it for the style."""
 
-    permission_classes = [IsArtist]
+    permission_classes = [IsArtistOrNotFound]
 
     @extend_schema(request=None, responses=StyleSerializer)
     def post(self, request, version_id):
@@ -88,9 +92,35 @@ class PublishView(APIView):
 
 
 class UnpublishView(APIView):
-    permission_classes = [IsArtist]
+    permission_classes = [IsArtistOrNotFound]
 
     @extend_schema(request=None, responses=StyleSerializer)
     def post(self, request, style_id):
         style = get_object_or_404(Style, pk=style_id, artist__user=request.user)
         return Response(StyleSerializer(services.style_unpublish(style=style)).data)
+
+
+class ServeRegardlessOfAccept(BaseContentNegotiation):
+    """The image is the answer whatever the client accepts (an <img> asks for image/*, DRF would say 406);
+    errors still come back as JSON."""
+
+    def select_parser(self, request, parsers):
+        return parsers[0]
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+
+class PreviewView(APIView):
+    """One preview image of a training (PNG), for its owner: the page and token clients alike."""
+
+    permission_classes = [IsArtistOrNotFound]
+    content_negotiation_class = ServeRegardlessOfAccept
+
+    @extend_schema(responses={(200, "image/png"): OpenApiTypes.BINARY})
+    def get(self, request, version_id, name):
+        version = _own_version(request, version_id)
+        path = preview_path(version, name)
+        if "/" in name or not path.is_file():
+            raise Http404
+        return FileResponse(open(path, "rb"), content_type="image/png")

@@ -5,6 +5,7 @@ from functools import wraps
 
 from django.contrib.auth.views import redirect_to_login
 from django.http import Http404
+from rest_framework.exceptions import NotFound
 from rest_framework.permissions import BasePermission
 
 
@@ -48,18 +49,29 @@ def role_required(role):
 
 
 class HasRole(BasePermission):
-    """DRF permission for one role; `HasRole.for_role(Role.ARTIST)` makes the class a view lists."""
+    """DRF permission for one role; `HasRole.for_role(Role.ARTIST)` makes the class a view lists.
+
+    A signed-in user without the role gets 403 for every id alike; with `not_found=True`, a 404, as the
+    pages answer (the style-training API: "others get 404").
+    """
 
     role = None
+    not_found = False
 
     @classmethod
-    def for_role(cls, role):
-        return type(f"Has{role.value.title()}Role", (cls,), {"role": role})
+    def for_role(cls, role, not_found=False):
+        name = f"Has{role.value.title()}Role{'OrNotFound' if not_found else ''}"
+        return type(name, (cls,), {"role": role, "not_found": not_found})
 
     def has_permission(self, request, view):
-        return has_role(request.user, self.role)
+        if has_role(request.user, self.role):
+            return True
+        if self.not_found and request.user.is_authenticated:
+            raise NotFound()
+        return False
 
 
 IsSubscriber = HasRole.for_role(Role.SUBSCRIBER)
 IsArtist = HasRole.for_role(Role.ARTIST)
+IsArtistOrNotFound = HasRole.for_role(Role.ARTIST, not_found=True)
 IsStaff = HasRole.for_role(Role.STAFF)

@@ -140,3 +140,27 @@ def test_a_broker_that_refuses_the_task_fails_the_training_with_a_sentence(clien
     with django_capture_on_commit_callbacks(execute=False):
         assert client.post(reverse("generation:train"), {"preset": "quick"}).status_code == 302
     assert AdapterVersion.objects.filter(style__artist=artist, status=AdapterVersion.Status.QUEUED).count() == 1
+
+
+def test_the_queue_position_and_eta_count_every_training_ahead_in_a_fixed_number_of_queries(django_capture_on_commit_callbacks):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from generation.selectors import DEFAULT_SECONDS_PER_STEP, training_queue_state
+
+    queue = []
+    for seed in range(5):
+        artist, _works = opted_in_artist(4, first_seed=10 * seed)
+        with django_capture_on_commit_callbacks(execute=False):
+            queue.append(services.style_training_start(artist=artist, actor=artist.user, preset="quick"))
+    services.training_job_claim(adapter_version_id=queue[0].pk, worker="a")
+    TrainingJob.objects.filter(adapter_version=queue[0]).update(step=4)
+
+    counts = []
+    for position, version in enumerate(queue, start=1):
+        with CaptureQueriesContext(connection) as queries:
+            state = training_queue_state(adapter_version=AdapterVersion.objects.select_related("job").get(pk=version.pk))
+        counts.append(len(queries))
+        steps_left = 12 * position - 4  # quick is 12 steps here; the first has done 4
+        assert state == (position, steps_left * DEFAULT_SECONDS_PER_STEP)
+    assert len(set(counts)) == 1, counts

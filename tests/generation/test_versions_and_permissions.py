@@ -83,7 +83,7 @@ API_ACTIONS = [
     ("post", "api-adapter-version-publish", "version"),
     ("post", "api-style-unpublish", "style"),
 ]
-EXPECTED_API = {"anonymous": 403, "subscriber": 403, "other artist": 404, "staff": 403}
+EXPECTED_API = {"anonymous": 403, "subscriber": 404, "other artist": 404, "staff": 404}
 
 
 @pytest.mark.parametrize("method,url_name,target", API_ACTIONS)
@@ -121,17 +121,50 @@ def test_page_permission_matrix(client_for, owned, method, url_name, target):
     assert first.style.published_version_id == second.pk  # nobody else published the first version
 
 
-def test_others_cannot_see_previews(client_for, owned, settings):
+def test_previews_reach_their_owner_by_session_and_token_and_nobody_else(client_for, api_client, owned):
     artist, _first, second = owned
     from generation.storage import preview_path
+    from rest_framework.authtoken.models import Token
 
     path = preview_path(second, "step-000001-0.png")
     path.parent.mkdir(parents=True)
     path.write_bytes(b"\x89PNG preview")
-    url = reverse("generation:preview", args=[second.pk, path.name])
-    assert client_for(artist.user).get(url).status_code == 200
-    assert client_for(ArtistFactory().user).get(url).status_code == 404
-    assert client_for(artist.user).get(reverse("generation:preview", args=[second.pk, "..%2Fsecret"])).status_code == 404
+    url = reverse("api-adapter-version-preview", args=[second.pk, path.name])
+    page = client_for(artist.user).get(url, HTTP_ACCEPT="image/avif,image/webp,image/*,*/*;q=0.8")  # an <img> on the page
+    assert page.status_code == 200 and b"".join(page.streaming_content) == b"\x89PNG preview"
+    api_client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=artist.user).key}")
+    token = api_client.get(url, HTTP_ACCEPT="image/png")
+    assert token.status_code == 200 and token["Content-Type"] == "image/png"
+    for user in (ArtistFactory().user, UserFactory(), StaffFactory()):
+        assert client_for(user).get(url).status_code == 404
+    assert client_for(None).get(url).status_code == 403
+    traversal = reverse("api-adapter-version-preview", args=[second.pk, "..%2Fsecret"])
+    assert client_for(artist.user).get(traversal).status_code == 404
+
+
+def test_the_api_hands_out_preview_urls_that_work_with_a_token(api_client, owned):
+    artist, _first, second = owned
+    from generation.models import TrainingJob
+    from generation.storage import preview_path
+    from rest_framework.authtoken.models import Token
+
+    preview_path(second, "step-000002-0.png").parent.mkdir(parents=True)
+    preview_path(second, "step-000002-0.png").write_bytes(b"\x89PNG")
+    TrainingJob.objects.filter(adapter_version=second).update(
+        previews=[{"step": 2, "prompt": "a red house", "seed": 0, "file": "step-000002-0.png"}]
+    )
+    api_client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=artist.user).key}")
+    preview = api_client.get(reverse("api-adapter-version", args=[second.pk])).json()["previews"][0]
+    assert api_client.get(preview["url"]).status_code == 200
+
+
+def test_the_polled_panel_reloads_the_page_once_the_training_ends(client_for, owned):
+    artist, _first, second = owned
+    client = client_for(artist.user)
+    panel = reverse("generation:job_panel", args=[second.pk])
+    assert client.get(panel, HTTP_HX_REQUEST="true")["HX-Refresh"] == "true"  # second is ready
+    AdapterVersion.objects.filter(pk=second.pk).update(status=AdapterVersion.Status.TRAINING)
+    assert "HX-Refresh" not in client.get(panel, HTTP_HX_REQUEST="true")
 
 
 def test_style_page_shows_versions_and_the_train_form(client_for, owned):
