@@ -8,7 +8,7 @@ DEFAULT_SECONDS_PER_STEP = 0.5
 
 
 def usable_adapter_versions(*, style_ids=None):
-    """Published, ready adapter versions of artists still here, none of whose works has been withdrawn.
+    """Published, ready adapter versions of artists still here (not left, account active), no work withdrawn.
 
     Retirement already happens inside every withdrawal; the consent check here is the second lock
     on the same door, so a missed retirement can never let a withdrawn work reach an image.
@@ -19,6 +19,7 @@ def usable_adapter_versions(*, style_ids=None):
         status=AdapterVersion.Status.READY,
         published_for__isnull=False,
         style__artist__left_at__isnull=True,
+        style__artist__user__is_active=True,  # an account staff deactivated is off the platform too
     ).select_related("style", "style__artist", "snapshot", "base_model")
     if style_ids is not None:
         candidates = candidates.filter(style_id__in=style_ids)

@@ -2,9 +2,10 @@
 
 from enum import Enum
 from functools import wraps
+from urllib.parse import urlsplit
 
 from django.contrib.auth.views import redirect_to_login
-from django.http import Http404
+from django.http import Http404, HttpResponse
 from rest_framework.exceptions import NotFound
 from rest_framework.permissions import BasePermission
 
@@ -38,6 +39,11 @@ def role_required(role):
         @wraps(view)
         def wrapped(request, *args, **kwargs):
             if not request.user.is_authenticated:
+                if request.headers.get("HX-Request"):
+                    # A poll from a page whose session ended: the whole page goes to log in, rather than
+                    # the log-in form being swapped into a panel of it.
+                    page = urlsplit(request.headers.get("HX-Current-URL", "")).path or request.get_full_path()
+                    return HttpResponse(status=204, headers={"HX-Redirect": redirect_to_login(page).url})
                 return redirect_to_login(request.get_full_path())
             if not has_role(request.user, role):
                 raise Http404

@@ -226,3 +226,12 @@ def test_a_changed_slug_keeps_the_artists_one_style(django_capture_on_commit_cal
         work_withdraw(work=works[0], actor=artist.user)
     retrain = AdapterVersion.objects.get(snapshot__artist=artist, status=AdapterVersion.Status.QUEUED)
     assert retrain.style_id == first.style_id and retrain.number == 2
+
+
+def test_the_selector_drops_the_styles_of_a_deactivated_account():
+    artist, _works = opted_in_artist(4)
+    version = ready_version(artist)
+    assert list(usable_adapter_versions()) == [version]
+    artist.user.is_active = False
+    artist.user.save()
+    assert not usable_adapter_versions().exists()

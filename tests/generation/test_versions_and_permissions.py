@@ -173,3 +173,12 @@ def test_style_page_shows_versions_and_the_train_form(client_for, owned):
     assert "Train my style" in page and "v1" in page and "v2" in page
     assert page.count('class="version-row" data-status="ready"') == 2
     assert 'class="job-panel" data-status="ready"' in page and "Latest training" in page
+
+
+def test_a_poll_after_the_session_ended_sends_the_whole_page_to_log_in(client, owned):
+    _artist, _first, second = owned
+    panel = reverse("generation:job_panel", args=[second.pk])
+    response = client.get(panel, HTTP_HX_REQUEST="true", HTTP_HX_CURRENT_URL="http://testserver/studio/style/")
+    assert response.status_code == 204 and response.content == b""
+    assert response["HX-Redirect"] == reverse("accounts:login") + "?next=/studio/style/"
+    assert client.get(panel).status_code == 302  # a plain visit still goes to log in
