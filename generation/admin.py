@@ -24,7 +24,7 @@ class AdapterVersionInline(admin.TabularInline):
     show_change_link = True
 
 
-@admin.action(description=_("Unpublish the selected styles"))
+@admin.action(description=_("Unpublish the selected styles"), permissions=["change"])
 def unpublish_styles(modeladmin, request, queryset):
     for style in queryset:
         services.style_unpublish(style=style)

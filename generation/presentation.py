@@ -1,7 +1,10 @@
 """What the style page and the API show of a training: one shape for both."""
 
 import re
+import sys
+from pathlib import Path
 
+from django.conf import settings
 from django.urls import reverse
 from django.utils.translation import gettext_lazy
 
@@ -25,8 +28,20 @@ LOG_LINES_SHOWN = 30
 SERVER_PATH = re.compile(r"(?<![\w.:/~])/(?:[^\s/'\"]+/)+(?=[^\s/'\"])")
 
 
+def _server_folders():
+    """The platform's own folders, longest first, as configured and resolved (they may hold spaces or links)."""
+    configured = [
+        settings.ADAPTER_ROOT, settings.TRAINING_WORK_ROOT, settings.MEDIA_ROOT, settings.DATA_DIR,
+        Path(settings.BASE_MODEL).parent, settings.BASE_DIR, Path(sys.prefix), Path.home(),
+    ]
+    folders = {str(folder) for path in configured for folder in (Path(path), Path(path).resolve())}
+    return sorted((folder.rstrip("/") + "/" for folder in folders if folder != "/"), key=len, reverse=True)
+
+
 def without_server_paths(text):
     """The text with every absolute path cut to its last part, for what artists and API clients see."""
+    for folder in _server_folders():
+        text = text.replace(folder, "")
     return SERVER_PATH.sub("", text)
 
 

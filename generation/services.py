@@ -113,8 +113,21 @@ def _cancel_training(version, job):
     job.claim_token = ""
     job.save(update_fields=["claim_token"])
     _finish(version, AdapterVersion.Status.CANCELLED)
-    folders = [training_work_dir(version) / "state", adapter_dir(version)]  # previews stay: the page shows them
+    _discard_cancelled_files(version)
+
+
+def _discard_cancelled_files(version):
+    """A cancelled version never resumes: its checkpoint, cache and any adapter go (its previews stay on the page)."""
+    folders = [training_work_dir(version) / "state", adapter_dir(version)]
     transaction.on_commit(lambda: [shutil.rmtree(folder, ignore_errors=True) for folder in folders])
+
+
+def _discard_ended_run_files(version):
+    """What a run wrote after its version ended without it (cancelled while silent, or retired)."""
+    if version.status == AdapterVersion.Status.CANCELLED:
+        _discard_cancelled_files(version)
+    elif version.status == AdapterVersion.Status.RETIRED:
+        _discard_retired_files([version])
 
 
 @transaction.atomic
@@ -136,6 +149,8 @@ def training_job_claim(*, adapter_version_id, worker):
         _cancel_training(version, job)
         return None
     if job.attempts >= settings.TRAINING_MAX_ATTEMPTS:
+        job.claim_token = ""  # should the last run still be alive, it can no longer write or finish
+        job.save(update_fields=["claim_token"])
         _finish(version, AdapterVersion.Status.FAILED, failure_reason=_(
             "The training stopped unexpectedly %(attempts)d times; start it again or contact support."
         ) % {"attempts": job.attempts})
@@ -177,8 +192,8 @@ def training_job_stop(*, job):
     version, current, holds = _claimed(job)
     if holds and version.status == AdapterVersion.Status.TRAINING:
         _cancel_training(version, current)
-    elif version.status == AdapterVersion.Status.RETIRED:
-        _discard_retired_files([version])  # what the run wrote after its retirement
+    else:
+        _discard_ended_run_files(version)
     return version
 
 
@@ -190,6 +205,8 @@ def training_job_fail(*, job, reason, detail=""):
         current.error_detail = detail
         current.save(update_fields=["error_detail"])
         _finish(version, AdapterVersion.Status.FAILED, failure_reason=reason)
+    else:
+        _discard_ended_run_files(version)
     return version
 
 
@@ -198,8 +215,10 @@ def training_job_finish(*, job, result, adapter_root):
     """Record a finished training; a version retired or cancelled meanwhile is never published."""
     version, current, holds = _claimed(job)
     if not holds:
-        return version  # another run took the job over; it records its own result
-    weights = Path(result.weights_path)
+        _discard_ended_run_files(version)  # a run that took the job over records its own result
+        return version
+    weights = Path(result.weights_path).resolve()
+    adapter_root = Path(adapter_root).resolve()  # the saved path is resolved; ADAPTER_ROOT may be a link
     metrics = {
         "final_loss": result.final_loss,
         "steps": result.steps,
@@ -283,7 +302,9 @@ def adapter_versions_retire_for_works(*, work_ids, event_ids):
         if not held:
             continue
         was_published = version.style.published_version_id == version.pk
-        # A training under way was meant to go live; its retrain keeps that wish.
+        # A training under way was meant to go live; its retrain keeps that wish. A cancelled or failed
+        # version is retired too, but nobody asked for it again: no retrain on its account.
+        wanted = version.is_active or version.status == AdapterVersion.Status.READY
         publish = was_published or (version.is_active and version.publish_when_ready)
         version.status = AdapterVersion.Status.RETIRED
         version.retired_reason = _("Trained on withdrawn work(s) %(works)s (consent event(s) %(events)s).") % {
@@ -294,8 +315,9 @@ def adapter_versions_retire_for_works(*, work_ids, event_ids):
         version.save(update_fields=["status", "retired_reason", "retired_at"])
         if was_published:
             Style.objects.filter(pk=version.style_id).update(published_version=None)
-        style_state = styles.setdefault(version.style_id, {"style": version.style, "preset": version.preset, "publish": False})
-        style_state["publish"] |= publish
+        if wanted:
+            style_state = styles.setdefault(version.style_id, {"style": version.style, "preset": version.preset, "publish": False})
+            style_state["publish"] |= publish
         retired.append(version)
     _discard_retired_files(retired)
     for state in styles.values():
@@ -329,7 +351,8 @@ def training_jobs_recover(*, starting_worker=None):
     """
     now = timezone.now()
     stale_before = now - timedelta(seconds=settings.TRAINING_STALE_SECONDS)
-    training = TrainingJob.objects.select_for_update().filter(adapter_version__status=AdapterVersion.Status.TRAINING)
+    # Only the job rows: a claim locks the version, then the job; locking both here in the other order deadlocks.
+    training = TrainingJob.objects.select_for_update(of=("self",)).filter(adapter_version__status=AdapterVersion.Status.TRAINING)
     if starting_worker:
         training.filter(worker=starting_worker).update(heartbeat_at=None, requeued_at=None)
     gone = list(

@@ -27,26 +27,30 @@ def resume_interrupted_trainings(sender, **kwargs):
     """
     if "training" not in sender.app.amqp.queues.consume_from:
         return
-    from .services import training_jobs_recover
-
-    resumed = training_jobs_recover(starting_worker=sender.hostname)
-    logger.info("queued again %d interrupted training(s): %s", len(resumed), resumed)
-    threading.Thread(target=_watch_for_interrupted_trainings, name="training-recovery", daemon=True).start()
+    threading.Thread(
+        target=_watch_for_interrupted_trainings, args=(sender.hostname,), name="training-recovery", daemon=True
+    ).start()
 
 
-def _watch_for_interrupted_trainings():
+def _watch_for_interrupted_trainings(hostname):
+    """First the trainings that died under this worker's name, then, every period, those whose worker went silent.
+
+    A failure (the database not up yet, say) is logged and tried again next period, the start-up pass included.
+    """
     from django.conf import settings
     from django.db import connection
 
     from .services import training_jobs_recover
 
+    starting = hostname
     while True:
-        time.sleep(settings.TRAINING_STALE_SECONDS)
         try:
-            resumed = training_jobs_recover()
+            resumed = training_jobs_recover(starting_worker=starting)
+            starting = None
             if resumed:
-                logger.info("queued again %d training(s) whose worker stopped reporting: %s", len(resumed), resumed)
+                logger.info("queued again %d interrupted training(s): %s", len(resumed), resumed)
         except Exception:
             logger.exception("looking for interrupted trainings failed; trying again later")
         finally:
             connection.close()  # this thread's own connection; a fresh one next time
+        time.sleep(settings.TRAINING_STALE_SECONDS)

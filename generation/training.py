@@ -6,11 +6,13 @@ progress, previews and result into the database, in short transactions, while it
 
 import logging
 import shutil
+import threading
 import time
 import traceback
 from pathlib import Path
 
 from django.conf import settings
+from django.db import connection
 from django.utils import timezone
 
 from generation.ml.lora_training import (
@@ -110,6 +112,37 @@ def training_examples(snapshot):
     return examples
 
 
+class Heartbeat:
+    """Writes the run's heartbeat every quarter of TRAINING_STALE_SECONDS from a thread of its own, whatever the
+    loop is doing (loading a large base, encoding the works, drawing previews, saving), so that a live run
+    is never taken for a dead one."""
+
+    def __init__(self, job):
+        self.job_id = job.pk
+        self.claim_token = job.claim_token
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._beat, name=f"training-heartbeat-{job.pk}", daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self.stopped.set()
+        self.thread.join()
+
+    def _beat(self):
+        interval = max(1.0, settings.TRAINING_STALE_SECONDS / 4)
+        try:
+            while not self.stopped.wait(interval):
+                try:
+                    TrainingJob.objects.filter(pk=self.job_id, claim_token=self.claim_token).update(heartbeat_at=timezone.now())
+                except Exception:
+                    logger.warning("could not write the heartbeat of training job %s", self.job_id, exc_info=True)
+        finally:
+            connection.close()  # this thread's own connection
+
+
 def run_training_job(*, adapter_version_id, worker):
     """Train one adapter version to the end (or resume it); safe to call again for the same version."""
     job = services.training_job_claim(adapter_version_id=adapter_version_id, worker=worker)
@@ -118,25 +151,25 @@ def run_training_job(*, adapter_version_id, worker):
     version = job.adapter_version
     reporter = JobReporter(job)
     reporter.on_log(f"attempt {job.attempts} of {settings.TRAINING_MAX_ATTEMPTS}")
-    out_dir = adapter_dir(version)
-    try:
-        result = train_lora(
-            base_path=version.base_model.path,
-            examples=training_examples(version.snapshot),
-            out_dir=out_dir,
-            config=LoraTrainingConfig.from_dict(version.hyperparameters),
-            work_dir=training_work_dir(version) / "state",
-            callbacks=reporter,
-            threads=settings.TRAINING_THREADS,
-        )
-    except TrainingCancelled:
-        return services.training_job_stop(job=job)
-    except Exception as error:
-        logger.exception("training of adapter version %s failed", version.pk)
-        reason = presentation.one_sentence(error)
-        reporter.on_log(f"failed: {reason}")
-        return services.training_job_fail(job=job, reason=reason, detail=traceback.format_exc())
-    version = services.training_job_finish(job=job, result=result, adapter_root=Path(settings.ADAPTER_ROOT))
+    with Heartbeat(job):
+        try:
+            result = train_lora(
+                base_path=version.base_model.path,
+                examples=training_examples(version.snapshot),
+                out_dir=adapter_dir(version),
+                config=LoraTrainingConfig.from_dict(version.hyperparameters),
+                work_dir=training_work_dir(version) / "state",
+                callbacks=reporter,
+                threads=settings.TRAINING_THREADS,
+            )
+            version = services.training_job_finish(job=job, result=result, adapter_root=Path(settings.ADAPTER_ROOT))
+        except TrainingCancelled:
+            return services.training_job_stop(job=job)
+        except Exception as error:
+            logger.exception("training of adapter version %s failed", version.pk)
+            reason = presentation.one_sentence(error)
+            reporter.on_log(f"failed: {reason}")
+            return services.training_job_fail(job=job, reason=reason, detail=traceback.format_exc())
     if version.status == AdapterVersion.Status.READY:
         shutil.rmtree(training_work_dir(version) / "state", ignore_errors=True)
     return version

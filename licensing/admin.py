@@ -17,11 +17,29 @@ class ArtistAdmin(admin.ModelAdmin):
 
 @admin.register(ConsentTerms)
 class ConsentTermsAdmin(admin.ModelAdmin):
+    """New terms are a new version; the words of a version someone has accepted never change."""
+
     list_display = ["kind", "version", "title", "is_active", "published_at"]
     list_filter = ["kind", "is_active"]
 
+    def get_readonly_fields(self, request, obj=None):
+        if obj is not None and self._accepted(obj):
+            return ["kind", "version", "title", "text"]
+        return []
 
-@admin.action(description=_("Delete the selected works (withdraws their consent, retires their adapters)"))
+    def has_delete_permission(self, request, obj=None):
+        return obj is None or not self._accepted(obj)
+
+    @staticmethod
+    def _accepted(terms):
+        return (
+            ConsentEvent.objects.filter(terms=terms).exists()
+            or Artist.objects.filter(agreement=terms).exists()
+            or DatasetSnapshot.objects.filter(terms=terms).exists()
+        )
+
+
+@admin.action(description=_("Delete the selected works (withdraws their consent, retires their adapters)"), permissions=["change"])
 def delete_works(modeladmin, request, queryset):
     for work in queryset:
         services.work_delete(work=work, actor=request.user)

@@ -218,6 +218,7 @@ def work_delete(*, work, actor):
     files themselves are removed from storage once the transaction commits.
     """
     with transaction.atomic():
+        Artist.objects.select_for_update().filter(pk=work.artist_id).first()  # artist, then work: the one lock order
         work = Work.objects.select_for_update().get(pk=work.pk)
         if work.is_deleted:
             return work

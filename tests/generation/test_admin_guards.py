@@ -67,3 +67,38 @@ def test_a_work_is_removed_in_the_admin_only_through_the_withdrawal(staff_client
     assert work.status == Work.Status.DELETED
     assert ConsentEvent.objects.filter(work=work, kind=ConsentEvent.Kind.WITHDRAWN).exists()
     assert version.status == AdapterVersion.Status.RETIRED
+
+
+def test_staff_who_may_only_view_cannot_run_the_actions(client):
+    from django.contrib.auth.models import Permission
+
+    artist, works = opted_in_artist(4)
+    version = ready_version(artist)
+    viewer = StaffFactory(is_superuser=False)
+    viewer.user_permissions.add(*Permission.objects.filter(codename__in=["view_work", "view_style"]))
+    client.force_login(viewer)
+    client.post(reverse("admin:licensing_work_changelist"), {"action": "delete_works", "_selected_action": [works[0].pk]})
+    client.post(reverse("admin:generation_style_changelist"), {"action": "unpublish_styles", "_selected_action": [version.style_id]})
+    works[0].refresh_from_db()
+    version.style.refresh_from_db()
+    assert works[0].status == Work.Status.ACTIVE and version.style.published_version_id == version.pk
+
+
+def test_the_words_of_accepted_consent_terms_cannot_change(staff_client):
+    from licensing.models import ConsentTerms
+
+    artist, _works = opted_in_artist(1)  # accepts the current training terms
+    accepted = ConsentTerms.current(ConsentTerms.Kind.TRAINING)
+    original = (accepted.title, accepted.text)
+    staff_client.post(reverse("admin:licensing_consentterms_change", args=[accepted.pk]), {
+        "kind": accepted.kind, "version": accepted.version, "title": "Softer terms", "text": "Anything goes.", "is_active": "on",
+    })
+    accepted.refresh_from_db()
+    assert (accepted.title, accepted.text) == original
+    assert staff_client.post(reverse("admin:licensing_consentterms_delete", args=[accepted.pk]), {"post": "yes"}).status_code == 403
+    draft = ConsentTerms.objects.create(kind=accepted.kind, version=accepted.version + 1, title="Draft", text="Draft.", is_active=False)
+    staff_client.post(reverse("admin:licensing_consentterms_change", args=[draft.pk]), {
+        "kind": draft.kind, "version": draft.version, "title": "Draft, corrected", "text": "Draft.",
+    })
+    draft.refresh_from_db()
+    assert draft.title == "Draft, corrected"  # nobody has accepted it yet

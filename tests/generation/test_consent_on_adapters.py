@@ -235,3 +235,13 @@ def test_the_selector_drops_the_styles_of_a_deactivated_account():
     artist.user.is_active = False
     artist.user.save()
     assert not usable_adapter_versions().exists()
+
+
+def test_a_work_held_only_by_a_cancelled_training_retires_it_without_a_retrain(django_capture_on_commit_callbacks):
+    artist, works = opted_in_artist(5)
+    cancelled = ready_version(artist, publish=False)
+    AdapterVersion.objects.filter(pk=cancelled.pk).update(status=AdapterVersion.Status.CANCELLED, weights_sha256="")
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        work_withdraw(work=works[0], actor=artist.user)
+    assert dict(AdapterVersion.objects.values_list("number", "status")) == {1: "retired"}
+    assert callbacks == []  # nobody asked for that training again

@@ -117,3 +117,70 @@ def test_a_withdrawal_during_a_training_start_retires_it_without_a_deadlock(monk
     assert started.status == AdapterVersion.Status.RETIRED
     retrain = AdapterVersion.objects.get(number=started.number + 1)
     assert works[0].pk not in retrain.snapshot.work_ids
+
+
+def test_deleting_a_work_while_it_is_withdrawn_elsewhere_does_not_deadlock(monkeypatch):
+    from licensing import services as licensing_services
+
+    artist, works = opted_in_artist(4)
+    withdraw = licensing_services.works_withdraw
+    locked, release = threading.Event(), threading.Event()
+
+    def withdraw_after_a_pause(**kwargs):
+        locked.set()  # work_delete holds its locks now
+        release.wait(20)
+        return withdraw(**kwargs)
+
+    monkeypatch.setattr(licensing_services, "works_withdraw", withdraw_after_a_pause)
+    deletion, deletion_box = in_thread(lambda: licensing_services.work_delete(work=works[0], actor=artist.user))
+    assert locked.wait(20)
+    withdrawal, withdrawal_box = in_thread(lambda: withdraw(works=[works[0]], actor=artist.user))
+    time.sleep(1)
+    release.set()
+    deletion.join(20)
+    withdrawal.join(20)
+    assert "error" not in deletion_box and "error" not in withdrawal_box, (deletion_box, withdrawal_box)
+
+
+def test_recovery_and_a_claim_take_their_locks_without_a_deadlock(monkeypatch, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from generation.models import TrainingJob
+
+    artist, _works = opted_in_artist(4)
+    monkeypatch.setattr(services, "_enqueue_training", lambda version_id: None)
+    version = services.style_training_start(artist=artist, actor=artist.user, preset="quick")
+    services.training_job_claim(adapter_version_id=version.pk, worker="a")
+    TrainingJob.objects.filter(adapter_version=version).update(heartbeat_at=timezone.now() - timedelta(seconds=999))
+    between, release = threading.Event(), threading.Event()
+    is_active = AdapterVersion.is_active
+
+    def pausing_is_active(self):  # the claim has locked the version and not yet the job
+        if threading.current_thread().name == "claimer":
+            between.set()
+            release.wait(20)
+        return is_active.fget(self)
+
+    monkeypatch.setattr(AdapterVersion, "is_active", property(pausing_is_active))
+    claim_box = {}
+
+    def claim():
+        try:
+            claim_box["result"] = services.training_job_claim(adapter_version_id=version.pk, worker="b")
+        except BaseException as error:
+            claim_box["error"] = error
+        finally:
+            connections.close_all()
+
+    claimer = threading.Thread(target=claim, name="claimer")
+    claimer.start()
+    assert between.wait(20)
+    recovery, recovery_box = in_thread(services.training_jobs_recover)
+    time.sleep(1)
+    release.set()
+    claimer.join(20)
+    recovery.join(20)
+    assert "error" not in claim_box and "error" not in recovery_box, (claim_box, recovery_box)
+    assert claim_box["result"] is not None

@@ -39,3 +39,14 @@ def test_a_failed_training_shows_a_sentence_and_keeps_the_traceback_for_staff(dj
     assert failed.failure_reason in state["log_tail"]
     detail = failed.job.error_detail
     assert detail.startswith("Traceback") and works[1].training_image.path in detail
+
+
+def test_the_platforms_own_folders_go_even_when_their_names_hold_spaces(settings, tmp_path):
+    from generation.presentation import without_server_paths
+
+    settings.TRAINING_WORK_ROOT = tmp_path / "Application Support" / "training"
+    line = f"cancelled at step 7; checkpoint kept in {settings.TRAINING_WORK_ROOT}/version-3/state"
+    assert without_server_paths(line) == "cancelled at step 7; checkpoint kept in version-3/state"
+    assert without_server_paths("1/2 of the works, see https://example.org/a/b on 2026/11/30") == (
+        "1/2 of the works, see https://example.org/a/b on 2026/11/30"
+    )

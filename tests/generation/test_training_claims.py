@@ -1,6 +1,7 @@
 """A training job has one owner at a time: claims, takeovers, late cancels, resumes and recovery."""
 
 import hashlib
+import time
 from datetime import timedelta
 
 import pytest
@@ -164,3 +165,79 @@ def test_the_queue_position_and_eta_count_every_training_ahead_in_a_fixed_number
         steps_left = 12 * position - 4  # quick is 12 steps here; the first has done 4
         assert state == (position, steps_left * DEFAULT_SECONDS_PER_STEP)
     assert len(set(counts)) == 1, counts
+
+
+def test_a_run_cancelled_while_silent_leaves_nothing_behind_when_it_ends(settings, queued, django_capture_on_commit_callbacks):
+    job = services.training_job_claim(adapter_version_id=queued.pk, worker="a")
+    go_silent(job, settings.TRAINING_STALE_SECONDS + 1)  # alive, but its last save took longer than that
+    with django_capture_on_commit_callbacks(execute=True):
+        services.training_cancel(adapter_version=queued)
+    result = finished_result(adapter_dir(queued))  # the run saves its adapter all the same
+    with django_capture_on_commit_callbacks(execute=True):
+        version = services.training_job_finish(job=job, result=result, adapter_root=settings.ADAPTER_ROOT)
+    assert version.status == AdapterVersion.Status.CANCELLED and not adapter_dir(queued).exists()
+
+
+def test_the_retry_bound_voids_the_last_runs_claim(settings, queued, django_capture_on_commit_callbacks):
+    job = services.training_job_claim(adapter_version_id=queued.pk, worker="a")
+    TrainingJob.objects.filter(pk=job.pk).update(attempts=settings.TRAINING_MAX_ATTEMPTS)
+    go_silent(job, settings.TRAINING_STALE_SECONDS + 1)
+    assert services.training_job_claim(adapter_version_id=queued.pk, worker="b") is None
+    run = JobReporter(job)
+    run.on_progress(5, 12, 0.3, 1.0)
+    assert run.should_cancel() and TrainingJob.objects.get(pk=job.pk).step == 0
+    with django_capture_on_commit_callbacks(execute=True):
+        version = services.training_job_finish(job=job, result=finished_result(adapter_dir(queued)), adapter_root=settings.ADAPTER_ROOT)
+    assert version.status == AdapterVersion.Status.FAILED and version.weights_path == ""
+
+
+def test_a_linked_adapter_root_finishes_like_any_other(settings, queued, tmp_path, django_capture_on_commit_callbacks):
+    (tmp_path / "big-volume").mkdir()
+    (tmp_path / "adapters-link").symlink_to(tmp_path / "big-volume")
+    settings.ADAPTER_ROOT = tmp_path / "adapters-link"
+    job = services.training_job_claim(adapter_version_id=queued.pk, worker="a")
+    result = finished_result(adapter_dir(queued).resolve())  # train_lora reports the resolved path
+    with django_capture_on_commit_callbacks(execute=True):
+        version = services.training_job_finish(job=job, result=result, adapter_root=settings.ADAPTER_ROOT)
+    assert version.status == AdapterVersion.Status.READY
+    assert version.weights_path == f"style-{queued.style_id}/v{queued.number}/pytorch_lora_weights.safetensors"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_heartbeat_keeps_a_silent_run_alive(settings, queued):
+    from generation.training import Heartbeat
+
+    settings.TRAINING_STALE_SECONDS = 4  # a beat every second
+    job = services.training_job_claim(adapter_version_id=queued.pk, worker="a")
+    go_silent(job, 3)
+    with Heartbeat(job):
+        time.sleep(1.5)  # the loop says nothing: loading a large base, say
+    assert TrainingJob.objects.get(pk=job.pk).heartbeat_at > timezone.now() - timedelta(seconds=1)
+    assert services.training_jobs_recover() == []
+
+
+def test_the_recovery_watch_tries_its_start_up_pass_again_after_a_failure(monkeypatch):
+    from django.db import OperationalError as DatabaseDown
+
+    from generation import tasks
+
+    class Stop(Exception):
+        pass
+
+    passes = []
+
+    def recover(starting_worker=None):
+        passes.append(starting_worker)
+        if len(passes) == 1:
+            raise DatabaseDown("the database is not up yet")
+        return []
+
+    def sleep(seconds):
+        if len(passes) == 3:
+            raise Stop
+
+    monkeypatch.setattr(services, "training_jobs_recover", recover)
+    monkeypatch.setattr(tasks.time, "sleep", sleep)
+    with pytest.raises(Stop):
+        tasks._watch_for_interrupted_trainings("training@host")
+    assert passes == ["training@host", "training@host", None]
