@@ -1,5 +1,6 @@
 """What the style page and the API show of a training: one shape for both."""
 
+import os
 import re
 import sys
 from pathlib import Path
@@ -29,19 +30,20 @@ SERVER_PATH = re.compile(r"(?<![\w.:/~])/(?:[^\s/'\"]+/)+(?=[^\s/'\"])")
 
 
 def _server_folders():
-    """The platform's own folders, longest first, as configured and resolved (they may hold spaces or links)."""
+    """The platform's own absolute folders, longest first, as configured and resolved (spaces and links too)."""
     configured = [
         settings.ADAPTER_ROOT, settings.TRAINING_WORK_ROOT, settings.MEDIA_ROOT, settings.DATA_DIR,
-        Path(settings.BASE_MODEL).parent, settings.BASE_DIR, Path(sys.prefix), Path.home(),
+        Path(settings.BASE_MODEL).parent, settings.BASE_DIR, Path(sys.prefix), Path(os.path.expanduser("~")),
     ]
-    folders = {str(folder) for path in configured for folder in (Path(path), Path(path).resolve())}
+    folders = {str(folder) for path in configured for folder in (Path(path), Path(path).resolve()) if folder.is_absolute()}
     return sorted((folder.rstrip("/") + "/" for folder in folders if folder != "/"), key=len, reverse=True)
 
 
 def without_server_paths(text):
     """The text with every absolute path cut to its last part, for what artists and API clients see."""
+    # A folder counts only where a path starts: not "/data/" inside "/mnt/data/x.png".
     for folder in _server_folders():
-        text = text.replace(folder, "")
+        text = re.sub(rf"(?<![^\s'\"(=:]){re.escape(folder)}", "", text)
     return SERVER_PATH.sub("", text)
 
 

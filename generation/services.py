@@ -113,19 +113,19 @@ def _cancel_training(version, job):
     job.claim_token = ""
     job.save(update_fields=["claim_token"])
     _finish(version, AdapterVersion.Status.CANCELLED)
-    _discard_cancelled_files(version)
+    _discard_unfinished_files(version)
 
 
-def _discard_cancelled_files(version):
-    """A cancelled version never resumes: its checkpoint, cache and any adapter go (its previews stay on the page)."""
+def _discard_unfinished_files(version):
+    """A cancelled or failed version never resumes: its checkpoint, cache and any adapter go (previews stay on the page)."""
     folders = [training_work_dir(version) / "state", adapter_dir(version)]
     transaction.on_commit(lambda: [shutil.rmtree(folder, ignore_errors=True) for folder in folders])
 
 
 def _discard_ended_run_files(version):
-    """What a run wrote after its version ended without it (cancelled while silent, or retired)."""
-    if version.status == AdapterVersion.Status.CANCELLED:
-        _discard_cancelled_files(version)
+    """What a run wrote after its version ended without it (cancelled while silent, failed past the retry bound, retired)."""
+    if version.status in (AdapterVersion.Status.CANCELLED, AdapterVersion.Status.FAILED):
+        _discard_unfinished_files(version)
     elif version.status == AdapterVersion.Status.RETIRED:
         _discard_retired_files([version])
 
@@ -205,8 +205,7 @@ def training_job_fail(*, job, reason, detail=""):
         current.error_detail = detail
         current.save(update_fields=["error_detail"])
         _finish(version, AdapterVersion.Status.FAILED, failure_reason=reason)
-    else:
-        _discard_ended_run_files(version)
+    _discard_ended_run_files(version)
     return version
 
 
@@ -273,7 +272,8 @@ def _discard_retired_files(versions):
     """Under RETIRED_ADAPTER_FILES=delete, remove a retired version's weights, checkpoint, cache and previews."""
     if settings.RETIRED_ADAPTER_FILES != "delete":
         return
-    folders = [training_work_dir(version) for version in versions]
+    folders = [training_work_dir(version) for version in versions] + [adapter_dir(version) for version in versions]
+    # Where a version's weights were recorded, should that ever differ from its folder (the demo's, say).
     folders += [adapter_weights_path(version).parent for version in versions if version.weights_path]
     transaction.on_commit(lambda: [shutil.rmtree(folder, ignore_errors=True) for folder in folders])
 
@@ -342,19 +342,20 @@ def _retrain_after_withdrawal(*, style, preset, publish):
 
 
 @transaction.atomic
-def training_jobs_recover(*, starting_worker=None):
+def training_jobs_recover(*, restarted_worker=None, restarted_at=None):
     """Queue again every training whose worker is gone; returns their version ids.
 
     Gone means: its worker has not reported for TRAINING_STALE_SECONDS (killed, machine lost), or it
-    ran on `starting_worker`, a worker starting now, so the run died with that worker's last life.
-    A gone training is queued again at most once per TRAINING_STALE_SECONDS; the claim takes only one.
+    ran on `restarted_worker` before that worker (re)started at `restarted_at`, so it died with the
+    worker's last life (what the worker claimed since is alive). A gone training is queued again at most
+    once per TRAINING_STALE_SECONDS; the claim takes only one.
     """
     now = timezone.now()
     stale_before = now - timedelta(seconds=settings.TRAINING_STALE_SECONDS)
     # Only the job rows: a claim locks the version, then the job; locking both here in the other order deadlocks.
     training = TrainingJob.objects.select_for_update(of=("self",)).filter(adapter_version__status=AdapterVersion.Status.TRAINING)
-    if starting_worker:
-        training.filter(worker=starting_worker).update(heartbeat_at=None, requeued_at=None)
+    if restarted_worker:
+        training.filter(worker=restarted_worker, heartbeat_at__lt=restarted_at).update(heartbeat_at=None, requeued_at=None)
     gone = list(
         training.filter(Q(heartbeat_at__isnull=True) | Q(heartbeat_at__lt=stale_before))
         .filter(Q(requeued_at__isnull=True) | Q(requeued_at__lt=stale_before))

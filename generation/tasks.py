@@ -27,26 +27,27 @@ def resume_interrupted_trainings(sender, **kwargs):
     """
     if "training" not in sender.app.amqp.queues.consume_from:
         return
+    from django.utils import timezone
+
     threading.Thread(
-        target=_watch_for_interrupted_trainings, args=(sender.hostname,), name="training-recovery", daemon=True
+        target=_watch_for_interrupted_trainings, args=(sender.hostname, timezone.now()), name="training-recovery", daemon=True
     ).start()
 
 
-def _watch_for_interrupted_trainings(hostname):
-    """First the trainings that died under this worker's name, then, every period, those whose worker went silent.
-
-    A failure (the database not up yet, say) is logged and tried again next period, the start-up pass included.
-    """
+def _watch_for_interrupted_trainings(hostname, started_at):
+    """First the trainings that died under this worker's name before it started, then, every period, those whose
+    worker went silent. A failed pass (the database not up yet, say) is logged and tried again next period."""
     from django.conf import settings
     from django.db import connection
 
     from .services import training_jobs_recover
 
-    starting = hostname
+    first_pass = True
     while True:
         try:
-            resumed = training_jobs_recover(starting_worker=starting)
-            starting = None
+            restarted = {"restarted_worker": hostname, "restarted_at": started_at} if first_pass else {}
+            resumed = training_jobs_recover(**restarted)
+            first_pass = False
             if resumed:
                 logger.info("queued again %d interrupted training(s): %s", len(resumed), resumed)
         except Exception:

@@ -48,8 +48,10 @@ class JobReporter(TrainingCallbacks):
         self.last_report = 0.0
         self.last_cancel_check = 0.0
         self.cancelled = False
+        self.last_sign_of_life = time.monotonic()  # when the loop last called back; the heartbeat reads it
 
     def on_progress(self, step, total, loss, eta_seconds):
+        self.last_sign_of_life = time.monotonic()
         self.losses.append([step, round(float(loss), 6)])
         if len(self.losses) > LOSS_POINTS_KEPT:
             self.losses = self.losses[::2]
@@ -59,6 +61,7 @@ class JobReporter(TrainingCallbacks):
             self._save(step=step, total_steps=total, eta_seconds=eta_seconds, losses=self.losses)
 
     def on_preview(self, step, images):
+        self.last_sign_of_life = time.monotonic()
         entries = []
         for index, (prompt, seed, image) in enumerate(images):
             path = preview_path(self.version, f"step-{step:06d}-{index}.png")
@@ -69,16 +72,18 @@ class JobReporter(TrainingCallbacks):
         self._save(previews=job.previews + entries)
 
     def on_checkpoint(self, step):
+        self.last_sign_of_life = time.monotonic()
         self._save(step=step, checkpoint_step=step)  # the loop logs the checkpoint itself
 
     def on_log(self, line):
+        self.last_sign_of_life = time.monotonic()
         self.log_lines.append(f"{timezone.now():%H:%M:%S} {line}")
         job = TrainingJob.objects.get(pk=self.job_id)
         self._save(log=(job.log + "\n".join(self.log_lines) + "\n")[-LOG_CHARACTERS_KEPT:])
         self.log_lines = []
 
     def should_cancel(self):
-        now = time.monotonic()
+        now = self.last_sign_of_life = time.monotonic()
         if self.cancelled or now - self.last_cancel_check < REPORT_EVERY_SECONDS:
             return self.cancelled
         self.last_cancel_check = now
@@ -113,13 +118,16 @@ def training_examples(snapshot):
 
 
 class Heartbeat:
-    """Writes the run's heartbeat every quarter of TRAINING_STALE_SECONDS from a thread of its own, whatever the
-    loop is doing (loading a large base, encoding the works, drawing previews, saving), so that a live run
-    is never taken for a dead one."""
+    """Writes the run's heartbeat every quarter of TRAINING_STALE_SECONDS from a thread of its own, so that a
+    live run is not taken for dead while the loop is quiet (loading a large base, encoding the works, drawing
+    previews, saving). It beats only while the loop has called back within TRAINING_MAX_SILENCE_SECONDS: a
+    run stuck for longer goes stale like a dead one, and recovery, cancel and the retry bound take over."""
 
-    def __init__(self, job):
+    def __init__(self, job, reporter):
         self.job_id = job.pk
         self.claim_token = job.claim_token
+        self.reporter = reporter
+        self.interval = max(1.0, settings.TRAINING_STALE_SECONDS / 4)
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._beat, name=f"training-heartbeat-{job.pk}", daemon=True)
 
@@ -129,12 +137,13 @@ class Heartbeat:
 
     def __exit__(self, *exc_info):
         self.stopped.set()
-        self.thread.join()
+        self.thread.join(timeout=self.interval + 30)  # a beat stuck on a database lock must not hold the run
 
     def _beat(self):
-        interval = max(1.0, settings.TRAINING_STALE_SECONDS / 4)
         try:
-            while not self.stopped.wait(interval):
+            while not self.stopped.wait(self.interval):
+                if time.monotonic() - self.reporter.last_sign_of_life > settings.TRAINING_MAX_SILENCE_SECONDS:
+                    continue  # the loop is stuck: let the run go stale
                 try:
                     TrainingJob.objects.filter(pk=self.job_id, claim_token=self.claim_token).update(heartbeat_at=timezone.now())
                 except Exception:
@@ -151,7 +160,7 @@ def run_training_job(*, adapter_version_id, worker):
     version = job.adapter_version
     reporter = JobReporter(job)
     reporter.on_log(f"attempt {job.attempts} of {settings.TRAINING_MAX_ATTEMPTS}")
-    with Heartbeat(job):
+    with Heartbeat(job, reporter):
         try:
             result = train_lora(
                 base_path=version.base_model.path,

@@ -28,7 +28,7 @@ class ConsentTermsAdmin(admin.ModelAdmin):
         return []
 
     def has_delete_permission(self, request, obj=None):
-        return obj is None or not self._accepted(obj)
+        return super().has_delete_permission(request, obj) and (obj is None or not self._accepted(obj))
 
     @staticmethod
     def _accepted(terms):

@@ -187,6 +187,8 @@ TRAINING_PRESET_OVERRIDES = env_json("TRAINING_PRESET_OVERRIDES", {})
 TRAINING_MAX_ATTEMPTS = env_int("TRAINING_MAX_ATTEMPTS", 3, minimum=1)
 # A training job whose worker has not reported for this long is taken to be dead and is resumed.
 TRAINING_STALE_SECONDS = env_int("TRAINING_STALE_SECONDS", 60, minimum=1)
+# A run whose loop has not called back for this long is taken to be stuck: its heartbeat stops, it goes stale.
+TRAINING_MAX_SILENCE_SECONDS = env_int("TRAINING_MAX_SILENCE_SECONDS", 900, minimum=1)
 # torch's CPU threads in a training job (default: half the cores; see generation.ml.default_threads).
 TRAINING_THREADS = env_int("TRAINING_THREADS", default_threads(), minimum=1)
 # What happens to the weights of an adapter retired by a withdrawal: "keep" (for audit only) or "delete".

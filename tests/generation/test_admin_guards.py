@@ -5,7 +5,7 @@ from django.urls import reverse
 
 from generation.models import AdapterVersion
 from generation.selectors import usable_adapter_versions
-from licensing.models import ConsentEvent, Work
+from licensing.models import ConsentEvent, ConsentTerms, Work
 from tests.factories import StaffFactory
 
 from .conftest import opted_in_artist, ready_version
@@ -76,7 +76,11 @@ def test_staff_who_may_only_view_cannot_run_the_actions(client):
     version = ready_version(artist)
     viewer = StaffFactory(is_superuser=False)
     viewer.user_permissions.add(*Permission.objects.filter(codename__in=["view_work", "view_style"]))
+    draft = ConsentTerms.objects.create(kind=ConsentTerms.Kind.TRAINING, version=99, title="Draft", text="Draft.", is_active=False)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_consentterms"))
     client.force_login(viewer)
+    client.post(reverse("admin:licensing_consentterms_delete", args=[draft.pk]), {"post": "yes"})
+    assert ConsentTerms.objects.filter(pk=draft.pk).exists()
     client.post(reverse("admin:licensing_work_changelist"), {"action": "delete_works", "_selected_action": [works[0].pk]})
     client.post(reverse("admin:generation_style_changelist"), {"action": "unpublish_styles", "_selected_action": [version.style_id]})
     works[0].refresh_from_db()
@@ -85,8 +89,6 @@ def test_staff_who_may_only_view_cannot_run_the_actions(client):
 
 
 def test_the_words_of_accepted_consent_terms_cannot_change(staff_client):
-    from licensing.models import ConsentTerms
-
     artist, _works = opted_in_artist(1)  # accepts the current training terms
     accepted = ConsentTerms.current(ConsentTerms.Kind.TRAINING)
     original = (accepted.title, accepted.text)

@@ -50,3 +50,11 @@ def test_the_platforms_own_folders_go_even_when_their_names_hold_spaces(settings
     assert without_server_paths("1/2 of the works, see https://example.org/a/b on 2026/11/30") == (
         "1/2 of the works, see https://example.org/a/b on 2026/11/30"
     )
+
+
+def test_a_folder_counts_only_where_a_path_starts(settings):
+    from generation.presentation import without_server_paths
+
+    settings.DATA_DIR = "/data"
+    assert without_server_paths("cannot read /mnt/data/x.png") == "cannot read x.png"
+    assert without_server_paths("cannot read '/data/media/x.png'") == "cannot read 'media/x.png'"  # inside: relative

@@ -115,7 +115,7 @@ def test_recovery_requeues_a_silent_training_once_per_stale_period(settings, que
     job = services.training_job_claim(adapter_version_id=queued.pk, worker="a")
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         assert services.training_jobs_recover() == []  # alive
-        assert services.training_jobs_recover(starting_worker="a") == [queued.pk]  # "a" starts again: its run died
+        assert services.training_jobs_recover(restarted_worker="a", restarted_at=timezone.now()) == [queued.pk]  # its run died
         go_silent(job, settings.TRAINING_STALE_SECONDS + 1)
         assert services.training_jobs_recover() == []  # queued again a moment ago
         TrainingJob.objects.filter(pk=job.pk).update(requeued_at=timezone.now() - timedelta(seconds=settings.TRAINING_STALE_SECONDS + 1))
@@ -210,10 +210,25 @@ def test_the_heartbeat_keeps_a_silent_run_alive(settings, queued):
     settings.TRAINING_STALE_SECONDS = 4  # a beat every second
     job = services.training_job_claim(adapter_version_id=queued.pk, worker="a")
     go_silent(job, 3)
-    with Heartbeat(job):
+    run = JobReporter(job)
+    with Heartbeat(job, run):
         time.sleep(1.5)  # the loop says nothing: loading a large base, say
     assert TrainingJob.objects.get(pk=job.pk).heartbeat_at > timezone.now() - timedelta(seconds=1)
     assert services.training_jobs_recover() == []
+
+    settings.TRAINING_MAX_SILENCE_SECONDS = 1  # now the loop is stuck: the heartbeat stops, the run goes stale
+    go_silent(job, 3)
+    with Heartbeat(job, run):
+        time.sleep(1.5)
+    assert TrainingJob.objects.get(pk=job.pk).heartbeat_at < timezone.now() - timedelta(seconds=2)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_restarted_worker_leaves_alone_what_it_claimed_since_it_started(settings, queued):
+    started_at = timezone.now()
+    job = services.training_job_claim(adapter_version_id=queued.pk, worker="a")  # a redelivered task, say
+    assert services.training_jobs_recover(restarted_worker="a", restarted_at=started_at) == []
+    assert TrainingJob.objects.get(pk=job.pk).heartbeat_at is not None
 
 
 def test_the_recovery_watch_tries_its_start_up_pass_again_after_a_failure(monkeypatch):
@@ -226,8 +241,8 @@ def test_the_recovery_watch_tries_its_start_up_pass_again_after_a_failure(monkey
 
     passes = []
 
-    def recover(starting_worker=None):
-        passes.append(starting_worker)
+    def recover(restarted_worker=None, restarted_at=None):
+        passes.append(restarted_worker)
         if len(passes) == 1:
             raise DatabaseDown("the database is not up yet")
         return []
@@ -239,5 +254,17 @@ def test_the_recovery_watch_tries_its_start_up_pass_again_after_a_failure(monkey
     monkeypatch.setattr(services, "training_jobs_recover", recover)
     monkeypatch.setattr(tasks.time, "sleep", sleep)
     with pytest.raises(Stop):
-        tasks._watch_for_interrupted_trainings("training@host")
+        tasks._watch_for_interrupted_trainings("training@host", timezone.now())
     assert passes == ["training@host", "training@host", None]
+
+
+def test_what_a_run_writes_after_its_version_ended_without_it_is_removed(settings, queued, django_capture_on_commit_callbacks):
+    settings.RETIRED_ADAPTER_FILES = "delete"
+    job = services.training_job_claim(adapter_version_id=queued.pk, worker="a")
+    TrainingJob.objects.filter(pk=job.pk).update(claim_token="")  # the retry bound voided the claim
+    for status in (AdapterVersion.Status.FAILED, AdapterVersion.Status.RETIRED):
+        AdapterVersion.objects.filter(pk=queued.pk).update(status=status)
+        result = finished_result(adapter_dir(queued))
+        with django_capture_on_commit_callbacks(execute=True):
+            services.training_job_finish(job=job, result=result, adapter_root=settings.ADAPTER_ROOT)
+        assert not adapter_dir(queued).exists(), status
