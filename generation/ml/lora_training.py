@@ -37,7 +37,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
@@ -486,8 +486,10 @@ ENCODE_BATCH_MAX = 16
 
 
 @torch.no_grad()
-def encode_images(pipe, images: list[Image.Image], device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and std of the VAE's latent distribution (unscaled), float32 on CPU."""
+def encode_images(pipe, images: list[Image.Image], device, dtype,
+                  should_cancel: Callable[[], bool] = lambda: False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and std of the VAE's latent distribution (unscaled), float32 on CPU; a cancel is
+    heard between batches (minutes of encoding on a CPU for an SD-sized base)."""
     vae = pipe.vae
     width, height = images[0].size
     batch = max(1, min(ENCODE_BATCH_MAX, ENCODE_PIXELS // (width * height)))
@@ -499,6 +501,8 @@ def encode_images(pipe, images: list[Image.Image], device, dtype) -> tuple[torch
     means, stds = [], []
     try:
         for start in range(0, len(images), batch):
+            if should_cancel():
+                raise TrainingCancelled("cancelled while encoding the works")
             pixels = torch.stack([image_to_tensor(im) for im in images[start:start + batch]])
             dist = vae.encode(pixels.to(device, dtype=vae.dtype)).latent_dist
             means.append(dist.mean.float().cpu())
@@ -545,7 +549,8 @@ def _check_examples(examples: list[TrainingExample]) -> None:
 
 
 def build_cache(pipe, examples: list[TrainingExample], resolution: int, flip: bool,
-                device, dtype, cache_path: Path, key: str, log) -> dict[str, torch.Tensor]:
+                device, dtype, cache_path: Path, key: str, log,
+                should_cancel: Callable[[], bool] = lambda: False) -> dict[str, torch.Tensor]:
     """Latents (mean, std; plain and mirrored) and text embeddings, encoded once
     and kept in `cache_path` under `key` (a fingerprint of base, data, resolution)."""
     if cache_path.is_file():
@@ -557,11 +562,11 @@ def build_cache(pipe, examples: list[TrainingExample], resolution: int, flip: bo
         except Exception:  # a corrupt cache is rebuilt, never trusted
             pass
     images = load_training_images([example.image_path for example in examples], resolution)
-    mean, std = encode_images(pipe, images, device, dtype)
+    mean, std = encode_images(pipe, images, device, dtype, should_cancel)
     cache = {"key": key, "format": CACHE_FORMAT, "mean": mean, "std": std}
     if flip:
         mirrored = [ImageOps.mirror(im) for im in images]
-        cache["mean_flip"], cache["std_flip"] = encode_images(pipe, mirrored, device, dtype)
+        cache["mean_flip"], cache["std_flip"] = encode_images(pipe, mirrored, device, dtype, should_cancel)
     sdxl = _is_sdxl(pipe)
 
     def encoded(texts: list[str]) -> dict[str, torch.Tensor]:
@@ -738,19 +743,27 @@ def _sdxl_time_ids(resolution: int, batch: int, device, dtype) -> torch.Tensor:
     return ids.repeat(batch, 1)
 
 
-def _previews(pipe, config: LoraTrainingConfig, device, resolution: int) -> list[tuple[str, int, Image.Image]]:
+def _previews(pipe, config: LoraTrainingConfig, device, resolution: int,
+              should_cancel: Callable[[], bool] = lambda: False) -> list[tuple[str, int, Image.Image]]:
     prompts = [p for p in config.preview_prompts for _ in config.preview_seeds]
     seeds = [s for _ in config.preview_prompts for s in config.preview_seeds]
     if not prompts:
         return []
     generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+
+    def stop_if_cancelled(_pipe, _index, _timestep, tensors):
+        # A cancel is heard between sampling steps: a preview grid takes minutes on a CPU for an SD-sized base.
+        if should_cancel():
+            raise TrainingCancelled("cancelled while drawing previews")
+        return tensors
     was_training = pipe.unet.training
     pipe.unet.eval()
     try:
         with torch.no_grad():
             images = pipe(prompt=prompts, generator=generators, height=resolution, width=resolution,
                           num_inference_steps=config.preview_inference_steps,
-                          guidance_scale=config.preview_guidance_scale).images
+                          guidance_scale=config.preview_guidance_scale,
+                          callback_on_step_end=stop_if_cancelled).images
     finally:
         pipe.unet.train(was_training)
     return list(zip(prompts, seeds, images))
@@ -803,7 +816,8 @@ def train_lora(*, base_path, examples: list[TrainingExample], out_dir, config: L
     cache_key = hashlib.sha256(json.dumps(
         [CACHE_FORMAT, base_fp, data_fp, resolution, config.flip, str(dtype)]).encode()).hexdigest()
     encode_started = time.perf_counter()
-    cache = build_cache(pipe, examples, resolution, config.flip, device, dtype, work / "cache.pt", cache_key, log)
+    cache = build_cache(pipe, examples, resolution, config.flip, device, dtype, work / "cache.pt", cache_key, log,
+                        callbacks.should_cancel)
     encode_seconds = time.perf_counter() - encode_started
     run_key = hashlib.sha256(json.dumps([cache_key, config.fingerprint_dict()], sort_keys=True).encode()).hexdigest()
 
@@ -957,7 +971,7 @@ def train_lora(*, base_path, examples: list[TrainingExample], out_dir, config: L
                 save_checkpoint()
                 last_saved = step
             if config.preview_every and (step % config.preview_every == 0 or step == config.steps):
-                callbacks.on_preview(step, _previews(pipe, config, device, resolution))
+                callbacks.on_preview(step, _previews(pipe, config, device, resolution, callbacks.should_cancel))
                 pipe.unet.train()
     except TrainingCancelled:
         if step > last_saved or not checkpoint_path.is_file():

@@ -396,6 +396,38 @@ def test_cancel_leaves_a_checkpoint_and_resume_matches_an_uninterrupted_run(tiny
     assert other.resumed_from_step == 0 and other.sha256 != straight.sha256
 
 
+class CancelWhileDrawingPreviews(CancelAt):
+    """Asks to stop once the preview at `step` has begun, counting the sampling steps it saw."""
+
+    def __init__(self, step):
+        super().__init__(step)
+        self.checks_after_the_step, self.previews = 0, []
+
+    def on_preview(self, step, images):
+        self.previews.append(step)
+
+    def should_cancel(self):
+        if self.seen < self.stop_at:
+            return False
+        self.checks_after_the_step += 1
+        return True
+
+
+def test_a_cancel_is_heard_during_the_previews_and_the_encoding(tiny_base, works, tmp_path):
+    cfg = config(steps=12, checkpoint_every=5, preview_every=4)
+    callbacks = CancelWhileDrawingPreviews(4)
+    with pytest.raises(TrainingCancelled, match="cancelled while drawing previews"):
+        train_lora(base_path=tiny_base, examples=works, out_dir=tmp_path / "adapter", config=cfg,
+                   work_dir=tmp_path / "work", callbacks=callbacks)
+    assert callbacks.previews == [] and callbacks.checks_after_the_step == 1  # the first sampling step stopped it
+    assert torch.load(tmp_path / "work" / lt.CHECKPOINT_NAME, weights_only=False)["step"] == 4
+
+    with pytest.raises(TrainingCancelled, match="cancelled while encoding the works"):
+        train_lora(base_path=tiny_base, examples=works, out_dir=tmp_path / "adapter", config=cfg,
+                   work_dir=tmp_path / "fresh-work", callbacks=CancelAt(0))
+    assert not (tmp_path / "fresh-work" / "cache.pt").exists()
+
+
 def test_an_fp16_base_trains_with_loss_scaling_and_resumes_exactly(tiny_base, works, tmp_path):
     """fp16 gradients underflow without loss scaling; the scaler's state is
     part of the checkpoint, so a resumed fp16 run ends with the same adapter."""
