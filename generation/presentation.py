@@ -43,7 +43,7 @@ def without_server_paths(text):
     """The text with every absolute path cut to its last part, for what artists and API clients see."""
     # A folder counts only where a path starts: not "/data/" inside "/mnt/data/x.png".
     for folder in _server_folders():
-        text = re.sub(rf"(?<![^\s'\"(=:]){re.escape(folder)}", "", text)
+        text = re.sub(rf"(?<![\w.~/-]){re.escape(folder)}", "", text)
     return SERVER_PATH.sub("", text)
 
 

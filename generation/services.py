@@ -14,7 +14,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from .base_models import base_model_current
-from .ml import sha256_file
+from .ml import WEIGHTS_NAME, sha256_file
 from .models import AdapterVersion, Style, TrainingJob
 from .storage import adapter_dir, adapter_weights_path, training_work_dir
 
@@ -117,9 +117,9 @@ def _cancel_training(version, job):
 
 
 def _discard_unfinished_files(version):
-    """A cancelled or failed version never resumes: its checkpoint, cache and any adapter go (previews stay on the page)."""
-    folders = [training_work_dir(version) / "state", adapter_dir(version)]
-    transaction.on_commit(lambda: [shutil.rmtree(folder, ignore_errors=True) for folder in folders])
+    """A cancelled or failed version never resumes: its checkpoint and cache go, and any adapter it wrote (its
+    previews stay on the page)."""
+    _remove_on_commit(work_folders=[training_work_dir(version) / "state"], adapter_folders=[adapter_dir(version)])
 
 
 def _discard_ended_run_files(version):
@@ -128,6 +128,23 @@ def _discard_ended_run_files(version):
         _discard_unfinished_files(version)
     elif version.status == AdapterVersion.Status.RETIRED:
         _discard_retired_files([version])
+
+
+def _remove_on_commit(*, work_folders=(), adapter_folders=()):
+    """Once committed: training work folders whole (the platform's alone), and from adapter folders only the
+    weights, then the folder if that left it empty: anything else someone put there is not ours to delete."""
+
+    def remove():
+        for folder in work_folders:
+            shutil.rmtree(folder, ignore_errors=True)
+        for folder in adapter_folders:
+            (folder / WEIGHTS_NAME).unlink(missing_ok=True)
+            try:
+                folder.rmdir()
+            except OSError:
+                pass  # not empty, or already gone
+
+    transaction.on_commit(remove)
 
 
 @transaction.atomic
@@ -154,6 +171,7 @@ def training_job_claim(*, adapter_version_id, worker):
         _finish(version, AdapterVersion.Status.FAILED, failure_reason=_(
             "The training stopped unexpectedly %(attempts)d times; start it again or contact support."
         ) % {"attempts": job.attempts})
+        _discard_unfinished_files(version)
         return None
     job.attempts += 1
     job.worker = worker
@@ -238,7 +256,9 @@ def training_job_finish(*, job, result, adapter_root):
             _discard_retired_files([version])
         return version
     if sha256_file(weights) != result.sha256:
-        return _finish(version, AdapterVersion.Status.FAILED, failure_reason=_("The written adapter does not match its checksum."))
+        _finish(version, AdapterVersion.Status.FAILED, failure_reason=_("The written adapter does not match its checksum."))
+        _discard_unfinished_files(version)
+        return version
     _finish(
         version, AdapterVersion.Status.READY, metrics=metrics, weights_sha256=result.sha256,
         weights_path=str(weights.relative_to(adapter_root)),
@@ -272,10 +292,10 @@ def _discard_retired_files(versions):
     """Under RETIRED_ADAPTER_FILES=delete, remove a retired version's weights, checkpoint, cache and previews."""
     if settings.RETIRED_ADAPTER_FILES != "delete":
         return
-    folders = [training_work_dir(version) for version in versions] + [adapter_dir(version) for version in versions]
-    # Where a version's weights were recorded, should that ever differ from its folder (the demo's, say).
-    folders += [adapter_weights_path(version).parent for version in versions if version.weights_path]
-    transaction.on_commit(lambda: [shutil.rmtree(folder, ignore_errors=True) for folder in folders])
+    adapter_folders = {adapter_dir(version) for version in versions}
+    # Where a version's weights were recorded, should that ever differ from its folder.
+    adapter_folders |= {adapter_weights_path(version).parent for version in versions if version.weights_path}
+    _remove_on_commit(work_folders=[training_work_dir(version) for version in versions], adapter_folders=sorted(adapter_folders))
 
 
 @transaction.atomic

@@ -29,6 +29,8 @@ def default_threads() -> int:
 
 # The small text-to-image model shipped in the repository (diffusers layout).
 BUILTIN_BASE_MODEL = Path(__file__).resolve().parent / "base_model"
+# The one file of an adapter folder, as diffusers' save_lora_weights names it.
+WEIGHTS_NAME = "pytorch_lora_weights.safetensors"
 
 
 def sha256_file(path, chunk: int = 1 << 20) -> str:

@@ -44,9 +44,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 
-from . import sha256_file
+from . import WEIGHTS_NAME, sha256_file
 
-WEIGHTS_NAME = "pytorch_lora_weights.safetensors"
 # LoRA targets in the UNet, as peft's `target_modules` (module name suffixes).
 UNET_TARGET_SETS: dict[str, tuple[str, ...]] = {
     # The diffusers recipe: the attention projections.

@@ -58,3 +58,10 @@ def test_a_folder_counts_only_where_a_path_starts(settings):
     settings.DATA_DIR = "/data"
     assert without_server_paths("cannot read /mnt/data/x.png") == "cannot read x.png"
     assert without_server_paths("cannot read '/data/media/x.png'") == "cannot read 'media/x.png'"  # inside: relative
+
+
+def test_a_folder_goes_after_any_character_that_cannot_be_part_of_a_path(settings):
+    from generation.presentation import without_server_paths
+
+    settings.DATA_DIR = "/srv/my data"
+    assert without_server_paths("could not load [/srv/my data/adapters/x.png]") == "could not load [adapters/x.png]"

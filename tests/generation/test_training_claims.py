@@ -268,3 +268,29 @@ def test_what_a_run_writes_after_its_version_ended_without_it_is_removed(setting
         with django_capture_on_commit_callbacks(execute=True):
             services.training_job_finish(job=job, result=result, adapter_root=settings.ADAPTER_ROOT)
         assert not adapter_dir(queued).exists(), status
+
+
+def test_a_failure_removes_what_the_run_wrote_and_nothing_else(settings, queued, django_capture_on_commit_callbacks):
+    from generation.training import run_training_job
+
+    settings.TRAINING_PRESET_OVERRIDES = {"quick": {"steps": 2, "preview_every": 0}}
+    adapter_dir(queued).mkdir(parents=True)
+    (adapter_dir(queued) / "notes.txt").write_text("the operator's")  # the loop refuses to save over it
+    with django_capture_on_commit_callbacks(execute=True):
+        failed = run_training_job(adapter_version_id=queued.pk, worker="a")
+    assert failed.status == AdapterVersion.Status.FAILED and "notes.txt" in failed.failure_reason
+    assert (adapter_dir(queued) / "notes.txt").read_text() == "the operator's"
+
+
+def test_the_retry_bound_removes_the_dead_runs_checkpoint(settings, queued, django_capture_on_commit_callbacks):
+    from generation.storage import training_work_dir
+
+    job = services.training_job_claim(adapter_version_id=queued.pk, worker="a")
+    state = training_work_dir(queued) / "state"
+    state.mkdir(parents=True)
+    (state / "checkpoint.pt").write_bytes(b"lora")
+    TrainingJob.objects.filter(pk=job.pk).update(attempts=settings.TRAINING_MAX_ATTEMPTS)
+    go_silent(job, settings.TRAINING_STALE_SECONDS + 1)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.training_job_claim(adapter_version_id=queued.pk, worker="b") is None
+    assert not state.exists()
