@@ -1,5 +1,6 @@
 """What the style page and the API show of a training: one shape for both."""
 
+import functools
 import os
 import re
 import sys
@@ -29,21 +30,23 @@ LOG_LINES_SHOWN = 30
 SERVER_PATH = re.compile(r"(?<![\w.:/~])/(?:[^\s/'\"]+/)+(?=[^\s/'\"])")
 
 
-def _server_folders():
-    """The platform's own absolute folders, longest first, as configured and resolved (spaces and links too)."""
-    configured = [
-        settings.ADAPTER_ROOT, settings.TRAINING_WORK_ROOT, settings.MEDIA_ROOT, settings.DATA_DIR,
-        Path(settings.BASE_MODEL).parent, settings.BASE_DIR, Path(sys.prefix), Path(os.path.expanduser("~")),
-    ]
+@functools.lru_cache(maxsize=8)
+def _folder_patterns(configured):
+    """The platform's own absolute folders, longest first, as configured and resolved (spaces and links too),
+    each matched only where a path starts: not "/data/" inside "/mnt/data/x.png". Resolved once per setting."""
     folders = {str(folder) for path in configured for folder in (Path(path), Path(path).resolve()) if folder.is_absolute()}
-    return sorted((folder.rstrip("/") + "/" for folder in folders if folder != "/"), key=len, reverse=True)
+    ordered = sorted((folder.rstrip("/") + "/" for folder in folders if folder != "/"), key=len, reverse=True)
+    return [re.compile(rf"(?<![\w.~/-]){re.escape(folder)}") for folder in ordered]
 
 
 def without_server_paths(text):
     """The text with every absolute path cut to its last part, for what artists and API clients see."""
-    # A folder counts only where a path starts: not "/data/" inside "/mnt/data/x.png".
-    for folder in _server_folders():
-        text = re.sub(rf"(?<![\w.~/-]){re.escape(folder)}", "", text)
+    configured = (
+        settings.ADAPTER_ROOT, settings.TRAINING_WORK_ROOT, settings.MEDIA_ROOT, settings.DATA_DIR,
+        Path(settings.BASE_MODEL).parent, settings.BASE_DIR, sys.prefix, os.path.expanduser("~"),
+    )
+    for folder in _folder_patterns(tuple(str(path) for path in configured)):
+        text = folder.sub("", text)
     return SERVER_PATH.sub("", text)
 
 

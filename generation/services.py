@@ -102,17 +102,18 @@ def training_cancel(*, adapter_version):
             job.cancel_requested = True
             job.save(update_fields=["cancel_requested"])
         else:
-            _cancel_training(version, job)
+            _end_unfinished(version, job, AdapterVersion.Status.CANCELLED)
     else:
         raise ValidationError(_("This training has already ended."))
     return version
 
 
-def _cancel_training(version, job):
-    """End a training as cancelled: its claim is void, its checkpoint and any adapter it wrote are removed."""
+def _end_unfinished(version, job, status, **fields):
+    """End a training as cancelled or failed: its claim is void (a run still alive can no longer write or
+    finish), and its checkpoint and any adapter it wrote are removed."""
     job.claim_token = ""
     job.save(update_fields=["claim_token"])
-    _finish(version, AdapterVersion.Status.CANCELLED)
+    _finish(version, status, **fields)
     _discard_unfinished_files(version)
 
 
@@ -163,15 +164,12 @@ def training_job_claim(*, adapter_version_id, worker):
     if resuming and _heartbeat_is_fresh(job, now):
         return None
     if resuming and job.cancel_requested:
-        _cancel_training(version, job)
+        _end_unfinished(version, job, AdapterVersion.Status.CANCELLED)
         return None
     if job.attempts >= settings.TRAINING_MAX_ATTEMPTS:
-        job.claim_token = ""  # should the last run still be alive, it can no longer write or finish
-        job.save(update_fields=["claim_token"])
-        _finish(version, AdapterVersion.Status.FAILED, failure_reason=_(
+        _end_unfinished(version, job, AdapterVersion.Status.FAILED, failure_reason=_(
             "The training stopped unexpectedly %(attempts)d times; start it again or contact support."
         ) % {"attempts": job.attempts})
-        _discard_unfinished_files(version)
         return None
     job.attempts += 1
     job.worker = worker
@@ -209,7 +207,7 @@ def training_job_stop(*, job):
     """The run stopped on a cancel request or a retirement."""
     version, current, holds = _claimed(job)
     if holds and version.status == AdapterVersion.Status.TRAINING:
-        _cancel_training(version, current)
+        _end_unfinished(version, current, AdapterVersion.Status.CANCELLED)
     else:
         _discard_ended_run_files(version)
     return version
@@ -222,8 +220,9 @@ def training_job_fail(*, job, reason, detail=""):
     if holds and version.status == AdapterVersion.Status.TRAINING:
         current.error_detail = detail
         current.save(update_fields=["error_detail"])
-        _finish(version, AdapterVersion.Status.FAILED, failure_reason=reason)
-    _discard_ended_run_files(version)
+        _end_unfinished(version, current, AdapterVersion.Status.FAILED, failure_reason=reason)
+    else:
+        _discard_ended_run_files(version)
     return version
 
 
@@ -244,20 +243,20 @@ def training_job_finish(*, job, result, adapter_root):
     }
     TrainingJob.objects.filter(pk=current.pk).update(step=result.steps, eta_seconds=0, heartbeat_at=timezone.now())
     if version.status == AdapterVersion.Status.TRAINING and current.cancel_requested:
-        _cancel_training(version, current)  # asked during the last steps or the save: the artist's word stands
+        # Asked during the last steps or the save: the artist's word stands.
+        _end_unfinished(version, current, AdapterVersion.Status.CANCELLED)
         return version
     if version.status != AdapterVersion.Status.TRAINING:
-        # Kept for the audit trail (or deleted, per RETIRED_ADAPTER_FILES), never usable.
+        # Retired meanwhile: kept for the audit trail (or deleted, per RETIRED_ADAPTER_FILES), never usable.
         version.metrics = metrics
         version.weights_sha256 = result.sha256
         version.weights_path = str(weights.relative_to(adapter_root))
         version.save(update_fields=["metrics", "weights_sha256", "weights_path"])
-        if version.status == AdapterVersion.Status.RETIRED:
-            _discard_retired_files([version])
+        _discard_ended_run_files(version)
         return version
     if sha256_file(weights) != result.sha256:
-        _finish(version, AdapterVersion.Status.FAILED, failure_reason=_("The written adapter does not match its checksum."))
-        _discard_unfinished_files(version)
+        _end_unfinished(version, current, AdapterVersion.Status.FAILED,
+                        failure_reason=_("The written adapter does not match its checksum."))
         return version
     _finish(
         version, AdapterVersion.Status.READY, metrics=metrics, weights_sha256=result.sha256,

@@ -97,6 +97,12 @@ class JobReporter(TrainingCallbacks):
         )
         return self.cancelled
 
+    def beat(self):
+        """The heartbeat alone, unless the loop has been silent past TRAINING_MAX_SILENCE_SECONDS: a run stuck
+        that long goes stale like a dead one, and recovery, cancel and the retry bound take over."""
+        if time.monotonic() - self.last_sign_of_life <= settings.TRAINING_MAX_SILENCE_SECONDS:
+            self._save()
+
     def _save(self, **fields):
         claimed = TrainingJob.objects.filter(pk=self.job_id, claim_token=self.claim_token)
         if not claimed.update(heartbeat_at=timezone.now(), **fields):
@@ -118,18 +124,15 @@ def training_examples(snapshot):
 
 
 class Heartbeat:
-    """Writes the run's heartbeat every quarter of TRAINING_STALE_SECONDS from a thread of its own, so that a
+    """Calls the reporter's `beat` every quarter of TRAINING_STALE_SECONDS from a thread of its own, so that a
     live run is not taken for dead while the loop is quiet (loading a large base, encoding the works, drawing
-    previews, saving). It beats only while the loop has called back within TRAINING_MAX_SILENCE_SECONDS: a
-    run stuck for longer goes stale like a dead one, and recovery, cancel and the retry bound take over."""
+    previews, saving)."""
 
-    def __init__(self, job, reporter):
-        self.job_id = job.pk
-        self.claim_token = job.claim_token
+    def __init__(self, reporter):
         self.reporter = reporter
         self.interval = max(1.0, settings.TRAINING_STALE_SECONDS / 4)
         self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._beat, name=f"training-heartbeat-{job.pk}", daemon=True)
+        self.thread = threading.Thread(target=self._beat, name=f"training-heartbeat-{reporter.job_id}", daemon=True)
 
     def __enter__(self):
         self.thread.start()
@@ -142,12 +145,10 @@ class Heartbeat:
     def _beat(self):
         try:
             while not self.stopped.wait(self.interval):
-                if time.monotonic() - self.reporter.last_sign_of_life > settings.TRAINING_MAX_SILENCE_SECONDS:
-                    continue  # the loop is stuck: let the run go stale
                 try:
-                    TrainingJob.objects.filter(pk=self.job_id, claim_token=self.claim_token).update(heartbeat_at=timezone.now())
+                    self.reporter.beat()
                 except Exception:
-                    logger.warning("could not write the heartbeat of training job %s", self.job_id, exc_info=True)
+                    logger.warning("could not write the heartbeat of training job %s", self.reporter.job_id, exc_info=True)
         finally:
             connection.close()  # this thread's own connection
 
@@ -160,7 +161,7 @@ def run_training_job(*, adapter_version_id, worker):
     version = job.adapter_version
     reporter = JobReporter(job)
     reporter.on_log(f"attempt {job.attempts} of {settings.TRAINING_MAX_ATTEMPTS}")
-    with Heartbeat(job, reporter):
+    with Heartbeat(reporter):
         try:
             result = train_lora(
                 base_path=version.base_model.path,

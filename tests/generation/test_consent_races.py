@@ -26,7 +26,7 @@ def postgresql_only():
         pytest.skip("row locks only race on PostgreSQL; CI runs these there")
 
 
-def in_thread(function):
+def in_thread(function, name=None):
     box = {}
 
     def run():
@@ -37,7 +37,7 @@ def in_thread(function):
         finally:
             connections.close_all()
 
-    thread = threading.Thread(target=run)
+    thread = threading.Thread(target=run, name=name)
     thread.start()
     return thread, box
 
@@ -164,18 +164,7 @@ def test_recovery_and_a_claim_take_their_locks_without_a_deadlock(monkeypatch, s
         return is_active.fget(self)
 
     monkeypatch.setattr(AdapterVersion, "is_active", property(pausing_is_active))
-    claim_box = {}
-
-    def claim():
-        try:
-            claim_box["result"] = services.training_job_claim(adapter_version_id=version.pk, worker="b")
-        except BaseException as error:
-            claim_box["error"] = error
-        finally:
-            connections.close_all()
-
-    claimer = threading.Thread(target=claim, name="claimer")
-    claimer.start()
+    claimer, claim_box = in_thread(lambda: services.training_job_claim(adapter_version_id=version.pk, worker="b"), "claimer")
     assert between.wait(20)
     recovery, recovery_box = in_thread(services.training_jobs_recover)
     time.sleep(1)

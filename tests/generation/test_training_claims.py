@@ -211,14 +211,14 @@ def test_the_heartbeat_keeps_a_silent_run_alive(settings, queued):
     job = services.training_job_claim(adapter_version_id=queued.pk, worker="a")
     go_silent(job, 3)
     run = JobReporter(job)
-    with Heartbeat(job, run):
+    with Heartbeat(run):
         time.sleep(1.5)  # the loop says nothing: loading a large base, say
     assert TrainingJob.objects.get(pk=job.pk).heartbeat_at > timezone.now() - timedelta(seconds=1)
     assert services.training_jobs_recover() == []
 
     settings.TRAINING_MAX_SILENCE_SECONDS = 1  # now the loop is stuck: the heartbeat stops, the run goes stale
     go_silent(job, 3)
-    with Heartbeat(job, run):
+    with Heartbeat(run):
         time.sleep(1.5)
     assert TrainingJob.objects.get(pk=job.pk).heartbeat_at < timezone.now() - timedelta(seconds=2)
 
