@@ -2,7 +2,7 @@
 
     python benchmarks/lora_training.py --reference /tmp/diffusers-ref/train_text_to_image_lora.py \
         [--reference-site /tmp/diffusers-ref/site] [--base DIR] [--resolution PX] [--steps 60] [--warmup 5] \
-        [--batch 8] [--rank 16] [--works 20] [--compile]
+        [--batch 8] [--rank 16] [--works 20] [--mixed-precision auto|no|fp16|bf16] [--compile]
 
 Trains the same base, data (`--works` demo works, 256 px PNG or the
 resolution if larger), batch, resolution, rank, learning rate and steps
@@ -12,13 +12,19 @@ twice, each in its own process, one after the other: with
 diffusers repository at the installed version; never committed, its path is
 given on the command line). Prints steps/s (over the optimizer steps after
 `--warmup`, timed by a global optimizer step hook, so loading and encoding
-are excluded for both), peak memory (process peak RSS; peak CUDA memory on a
+are excluded for both; both loops read the loss back every step, so on a GPU
+each hook fires after its step's kernels), peak memory (process peak RSS; peak CUDA memory on a
 GPU) and the ratios, as one JSON line after a table. It also counts the
 floating-point operations of one step of each (on the base's shapes, meta
 tensors) and prints the rate each run reached, and on the CPU the rate of a
 large fp32 matrix product: a step that runs near that rate can only get
 faster by doing less, and the reference's step over ours is the most that
 caching the encoded works can give.
+
+Both runs use the same precision: `--mixed-precision` (default "auto": bf16
+on a GPU that has it, else fp16; fp32 on the CPU) is this loop's weights
+dtype and the reference's `--mixed_precision` (its frozen weights in that
+dtype under autocast; the LoRA in fp32 for fp16).
 
 Any Stable Diffusion 1.x/2.x-shaped folder works as `--base`;
 `benchmarks/sd_shaped_base.py --kind sd15` writes a randomly initialised one
@@ -59,6 +65,8 @@ if str(ROOT) not in sys.path:
 from generation.ml import default_threads  # noqa: E402  (no torch: cheap)
 
 LEARNING_RATE = 1e-4
+# --mixed-precision (accelerate's names, as the reference takes them) -> this loop's dtype
+WEIGHT_DTYPES = {"no": "fp32", "fp16": "fp16", "bf16": "bf16"}
 
 
 # ---------------------------------------------------------------- measuring, in the child
@@ -217,7 +225,8 @@ def child_ours(args) -> None:
     work = Path(args.scratch) / "ours-work"
     shutil.rmtree(work, ignore_errors=True)
     train_lora(base_path=args.base, examples=read_data_folder(Path(args.data) / "captioned"),
-               out_dir=Path(args.scratch) / "ours-adapter", config=config, work_dir=work)
+               out_dir=Path(args.scratch) / "ours-adapter", config=config, work_dir=work,
+               dtype=WEIGHT_DTYPES[args.mixed_precision])
     _report(times, args.warmup, started)
 
 
@@ -265,6 +274,7 @@ def child_reference(args) -> None:
         "--output_dir", str(out),
         "--cache_dir", str(Path(args.scratch) / "hf-cache"),
         "--report_to", report_to,
+        "--mixed_precision", args.mixed_precision,
     ]
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -357,7 +367,8 @@ def run_child(kind: str, args, scratch: Path, data: Path) -> dict:
     command = [sys.executable, __file__, "--child", kind, "--scratch", str(scratch), "--data", str(data),
                "--base", str(args.base), "--steps", str(args.steps), "--batch", str(args.batch),
                "--rank", str(args.rank), "--resolution", str(args.resolution), "--warmup", str(args.warmup),
-               "--threads", str(args.threads)] + (["--compile"] if args.compile else [])
+               "--threads", str(args.threads), "--mixed-precision", args.mixed_precision] + (
+                  ["--compile"] if args.compile else [])
     if kind == "reference":
         command += ["--reference", str(args.reference)]
         if args.reference_site:
@@ -386,6 +397,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--threads", type=int, default=default_threads(),
                         help=f"CPU threads of each run (default {default_threads()}: the platform's, half the cores)")
     parser.add_argument("--repeats", type=int, default=1, help="alternate the two runs this many times; best of each")
+    parser.add_argument("--mixed-precision", choices=("auto", *WEIGHT_DTYPES), default="auto",
+                        help="both runs' precision (default auto: bf16 on a GPU that has it, else fp16; no (fp32) "
+                             "on the CPU)")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile this project's UNet (its compile time falls in the warm-up steps; "
                              "see wall s)")
@@ -415,6 +429,11 @@ def main(argv=None) -> dict:
         vae = json.loads((args.base / "vae" / "config.json").read_text())
         args.resolution = unet["sample_size"] * 2 ** (len(vae["block_out_channels"]) - 1)
 
+    if args.mixed_precision == "auto":
+        from generation.ml.lora_training import choose_device_and_dtype
+
+        dtype = str(choose_device_and_dtype()[1]).replace("torch.", "")
+        args.mixed_precision = {"float32": "no", "float16": "fp16", "bfloat16": "bf16"}[dtype]
     flops = step_flops(args.base, args.batch, args.resolution, args.rank)
     scratch = Path(tempfile.mkdtemp(prefix="lora-bench-"))
     try:
@@ -433,7 +452,7 @@ def main(argv=None) -> dict:
     summary = {
         "base": str(args.base), "steps": args.steps, "warmup": args.warmup, "batch": args.batch,
         "rank": args.rank, "resolution": args.resolution, "threads": args.threads, "device": ours["device"],
-        "compile": args.compile,
+        "compile": args.compile, "mixed_precision": args.mixed_precision,
         "ours": ours, "reference": ref,
         "speedup_steps_per_second": ours["steps_per_second"] / ref["steps_per_second"],
         "memory_ratio": ours[memory_key] / ref[memory_key], "memory_measure": memory_key,

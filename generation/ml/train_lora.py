@@ -177,6 +177,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2)
     import resource
+    import statistics
 
     import torch
 
@@ -193,6 +194,8 @@ def main(argv: list[str] | None = None) -> dict:
         "encode_seconds": round(result.encode_seconds, 2),
         "train_seconds": round(result.train_seconds, 2),
         "resumed_from_step": result.resumed_from_step,
+        # The median step leaves out the first steps' warm-up (kernel selection, a compile).
+        "median_step_seconds": round(statistics.median(result.step_seconds), 4) if result.step_seconds else None,
         "device": str(device),
         "dtype": str(dtype).replace("torch.", ""),
         "peak_memory_mb": round(peak_mb, 1),

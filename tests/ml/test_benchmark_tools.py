@@ -64,3 +64,18 @@ def test_step_flops_on_meta_equal_a_real_training_step(tmp_path):
     assert counted["ours"] == unet_step.get_total_flops()
     assert counted["reference"] == unet_step.get_total_flops() + encoders.get_total_flops()
     assert counted["reference"] > counted["ours"]
+
+
+def test_the_gpu_report_names_what_it_cannot_do(capsys, monkeypatch):
+    import gpu_report
+
+    with pytest.raises(SystemExit):
+        gpu_report.main(["--out", "unused", "--runs", "sd15-bf16,sd21-bf16"])
+    assert "--runs: unknown sd21-bf16" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        gpu_report.main(["--out", "unused", "--runs", "benchmark"])
+    assert "the benchmark run needs diffusers' train_text_to_image_lora.py" in capsys.readouterr().err
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit):
+        gpu_report.main(["--out", "unused", "--runs", "sd15-bf16"])
+    assert "no CUDA device" in capsys.readouterr().err

@@ -428,6 +428,18 @@ def test_a_cancel_is_heard_during_the_previews_and_the_encoding(tiny_base, works
     assert not (tmp_path / "fresh-work" / "cache.pt").exists()
 
 
+def test_the_preview_grid_is_decoded_one_image_at_a_time(tiny_base):
+    """Decoding the whole grid at once made the previews a run's memory peak."""
+    pipe = lt.load_base_pipeline(tiny_base)
+    decoded, decode = [], pipe.vae._decode
+    pipe.vae._decode = lambda z, *args, **kwargs: decoded.append(z.shape[0]) or decode(z, *args, **kwargs)
+    cfg = config(preview_inference_steps=2)
+    images = lt._previews(pipe, cfg, torch.device("cpu"), 32)
+    assert len(images) == len(cfg.preview_prompts) * len(cfg.preview_seeds) == len(decoded)
+    assert set(decoded) == {1}
+    assert pipe.vae.use_slicing is False  # the pipeline's own setting is left as it was
+
+
 def test_an_fp16_base_trains_with_loss_scaling_and_resumes_exactly(tiny_base, works, tmp_path):
     """fp16 gradients underflow without loss scaling; the scaler's state is
     part of the checkpoint, so a resumed fp16 run ends with the same adapter."""
@@ -534,6 +546,7 @@ def test_cli_trains_and_prints_json(tiny_base, works, tmp_path, capsys):
     assert printed["sha256"] == lt.sha256_file(printed["weights_path"])
     assert "step 6/6" in err and "1 CPU thread(s)" in err
     assert printed["device"] == "cpu" and printed["dtype"] == "float32" and printed["peak_memory_mb"] > 0
+    assert 0 < printed["median_step_seconds"] <= printed["train_seconds"] / 3  # the middle of six steps
 
 
 def test_cli_trains_in_the_precision_asked_for(tiny_base, works, tmp_path, capsys):
