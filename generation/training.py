@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from generation.ml.lora_training import (
     LoraTrainingConfig,
+    TrainingAbandoned,
     TrainingCallbacks,
     TrainingCancelled,
     TrainingExample,
@@ -48,10 +49,12 @@ class JobReporter(TrainingCallbacks):
         self.last_report = 0.0
         self.last_cancel_check = 0.0
         self.cancelled = False
+        self.taken_over = False  # another run claimed the job: this one must not write to its folders
         self.last_sign_of_life = time.monotonic()  # when the loop last called back; the heartbeat reads it
 
     def on_progress(self, step, total, loss, eta_seconds):
         self.last_sign_of_life = time.monotonic()
+        self._stop_if_taken_over()  # before the loop writes this step's checkpoint
         self.losses.append([step, round(float(loss), 6)])
         if len(self.losses) > LOSS_POINTS_KEPT:
             self.losses = self.losses[::2]
@@ -62,6 +65,7 @@ class JobReporter(TrainingCallbacks):
 
     def on_preview(self, step, images):
         self.last_sign_of_life = time.monotonic()
+        self._stop_if_taken_over()
         entries = []
         for index, (prompt, seed, image) in enumerate(images):
             path = preview_path(self.version, f"step-{step:06d}-{index}.png")
@@ -84,18 +88,22 @@ class JobReporter(TrainingCallbacks):
 
     def should_cancel(self):
         now = self.last_sign_of_life = time.monotonic()
+        self._stop_if_taken_over()
         if self.cancelled or now - self.last_cancel_check < REPORT_EVERY_SECONDS:
             return self.cancelled
         self.last_cancel_check = now
         state = TrainingJob.objects.filter(pk=self.job_id).values("cancel_requested", "claim_token", "adapter_version__status").get()
-        # A withdrawal retires the version while it trains: stop, it can never be published. A run
-        # whose claim was taken over (its worker looked dead) stops too: the other run owns the job.
-        self.cancelled = (
-            state["cancel_requested"]
-            or state["adapter_version__status"] != AdapterVersion.Status.TRAINING
-            or state["claim_token"] != self.claim_token
-        )
+        self.taken_over = state["claim_token"] != self.claim_token
+        self._stop_if_taken_over()
+        # A withdrawal retires the version while it trains: stop, it can never be published.
+        self.cancelled = state["cancel_requested"] or state["adapter_version__status"] != AdapterVersion.Status.TRAINING
         return self.cancelled
+
+    def _stop_if_taken_over(self):
+        """A run whose claim was taken over (its worker looked dead) stops without a last checkpoint: the
+        work folder is the other run's now."""
+        if self.taken_over:
+            raise TrainingAbandoned("this run no longer holds the training's claim (taken over, or ended while it was silent)")
 
     def beat(self):
         """The heartbeat alone, unless the loop has been silent past TRAINING_MAX_SILENCE_SECONDS: a run stuck
@@ -106,7 +114,7 @@ class JobReporter(TrainingCallbacks):
     def _save(self, **fields):
         claimed = TrainingJob.objects.filter(pk=self.job_id, claim_token=self.claim_token)
         if not claimed.update(heartbeat_at=timezone.now(), **fields):
-            self.cancelled = True  # taken over: write nothing more, stop at the next check
+            self.taken_over = True  # write nothing more; the loop stops at its next callback
 
 
 def training_examples(snapshot):
@@ -173,7 +181,7 @@ def run_training_job(*, adapter_version_id, worker):
                 threads=settings.TRAINING_THREADS,
             )
             version = services.training_job_finish(job=job, result=result, adapter_root=Path(settings.ADAPTER_ROOT))
-        except TrainingCancelled:
+        except (TrainingCancelled, TrainingAbandoned):
             return services.training_job_stop(job=job)
         except Exception as error:
             logger.exception("training of adapter version %s failed", version.pk)

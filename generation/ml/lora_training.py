@@ -237,6 +237,11 @@ class TrainingCancelled(Exception):
     """Raised when the callbacks ask to stop; the last checkpoint stays in work_dir."""
 
 
+class TrainingAbandoned(Exception):
+    """Raised by a callback when the run no longer owns its work folder (another run took it over): the loop
+    stops where it is and, unlike a cancel, writes no checkpoint over the new owner's."""
+
+
 class BaseModelError(ValueError):
     """The base model folder cannot be used."""
 
@@ -290,6 +295,7 @@ class TrainingCallbacks:
         pass
 
     def should_cancel(self) -> bool:
+        """True stops the run, keeping a checkpoint; raise TrainingAbandoned to stop writing nothing."""
         return False
 
     def on_log(self, line: str) -> None:

@@ -10,10 +10,11 @@ from django.utils import timezone
 from kombu.exceptions import OperationalError
 
 from generation import services
+from generation.ml.lora_training import CHECKPOINT_NAME, LoraTrainingConfig, TrainingAbandoned, train_lora
 from generation.models import AdapterVersion, TrainingJob
-from generation.storage import adapter_dir
+from generation.storage import adapter_dir, training_work_dir
 from generation.tasks import train_adapter_version
-from generation.training import JobReporter
+from generation.training import JobReporter, training_examples
 
 from .conftest import finished_result, opted_in_artist
 
@@ -77,8 +78,11 @@ def test_a_run_taken_over_writes_nothing_more_and_cannot_finish(settings, queued
     second = services.training_job_claim(adapter_version_id=queued.pk, worker="b")
     assert second is not None and second.claim_token != first.claim_token
 
-    first_run.on_progress(2, 12, 0.4, 9.0)
-    assert first_run.should_cancel()
+    first_run.on_progress(2, 12, 0.4, 9.0)  # written within the report interval: not yet told
+    with pytest.raises(TrainingAbandoned):
+        first_run.should_cancel()
+    with pytest.raises(TrainingAbandoned):
+        first_run.on_progress(3, 12, 0.3, 8.0)
     assert TrainingJob.objects.get(pk=first.pk).step == 0  # the second run starts again from no checkpoint
     services.training_job_finish(job=first, result=finished_result(adapter_dir(queued), b"first"), adapter_root=settings.ADAPTER_ROOT)
     services.training_job_stop(job=first)
@@ -90,6 +94,34 @@ def test_a_run_taken_over_writes_nothing_more_and_cannot_finish(settings, queued
         finished = services.training_job_finish(job=second, result=finished_result(adapter_dir(queued), b"second"), adapter_root=settings.ADAPTER_ROOT)
     assert finished.status == AdapterVersion.Status.READY
     assert finished.weights_sha256 == hashlib.sha256(b"second").hexdigest()
+
+
+def test_a_run_taken_over_mid_training_leaves_the_new_owners_checkpoint_alone(settings, queued):
+    """The run that lost its claim used to stop like a cancel, saving its own (older) checkpoint over the
+    new owner's in the work folder they share."""
+    first = services.training_job_claim(adapter_version_id=queued.pk, worker="a")
+    checkpoint = training_work_dir(queued) / "state" / CHECKPOINT_NAME
+
+    class TakenOverAtStep3(JobReporter):
+        def on_progress(self, step, total, loss, eta_seconds):
+            if step == 3:  # the worker froze after its step-2 checkpoint; another took the job and resumed
+                go_silent(first, settings.TRAINING_STALE_SECONDS + 1)
+                assert services.training_job_claim(adapter_version_id=queued.pk, worker="b") is not None
+                checkpoint.write_bytes(b"the new owner's checkpoint")
+                self.last_cancel_check = 0.0  # look now, not after the report interval
+            super().on_progress(step, total, loss, eta_seconds)
+
+    config = LoraTrainingConfig.from_dict({**queued.hyperparameters, "steps": 6, "checkpoint_every": 2,
+                                           "preview_every": 0, "batch_size": 2})
+    with pytest.raises(TrainingAbandoned):
+        train_lora(base_path=queued.base_model.path, examples=training_examples(queued.snapshot),
+                   out_dir=adapter_dir(queued), config=config, work_dir=checkpoint.parent,
+                   callbacks=TakenOverAtStep3(first), threads=1)
+    assert checkpoint.read_bytes() == b"the new owner's checkpoint"
+    assert not adapter_dir(queued).exists()
+    services.training_job_stop(job=first)  # what the task does next: the version stays the new owner's
+    queued.refresh_from_db()
+    assert queued.status == AdapterVersion.Status.TRAINING and checkpoint.is_file()
 
 
 def test_a_resumed_job_drops_what_was_recorded_after_its_checkpoint(settings, queued):
@@ -184,8 +216,10 @@ def test_the_retry_bound_voids_the_last_runs_claim(settings, queued, django_capt
     go_silent(job, settings.TRAINING_STALE_SECONDS + 1)
     assert services.training_job_claim(adapter_version_id=queued.pk, worker="b") is None
     run = JobReporter(job)
-    run.on_progress(5, 12, 0.3, 1.0)
-    assert run.should_cancel() and TrainingJob.objects.get(pk=job.pk).step == 0
+    run.on_progress(5, 12, 0.3, 1.0)  # its write finds the claim void
+    with pytest.raises(TrainingAbandoned):
+        run.should_cancel()
+    assert TrainingJob.objects.get(pk=job.pk).step == 0
     with django_capture_on_commit_callbacks(execute=True):
         version = services.training_job_finish(job=job, result=finished_result(adapter_dir(queued)), adapter_root=settings.ADAPTER_ROOT)
     assert version.status == AdapterVersion.Status.FAILED and version.weights_path == ""
