@@ -13,6 +13,9 @@ class ArtistAdmin(admin.ModelAdmin):
     list_filter = ["left_at"]
     prepopulated_fields = {"slug": ["display_name"]}
     raw_id_fields = ["user"]
+    # Accepting the agreement and leaving are the artist's own acts, recorded by the services with their
+    # consent events; staff editing them would forge an acceptance or undo a departure.
+    readonly_fields = ["agreement", "agreement_accepted_at", "left_at"]
 
 
 @admin.register(ConsentTerms)

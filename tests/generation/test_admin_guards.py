@@ -5,7 +5,7 @@ from django.urls import reverse
 
 from generation.models import AdapterVersion
 from generation.selectors import usable_adapter_versions
-from licensing.models import ConsentEvent, ConsentTerms, Work
+from licensing.models import Artist, ConsentEvent, ConsentTerms, Work
 from tests.factories import StaffFactory
 
 from .conftest import opted_in_artist, ready_version
@@ -104,3 +104,24 @@ def test_the_words_of_accepted_consent_terms_cannot_change(staff_client):
     })
     draft.refresh_from_db()
     assert draft.title == "Draft, corrected"  # nobody has accepted it yet
+
+
+def test_staff_cannot_undo_an_artists_departure_or_forge_an_acceptance(staff_client):
+    from django.utils import timezone
+
+    artist, _works = opted_in_artist(4)
+    left_at = timezone.now()
+    Artist.objects.filter(pk=artist.pk).update(left_at=left_at)
+    other_terms = ConsentTerms.objects.create(kind=ConsentTerms.Kind.ARTIST_AGREEMENT, version=98, title="Other",
+                                              text="Other.", is_active=False)
+    response = staff_client.post(reverse("admin:licensing_artist_change", args=[artist.pk]), {
+        "user": artist.user_id, "display_name": "Renamed", "slug": artist.slug, "bio": "", "links": "",
+        "payout_contact": "", "agreement": other_terms.pk, "agreement_accepted_at_0": "", "agreement_accepted_at_1": "",
+        "left_at_0": "", "left_at_1": "",
+    })
+    assert response.status_code == 302  # saved: the editable fields are taken, the others ignored
+    artist_before, artist = artist, Artist.objects.get(pk=artist.pk)
+    assert artist.display_name == "Renamed"
+    assert artist.left_at == left_at
+    assert artist.agreement_id == artist_before.agreement_id != other_terms.pk
+    assert artist.agreement_accepted_at == artist_before.agreement_accepted_at
