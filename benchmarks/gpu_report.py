@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -153,8 +154,11 @@ def main(argv=None) -> dict:
         else:
             _, resolution, dtype = TRAINING_RUNS[name]
             folder = base(kind)
+            adapter = scratch / f"adapter-{name}"
+            for leftover in (adapter, adapter.with_name(adapter.name + ".work")):  # a rerun trains afresh
+                shutil.rmtree(leftover, ignore_errors=True)
             command = [sys.executable, "-m", "generation.ml.train_lora", "--base", str(folder), "--data",
-                       str(data / "captioned"), "--out", str(scratch / f"adapter-{name}"), "--preset", "standard",
+                       str(data / "captioned"), "--out", str(adapter), "--preset", "standard",
                        "--steps", str(args.steps), "--resolution", str(resolution), "--dtype", dtype] + (
                           ["--compile"] if args.compile else [])
             stdout = report.run(name, command, args.timeout) if folder else None

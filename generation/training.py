@@ -54,7 +54,7 @@ class JobReporter(TrainingCallbacks):
 
     def on_progress(self, step, total, loss, eta_seconds):
         self.last_sign_of_life = time.monotonic()
-        self._stop_if_taken_over()  # before the loop writes this step's checkpoint
+        self._stop_if_taken_over()  # learnt from a write or the heartbeat
         self.losses.append([step, round(float(loss), 6)])
         if len(self.losses) > LOSS_POINTS_KEPT:
             self.losses = self.losses[::2]
@@ -65,7 +65,7 @@ class JobReporter(TrainingCallbacks):
 
     def on_preview(self, step, images):
         self.last_sign_of_life = time.monotonic()
-        self._stop_if_taken_over()
+        self._check_claim()
         entries = []
         for index, (prompt, seed, image) in enumerate(images):
             path = preview_path(self.version, f"step-{step:06d}-{index}.png")
@@ -98,6 +98,16 @@ class JobReporter(TrainingCallbacks):
         # A withdrawal retires the version while it trains: stop, it can never be published.
         self.cancelled = state["cancel_requested"] or state["adapter_version__status"] != AdapterVersion.Status.TRAINING
         return self.cancelled
+
+    def before_saving(self):
+        self._check_claim()
+
+    def _check_claim(self):
+        """Asked now, not at the report interval: the caller is about to write into folders that a run which
+        took this one over shares."""
+        if not self.taken_over:
+            self.taken_over = not TrainingJob.objects.filter(pk=self.job_id, claim_token=self.claim_token).exists()
+        self._stop_if_taken_over()
 
     def _stop_if_taken_over(self):
         """A run whose claim was taken over (its worker looked dead) stops without a last checkpoint: the

@@ -298,6 +298,9 @@ class TrainingCallbacks:
         """True stops the run, keeping a checkpoint; raise TrainingAbandoned to stop writing nothing."""
         return False
 
+    def before_saving(self) -> None:
+        """Called before each checkpoint and before the adapter is saved; raise TrainingAbandoned to stop there."""
+
     def on_log(self, line: str) -> None:
         pass
 
@@ -793,6 +796,8 @@ def train_lora(*, base_path, examples: list[TrainingExample], out_dir, config: L
     the same seed gives the same adapter only at the same thread count."""
     started = time.perf_counter()
     callbacks = callbacks or TrainingCallbacks()
+    # Callbacks need not subclass TrainingCallbacks (the CLI's do not), nor have this later hook.
+    before_saving = getattr(callbacks, "before_saving", lambda: None)
     log = callbacks.on_log
     examples = list(examples)
     _check_examples(examples)
@@ -880,6 +885,7 @@ def train_lora(*, base_path, examples: list[TrainingExample], out_dir, config: L
             log("the checkpoint in the work folder belongs to another base, data or config; starting afresh")
 
     def save_checkpoint() -> None:
+        before_saving()
         _atomic_torch_save({
             "run_key": run_key, "step": step, "lora": lora_state(pipe, config),
             "optimizer": optimizer.state_dict(), "lr_scheduler": lr_scheduler.state_dict(),
@@ -997,6 +1003,7 @@ def train_lora(*, base_path, examples: list[TrainingExample], out_dir, config: L
     # and only saves.
     if step > resumed_from or not checkpoint_path.is_file():
         save_checkpoint()
+    before_saving()
     weights_path, digest = save_adapter(pipe, config, out_dir)
     tail = losses[-max(1, len(losses) // 10):]
     final_loss = float(sum(tail) / len(tail)) if tail else float("nan")

@@ -8,11 +8,12 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 from kombu.exceptions import OperationalError
+from PIL import Image
 
 from generation import services
 from generation.ml.lora_training import CHECKPOINT_NAME, LoraTrainingConfig, TrainingAbandoned, train_lora
 from generation.models import AdapterVersion, TrainingJob
-from generation.storage import adapter_dir, training_work_dir
+from generation.storage import adapter_dir, preview_path, training_work_dir
 from generation.tasks import train_adapter_version
 from generation.training import JobReporter, training_examples
 
@@ -96,32 +97,45 @@ def test_a_run_taken_over_writes_nothing_more_and_cannot_finish(settings, queued
     assert finished.weights_sha256 == hashlib.sha256(b"second").hexdigest()
 
 
-def test_a_run_taken_over_mid_training_leaves_the_new_owners_checkpoint_alone(settings, queued):
+@pytest.mark.parametrize("taken_over_at, checkpoint_every", [(3, 2), (2, 2), (6, 100)],
+                         ids=["between-checkpoints", "at-a-checkpoint", "at-the-last-step"])
+def test_a_run_taken_over_mid_training_leaves_the_new_owners_files_alone(settings, queued, taken_over_at,
+                                                                         checkpoint_every):
     """The run that lost its claim used to stop like a cancel, saving its own (older) checkpoint over the
-    new owner's in the work folder they share."""
+    new owner's in the work folder they share, and at the last step it saved the adapter too."""
     first = services.training_job_claim(adapter_version_id=queued.pk, worker="a")
     checkpoint = training_work_dir(queued) / "state" / CHECKPOINT_NAME
 
-    class TakenOverAtStep3(JobReporter):
+    class TakenOver(JobReporter):
         def on_progress(self, step, total, loss, eta_seconds):
-            if step == 3:  # the worker froze after its step-2 checkpoint; another took the job and resumed
+            if step == taken_over_at:  # the worker froze; another took the job over and resumed it
                 go_silent(first, settings.TRAINING_STALE_SECONDS + 1)
                 assert services.training_job_claim(adapter_version_id=queued.pk, worker="b") is not None
+                checkpoint.parent.mkdir(parents=True, exist_ok=True)
                 checkpoint.write_bytes(b"the new owner's checkpoint")
-                self.last_cancel_check = 0.0  # look now, not after the report interval
             super().on_progress(step, total, loss, eta_seconds)
 
-    config = LoraTrainingConfig.from_dict({**queued.hyperparameters, "steps": 6, "checkpoint_every": 2,
+    config = LoraTrainingConfig.from_dict({**queued.hyperparameters, "steps": 6, "checkpoint_every": checkpoint_every,
                                            "preview_every": 0, "batch_size": 2})
     with pytest.raises(TrainingAbandoned):
         train_lora(base_path=queued.base_model.path, examples=training_examples(queued.snapshot),
                    out_dir=adapter_dir(queued), config=config, work_dir=checkpoint.parent,
-                   callbacks=TakenOverAtStep3(first), threads=1)
+                   callbacks=TakenOver(first), threads=1)
     assert checkpoint.read_bytes() == b"the new owner's checkpoint"
     assert not adapter_dir(queued).exists()
     services.training_job_stop(job=first)  # what the task does next: the version stays the new owner's
     queued.refresh_from_db()
     assert queued.status == AdapterVersion.Status.TRAINING and checkpoint.is_file()
+
+
+def test_a_run_taken_over_while_drawing_previews_writes_none(settings, queued):
+    first = services.training_job_claim(adapter_version_id=queued.pk, worker="a")
+    run = JobReporter(first)
+    go_silent(first, settings.TRAINING_STALE_SECONDS + 1)
+    assert services.training_job_claim(adapter_version_id=queued.pk, worker="b") is not None
+    with pytest.raises(TrainingAbandoned):
+        run.on_preview(4, [("a red star", 0, Image.new("RGB", (8, 8)))])
+    assert not preview_path(queued, "x").parent.exists()
 
 
 def test_a_resumed_job_drops_what_was_recorded_after_its_checkpoint(settings, queued):
