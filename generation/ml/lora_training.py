@@ -299,7 +299,8 @@ class TrainingCallbacks:
         return False
 
     def before_saving(self) -> None:
-        """Called before each checkpoint and before the adapter is saved; raise TrainingAbandoned to stop there."""
+        """Called before the loop writes its work folder or the adapter (the encoded works' cache, each checkpoint,
+        the adapter's save); raise TrainingAbandoned to stop there."""
 
     def on_log(self, line: str) -> None:
         pass
@@ -559,7 +560,8 @@ def _check_examples(examples: list[TrainingExample]) -> None:
 
 def build_cache(pipe, examples: list[TrainingExample], resolution: int, flip: bool,
                 device, dtype, cache_path: Path, key: str, log,
-                should_cancel: Callable[[], bool] = lambda: False) -> dict[str, torch.Tensor]:
+                should_cancel: Callable[[], bool] = lambda: False,
+                before_saving: Callable[[], None] = lambda: None) -> dict[str, torch.Tensor]:
     """Latents (mean, std; plain and mirrored) and text embeddings, encoded once
     and kept in `cache_path` under `key` (a fingerprint of base, data, resolution)."""
     if cache_path.is_file():
@@ -592,6 +594,7 @@ def build_cache(pipe, examples: list[TrainingExample], resolution: int, flip: bo
         mirrored_captions = [mirror_caption(c) for c in captions]
         if mirrored_captions != captions:
             cache.update({f"{k}_flip": v for k, v in encoded(mirrored_captions).items()})
+    before_saving()
     _atomic_torch_save(cache, cache_path)
     log(f"encoded {len(examples)} works at {resolution} px{' (and their mirror images)' if flip else ''}")
     return cache
@@ -834,7 +837,7 @@ def train_lora(*, base_path, examples: list[TrainingExample], out_dir, config: L
         [CACHE_FORMAT, base_fp, data_fp, resolution, config.flip, str(dtype)]).encode()).hexdigest()
     encode_started = time.perf_counter()
     cache = build_cache(pipe, examples, resolution, config.flip, device, dtype, work / "cache.pt", cache_key, log,
-                        callbacks.should_cancel)
+                        callbacks.should_cancel, before_saving)
     encode_seconds = time.perf_counter() - encode_started
     run_key = hashlib.sha256(json.dumps([cache_key, config.fingerprint_dict()], sort_keys=True).encode()).hexdigest()
 

@@ -128,6 +128,30 @@ def test_a_run_taken_over_mid_training_leaves_the_new_owners_files_alone(setting
     assert queued.status == AdapterVersion.Status.TRAINING and checkpoint.is_file()
 
 
+def test_a_run_taken_over_while_encoding_the_works_leaves_their_cache_alone(settings, queued, monkeypatch):
+    from generation.ml import lora_training
+
+    first = services.training_job_claim(adapter_version_id=queued.pk, worker="a")
+    cache = training_work_dir(queued) / "state" / "cache.pt"
+    encode_text = lora_training.encode_text
+
+    def taken_over_while_encoding(*args, **kwargs):  # the captions' encoding asks nothing: freeze there
+        if not cache.exists():
+            go_silent(first, settings.TRAINING_STALE_SECONDS + 1)
+            assert services.training_job_claim(adapter_version_id=queued.pk, worker="b") is not None
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            cache.write_bytes(b"the new owner's cache")
+        return encode_text(*args, **kwargs)
+
+    monkeypatch.setattr(lora_training, "encode_text", taken_over_while_encoding)
+    config = LoraTrainingConfig.from_dict({**queued.hyperparameters, "steps": 2, "preview_every": 0})
+    with pytest.raises(TrainingAbandoned):
+        train_lora(base_path=queued.base_model.path, examples=training_examples(queued.snapshot),
+                   out_dir=adapter_dir(queued), config=config, work_dir=cache.parent, callbacks=JobReporter(first),
+                   threads=1)
+    assert cache.read_bytes() == b"the new owner's cache"
+
+
 def test_a_run_taken_over_while_drawing_previews_writes_none(settings, queued):
     first = services.training_job_claim(adapter_version_id=queued.pk, worker="a")
     run = JobReporter(first)
