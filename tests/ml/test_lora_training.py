@@ -428,6 +428,12 @@ def test_a_cancel_is_heard_during_the_previews_and_the_encoding(tiny_base, works
     assert not (tmp_path / "fresh-work" / "cache.pt").exists()
 
 
+def test_the_eta_is_not_thrown_by_slow_first_steps():
+    assert lt.remaining_seconds([0.5], 10) is None  # one step says nothing about the rest
+    assert lt.remaining_seconds([9.0, 4.0] + [0.15] * 8, 30) == pytest.approx(30 * 0.15)
+    assert lt.remaining_seconds([1.0] * 60 + [0.2] * 50, 5) == pytest.approx(5 * 0.2)  # only the last 50 count
+
+
 def test_the_preview_grid_is_decoded_one_image_at_a_time(tiny_base):
     """Decoding the whole grid at once made the previews a run's memory peak."""
     pipe = lt.load_base_pipeline(tiny_base)
