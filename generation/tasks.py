@@ -6,11 +6,17 @@ import time
 
 from celery import shared_task
 from celery.signals import worker_ready
+from django.db import InterfaceError, OperationalError
 
 logger = logging.getLogger(__name__)
 
 
-@shared_task(name="generation.tasks.train_adapter_version", acks_late=True, reject_on_worker_lost=True)
+# A database that drops out (a restart, a fail-over) would otherwise end the task with its message acknowledged:
+# a version it had not yet claimed stayed queued for ever. The claim makes a retry safe.
+@shared_task(
+    name="generation.tasks.train_adapter_version", acks_late=True, reject_on_worker_lost=True,
+    autoretry_for=(OperationalError, InterfaceError), retry_backoff=5, retry_backoff_max=300, max_retries=8,
+)
 def train_adapter_version(adapter_version_id):
     from .training import run_training_job  # torch loads in training workers only
 

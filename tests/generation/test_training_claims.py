@@ -162,6 +162,22 @@ def test_a_run_taken_over_while_drawing_previews_writes_none(settings, queued):
     assert not preview_path(queued, "x").parent.exists()
 
 
+def test_a_database_that_drops_out_before_the_claim_is_retried_not_lost(queued, monkeypatch):
+    from django.db import OperationalError
+
+    claims = []
+
+    def claim_after_an_outage(**kwargs):
+        claims.append(kwargs)
+        if len(claims) == 1:
+            raise OperationalError("server closed the connection unexpectedly")
+        return None  # the retry gets through (and here finds nothing to do)
+
+    monkeypatch.setattr(services, "training_job_claim", claim_after_an_outage)
+    train_adapter_version.apply(args=[queued.pk])  # eager: a retry runs at once
+    assert [claim["adapter_version_id"] for claim in claims] == [queued.pk, queued.pk]
+
+
 def test_a_resumed_job_drops_what_was_recorded_after_its_checkpoint(settings, queued):
     job = services.training_job_claim(adapter_version_id=queued.pk, worker="a")
     run = JobReporter(job)
