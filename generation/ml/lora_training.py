@@ -751,13 +751,23 @@ def _snr(scheduler, timesteps: torch.Tensor) -> torch.Tensor:
     return alphas_cumprod / (1 - alphas_cumprod).clamp(min=1e-8)
 
 
-def remaining_seconds(step_seconds: list[float], steps_left: int) -> float | None:
-    """The steps left times the median of the last 50 steps. A GPU's first step (kernel selection, a compile)
-    takes seconds against a fraction of one after: with a mean, an H200 run whose 40 steps took 16 s still showed
-    35 s left after its tenth step, when 5 s were; the median is right from the third."""
+def remaining_seconds(step_seconds: list[float], steps_left: int, grids_left: int = 0,
+                      grid_seconds: float | None = None) -> float | None:
+    """The steps left times the median of the last 50 steps, plus the preview grids left times the last grid's
+    seconds once one has been drawn. A GPU's first step (kernel selection, a compile) takes seconds against a
+    fraction of one after: with a mean, an H200 run whose 40 steps took 16 s still showed 35 s left after its
+    tenth step, when 5 s were; the median is right from the third. Grids are a good part of a run on the CPU."""
     if len(step_seconds) < 2:
         return None
-    return steps_left * statistics.median(step_seconds[-50:])
+    return steps_left * statistics.median(step_seconds[-50:]) + grids_left * (grid_seconds or 0.0)
+
+
+def preview_grids_from(step: int, config: LoraTrainingConfig) -> int:
+    """The preview grids still to draw once step `step` is done, its own included."""
+    every = config.preview_every
+    if not every:
+        return 0
+    return config.steps // every - (step - 1) // every + (1 if config.steps % every else 0)
 
 
 def _sdxl_time_ids(resolution: int, batch: int, device, dtype) -> torch.Tensor:
@@ -923,6 +933,7 @@ def train_lora(*, base_path, examples: list[TrainingExample], out_dir, config: L
         pipe.text_encoder.train()
     last_saved = step
     step_times: list[float] = []
+    grid_seconds = None  # the last preview grid's, drawing and recording it
     try:
         while step < config.steps:
             if callbacks.should_cancel():
@@ -995,13 +1006,15 @@ def train_lora(*, base_path, examples: list[TrainingExample], out_dir, config: L
             elapsed = time.perf_counter() - tick
             train_seconds += elapsed
             step_times.append(elapsed)
-            eta = remaining_seconds(step_times, config.steps - step)
+            eta = remaining_seconds(step_times, config.steps - step, preview_grids_from(step, config), grid_seconds)
             callbacks.on_progress(step, config.steps, value, eta)
             if step % config.checkpoint_every == 0 and step < config.steps:
                 save_checkpoint()
                 last_saved = step
             if config.preview_every and (step % config.preview_every == 0 or step == config.steps):
+                grid_started = time.perf_counter()
                 callbacks.on_preview(step, _previews(pipe, config, device, resolution, callbacks.should_cancel))
+                grid_seconds = time.perf_counter() - grid_started
                 pipe.unet.train()
     except TrainingCancelled:
         if step > last_saved or not checkpoint_path.is_file():

@@ -432,6 +432,20 @@ def test_the_eta_is_not_thrown_by_slow_first_steps():
     assert lt.remaining_seconds([0.5], 10) is None  # one step says nothing about the rest
     assert lt.remaining_seconds([9.0, 4.0] + [0.15] * 8, 30) == pytest.approx(30 * 0.15)
     assert lt.remaining_seconds([1.0] * 60 + [0.2] * 50, 5) == pytest.approx(5 * 0.2)  # only the last 50 count
+    # Preview grids count once one has been timed: on the CPU they are a good part of a run.
+    assert lt.remaining_seconds([0.1] * 10, 300, grids_left=3, grid_seconds=5.0) == pytest.approx(30 + 15)
+    assert lt.remaining_seconds([0.1] * 10, 300, grids_left=3) == pytest.approx(30)
+
+
+@pytest.mark.parametrize("steps, every, after_step, grids", [
+    (400, 100, 1, 4), (400, 100, 100, 4), (400, 100, 101, 3), (400, 100, 400, 1),
+    (6, 4, 4, 2), (6, 4, 5, 1), (6, 4, 6, 1), (6, 0, 1, 0),
+])
+def test_the_eta_counts_the_preview_grids_still_to_draw(steps, every, after_step, grids):
+    cfg = config(steps=steps, preview_every=every)
+    assert lt.preview_grids_from(after_step, cfg) == grids
+    drawn_from_here = [s for s in range(after_step, steps + 1) if every and (s % every == 0 or s == steps)]
+    assert len(drawn_from_here) == grids  # the loop's own rule
 
 
 def test_the_preview_grid_is_decoded_one_image_at_a_time(tiny_base):
