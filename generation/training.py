@@ -43,6 +43,7 @@ class JobReporter(TrainingCallbacks):
     def __init__(self, job):
         self.job_id = job.pk
         self.claim_token = job.claim_token
+        self.claimed_job = TrainingJob.objects.filter(pk=job.pk, claim_token=job.claim_token)  # empty once taken over
         self.version = job.adapter_version
         self.losses = list(job.losses)
         self.log_lines = []
@@ -106,7 +107,7 @@ class JobReporter(TrainingCallbacks):
         """Asked now, not at the report interval: the caller is about to write into folders that a run which
         took this one over shares."""
         if not self.taken_over:
-            self.taken_over = not TrainingJob.objects.filter(pk=self.job_id, claim_token=self.claim_token).exists()
+            self.taken_over = not self.claimed_job.exists()
         self._stop_if_taken_over()
 
     def _stop_if_taken_over(self):
@@ -122,8 +123,7 @@ class JobReporter(TrainingCallbacks):
             self._save()
 
     def _save(self, **fields):
-        claimed = TrainingJob.objects.filter(pk=self.job_id, claim_token=self.claim_token)
-        if not claimed.update(heartbeat_at=timezone.now(), **fields):
+        if not self.claimed_job.update(heartbeat_at=timezone.now(), **fields):
             self.taken_over = True  # write nothing more; the loop stops at its next callback
 
 

@@ -97,6 +97,9 @@ class _Progress:
     def on_checkpoint(self, step):
         pass
 
+    def before_saving(self):
+        pass
+
     def should_cancel(self):
         return False
 

@@ -819,8 +819,6 @@ def train_lora(*, base_path, examples: list[TrainingExample], out_dir, config: L
     the same seed gives the same adapter only at the same thread count."""
     started = time.perf_counter()
     callbacks = callbacks or TrainingCallbacks()
-    # Callbacks need not subclass TrainingCallbacks (the CLI's do not), nor have this later hook.
-    before_saving = getattr(callbacks, "before_saving", lambda: None)
     log = callbacks.on_log
     examples = list(examples)
     _check_examples(examples)
@@ -857,7 +855,7 @@ def train_lora(*, base_path, examples: list[TrainingExample], out_dir, config: L
         [CACHE_FORMAT, base_fp, data_fp, resolution, config.flip, str(dtype)]).encode()).hexdigest()
     encode_started = time.perf_counter()
     cache = build_cache(pipe, examples, resolution, config.flip, device, dtype, work / "cache.pt", cache_key, log,
-                        callbacks.should_cancel, before_saving)
+                        callbacks.should_cancel, callbacks.before_saving)
     encode_seconds = time.perf_counter() - encode_started
     run_key = hashlib.sha256(json.dumps([cache_key, config.fingerprint_dict()], sort_keys=True).encode()).hexdigest()
 
@@ -908,7 +906,7 @@ def train_lora(*, base_path, examples: list[TrainingExample], out_dir, config: L
             log("the checkpoint in the work folder belongs to another base, data or config; starting afresh")
 
     def save_checkpoint() -> None:
-        before_saving()
+        callbacks.before_saving()
         _atomic_torch_save({
             "run_key": run_key, "step": step, "lora": lora_state(pipe, config),
             "optimizer": optimizer.state_dict(), "lr_scheduler": lr_scheduler.state_dict(),
@@ -1028,7 +1026,7 @@ def train_lora(*, base_path, examples: list[TrainingExample], out_dir, config: L
     # and only saves.
     if step > resumed_from or not checkpoint_path.is_file():
         save_checkpoint()
-    before_saving()
+    callbacks.before_saving()
     weights_path, digest = save_adapter(pipe, config, out_dir)
     tail = losses[-max(1, len(losses) // 10):]
     final_loss = float(sum(tail) / len(tail)) if tail else float("nan")

@@ -80,6 +80,9 @@ class PrintingCallbacks:
     def on_checkpoint(self, step):
         pass
 
+    def before_saving(self):
+        pass
+
     def should_cancel(self):
         return False
 
