@@ -65,7 +65,7 @@ class AdapterVersion(models.Model):
     hyperparameters = models.JSONField(default=dict)
     publish_when_ready = models.BooleanField(default=False)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
-    weights_path = models.CharField(max_length=500, blank=True, help_text=_("Relative to MEDIA_ROOT."))
+    weights_path = models.CharField(max_length=500, blank=True, help_text=_("Relative to ADAPTER_ROOT."))
     weights_sha256 = models.CharField(max_length=64, blank=True)
     metrics = models.JSONField(default=dict, blank=True)
     failure_reason = models.CharField(max_length=300, blank=True)

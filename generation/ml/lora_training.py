@@ -489,9 +489,10 @@ def encode_text(pipe, captions: list[str], device) -> dict[str, torch.Tensor]:
     return {"embeds": embeds.float().cpu()}
 
 
-# Pixels the VAE encodes at once while caching: 16 works of the built-in base's
-# 32 px, one at Stable Diffusion's 512 px or more (its encoder's activations
-# take about 1 GB per 512 px image in fp32, more than the training step's own).
+# Works and pixels the VAE encodes at once while caching: 16 works of the
+# built-in base's 32 px, one at Stable Diffusion's 512 px or more (its
+# encoder's activations take about 1 GB per 512 px image in fp32, more than
+# the training step's own).
 ENCODE_PIXELS = 512 * 512
 ENCODE_BATCH_MAX = 16
 
