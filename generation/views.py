@@ -34,7 +34,7 @@ def style_page(request):
 @role_required(Role.ARTIST)
 def job_panel(request, version_id):
     version = _own_version(request, version_id)
-    response = render(request, "generation/_job.html", {"job": presentation.job_state(version)})
+    response = render(request, "generation/_job_poll.html", {"job": presentation.job_state(version)})
     if request.headers.get("HX-Request") and not version.is_active:
         response["HX-Refresh"] = "true"  # the training ended: the heading, buttons and versions change too
     return response

@@ -5,6 +5,7 @@ from django.urls import reverse
 
 from generation.models import AdapterVersion
 from tests.factories import PASSWORD
+from tests.support.contrast import badge_contrasts
 
 from .conftest import opted_in_artist
 
@@ -30,11 +31,19 @@ def test_artist_trains_watches_progress_and_gets_a_published_style(live_server, 
     assert page.locator("progress").is_visible()
     # htmx replaces the panel every 2 s while the training runs: the preview grid fills, then it finishes.
     page.locator(".preview-grid img").first.wait_for(timeout=180_000)
+    # The versions table below follows the panel (each poll updates both), never "Queued" beside a running training.
+    version = AdapterVersion.objects.get()
+    panel_status, row_status = page.evaluate(
+        f"() => [document.querySelector('.job-panel').dataset.status, "
+        f"document.getElementById('version-status-{version.pk}').textContent.trim()]"
+    )
+    assert row_status == str(AdapterVersion.Status(panel_status).label)
     page.locator('.job-panel[data-status="ready"]').wait_for(timeout=180_000)
     page.reload()
     assert page.locator(".version-row .badge").inner_text() == "published"
+    assert all(ratio >= 4.5 for _text, ratio in badge_contrasts(page)), badge_contrasts(page)  # WCAG AA
     assert page.locator('.version-row[data-status="ready"]').count() == 1
-    version = AdapterVersion.objects.get()
+    version.refresh_from_db()
     assert version.style.published_version_id == version.pk
     assert page.failed == [], page.failed
     assert page.errors == [], page.errors

@@ -167,6 +167,17 @@ def test_the_polled_panel_reloads_the_page_once_the_training_ends(client_for, ow
     assert "HX-Refresh" not in client.get(panel, HTTP_HX_REQUEST="true")
 
 
+def test_the_polled_panel_also_updates_the_status_in_the_versions_table(client_for, owned):
+    artist, _first, second = owned
+    client = client_for(artist.user)
+    AdapterVersion.objects.filter(pk=second.pk).update(status=AdapterVersion.Status.QUEUED)
+    page = client.get(reverse("generation:style")).content.decode()
+    assert f'<span id="version-status-{second.pk}">Queued</span>' in page
+    AdapterVersion.objects.filter(pk=second.pk).update(status=AdapterVersion.Status.TRAINING)
+    poll = client.get(reverse("generation:job_panel", args=[second.pk]), HTTP_HX_REQUEST="true").content.decode()
+    assert f'<span id="version-status-{second.pk}" hx-swap-oob="true">Training</span>' in poll
+
+
 def test_style_page_shows_versions_and_the_train_form(client_for, owned):
     artist, first, second = owned
     page = client_for(artist.user).get(reverse("generation:style")).content.decode()

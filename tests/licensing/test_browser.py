@@ -6,6 +6,7 @@ from django.urls import reverse
 from licensing.models import ConsentEvent, Work
 from tests.factories import PASSWORD, ArtistFactory, ConsentTermsFactory
 from tests.licensing import images
+from tests.support.contrast import badge_contrasts
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -49,6 +50,8 @@ def run_flow(live_server, page, tmp_path):
     page.goto(live_server.url + reverse("licensing:studio"))
     page.click("text=Opt in all eligible works")
     assert "20 works opted in." in page.inner_text(".messages")
+    contrasts = badge_contrasts(page)  # the consent state of each work must be readable (WCAG AA)
+    assert len(contrasts) == 20 and all(ratio >= 4.5 for _text, ratio in contrasts), contrasts
     one = Work.objects.get(caption="drawing number 7")
     page.click(f"#work-{one.pk} button:has-text('Withdraw')")
     assert f"Consent for work #{one.pk} is withdrawn." in page.inner_text(".messages")
