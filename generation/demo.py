@@ -43,7 +43,7 @@ def _weights_and_configs(file_hashes):
 def demo_artist_install(*, manifest, password):
     """Create (or find) the demo artist of one manifest, with works, consent, snapshot and published adapter."""
     from licensing.models import Artist
-    from licensing.services import artist_become, dataset_snapshot_create, work_upload, works_opt_in_eligible
+    from licensing.services import artist_become, dataset_snapshot_create, work_update, work_upload, works_opt_in_eligible
 
     folder = manifest["folder"]
     user, _ = get_user_model().objects.get_or_create(
@@ -58,7 +58,9 @@ def demo_artist_install(*, manifest, password):
         path = folder / work["file"]
         if sha256_file(path) != work["sha256"]:
             raise DemoMismatch(f"{path} does not match its manifest; regenerate with `{REGENERATE}`.")
-        work_upload(artist=artist, data=path.read_bytes(), filename=path.name, caption=work["caption"])
+        uploaded = work_upload(artist=artist, data=path.read_bytes(), filename=path.name, caption=work["caption"])
+        if uploaded.status == "created":  # shown once, so the public page has the style to see; later choices stand
+            work_update(work=uploaded.work, shown_on_profile=True)
     works_opt_in_eligible(artist=artist, actor=user)
 
     style = style_for_artist(artist=artist)

@@ -9,6 +9,8 @@ from django.core.management import call_command
 from generation.demo import DemoMismatch, demo_artist_install, demo_manifests
 from generation.models import AdapterVersion
 from generation.selectors import usable_adapter_versions
+from licensing.selectors import works_shown
+from licensing.services import work_update
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("generation_roots")]
 
@@ -35,9 +37,15 @@ def test_demo_artists_get_published_usable_styles_and_reinstalling_changes_nothi
         assert version.snapshot.work_count == 5
         assert sorted(e["sha256"] for e in version.snapshot.entries) == sorted(w["sha256"] for w in manifest["works"])
     assert usable_adapter_versions().count() == 2
+    # The public page shows the demo works, and a work the newcomer hid stays hidden when the demo installs again.
+    artist = style.artist
+    assert works_shown(artist=artist).count() == 5
+    hidden = works_shown(artist=artist).first()
+    work_update(work=hidden, shown_on_profile=False)
     for manifest in manifests:
         demo_artist_install(manifest=manifest, password="pw-123456789")
     assert AdapterVersion.objects.count() == 2
+    assert works_shown(artist=artist).count() == 4 and hidden not in works_shown(artist=artist)
 
 
 def test_a_tampered_adapter_is_refused(demo_folder, tmp_path):
