@@ -47,7 +47,8 @@ def seconds_per_step_estimate(*, base_model):
 
 
 def training_queue_state(*, adapter_version):
-    """(position among waiting trainings, 1-based; seconds until this one is done) for a queued version."""
+    """(1-based place among the unfinished trainings, those running now included, in the order they were
+    started; seconds until this one is done, one training at a time) for a queued version."""
     ahead = (
         TrainingJob.objects.filter(
             adapter_version__status__in=AdapterVersion.ACTIVE_STATUSES,
