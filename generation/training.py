@@ -12,7 +12,7 @@ import traceback
 from pathlib import Path
 
 from django.conf import settings
-from django.db import connection
+from django.db import InterfaceError, OperationalError, connection
 from django.utils import timezone
 
 from generation.ml.lora_training import (
@@ -193,6 +193,11 @@ def run_training_job(*, adapter_version_id, worker):
             version = services.training_job_finish(job=job, result=result, adapter_root=Path(settings.ADAPTER_ROOT))
         except (TrainingCancelled, TrainingAbandoned):
             return services.training_job_stop(job=job)
+        except (OperationalError, InterfaceError):
+            # The database dropped out (a restart, a fail-over): failing would discard the checkpoint for a blip.
+            # The task is retried, and recovery queues the job again once its heartbeat is stale; it resumes.
+            logger.warning("training of adapter version %s lost its database; it resumes later", version.pk, exc_info=True)
+            raise
         except Exception as error:
             logger.exception("training of adapter version %s failed", version.pk)
             reason = presentation.one_sentence(error)

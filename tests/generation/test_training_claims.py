@@ -382,3 +382,32 @@ def test_the_retry_bound_removes_the_dead_runs_checkpoint(settings, queued, djan
     with django_capture_on_commit_callbacks(execute=True):
         assert services.training_job_claim(adapter_version_id=queued.pk, worker="b") is None
     assert not state.exists()
+
+
+def test_a_database_that_drops_out_mid_run_keeps_the_checkpoint_and_the_job_resumes(settings, queued, monkeypatch, django_capture_on_commit_callbacks):
+    from django.db import OperationalError as DatabaseDown
+
+    from generation.training import run_training_job
+
+    queued.hyperparameters.update(steps=8, checkpoint_every=4, preview_every=0)
+    queued.save(update_fields=["hyperparameters"])
+    on_progress = JobReporter.on_progress
+
+    def outage_at_step_six(reporter, step, total, loss, eta_seconds):
+        if step == 6:
+            raise DatabaseDown("server closed the connection unexpectedly")
+        on_progress(reporter, step, total, loss, eta_seconds)
+
+    monkeypatch.setattr(JobReporter, "on_progress", outage_at_step_six)
+    with pytest.raises(DatabaseDown):  # raised on, so that the task's autoretry applies
+        run_training_job(adapter_version_id=queued.pk, worker="a")
+    queued.refresh_from_db()
+    assert queued.status == AdapterVersion.Status.TRAINING and queued.failure_reason == ""
+    assert (training_work_dir(queued) / "state" / CHECKPOINT_NAME).is_file()
+
+    monkeypatch.setattr(JobReporter, "on_progress", on_progress)
+    go_silent(TrainingJob.objects.get(adapter_version=queued), settings.TRAINING_STALE_SECONDS + 1)
+    with django_capture_on_commit_callbacks(execute=True):
+        finished = run_training_job(adapter_version_id=queued.pk, worker="b")
+    assert finished.status == AdapterVersion.Status.READY
+    assert finished.job.resumed_from_step == 4
