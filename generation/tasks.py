@@ -11,11 +11,15 @@ from django.db import InterfaceError, OperationalError
 logger = logging.getLogger(__name__)
 
 
-# A database that drops out (a restart, a fail-over) would otherwise end the task with its message acknowledged:
-# a version it had not yet claimed stayed queued for ever. The claim makes a retry safe.
+# A database that drops out (a restart, a fail-over). The task is retried on these, or it would end with its
+# message acknowledged and a version it had not yet claimed queued for ever (the claim makes a retry safe); the
+# runner lets them through instead of failing the training.
+DATABASE_OUTAGES = (OperationalError, InterfaceError)
+
+
 @shared_task(
     name="generation.tasks.train_adapter_version", acks_late=True, reject_on_worker_lost=True,
-    autoretry_for=(OperationalError, InterfaceError), retry_backoff=5, retry_backoff_max=300, max_retries=8,
+    autoretry_for=DATABASE_OUTAGES, retry_backoff=5, retry_backoff_max=300, max_retries=8,
 )
 def train_adapter_version(adapter_version_id):
     from .training import run_training_job  # torch loads in training workers only

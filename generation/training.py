@@ -12,7 +12,7 @@ import traceback
 from pathlib import Path
 
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, connection
+from django.db import connection
 from django.utils import timezone
 
 from generation.ml.lora_training import (
@@ -28,6 +28,7 @@ from licensing.models import Work
 from . import presentation, services
 from .models import AdapterVersion, TrainingJob
 from .storage import adapter_dir, preview_path, training_work_dir
+from .tasks import DATABASE_OUTAGES
 
 logger = logging.getLogger(__name__)
 
@@ -193,7 +194,7 @@ def run_training_job(*, adapter_version_id, worker):
             version = services.training_job_finish(job=job, result=result, adapter_root=Path(settings.ADAPTER_ROOT))
         except (TrainingCancelled, TrainingAbandoned):
             return services.training_job_stop(job=job)
-        except (OperationalError, InterfaceError):
+        except DATABASE_OUTAGES:
             # The database dropped out (a restart, a fail-over): failing would discard the checkpoint for a blip.
             # The task is retried, and recovery queues the job again once its heartbeat is stale; it resumes.
             logger.warning("training of adapter version %s lost its database; it resumes later", version.pk, exc_info=True)

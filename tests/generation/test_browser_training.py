@@ -41,7 +41,8 @@ def test_artist_trains_watches_progress_and_gets_a_published_style(live_server, 
     page.locator('.job-panel[data-status="ready"]').wait_for(timeout=180_000)
     page.reload()
     assert page.locator(".version-row .badge").inner_text() == "published"
-    assert all(ratio >= 4.5 for _text, ratio in badge_contrasts(page)), badge_contrasts(page)  # WCAG AA
+    contrasts = badge_contrasts(page)
+    assert all(ratio >= 4.5 for _text, ratio in contrasts), contrasts  # WCAG AA
     assert page.locator('.version-row[data-status="ready"]').count() == 1
     version.refresh_from_db()
     assert version.style.published_version_id == version.pk
