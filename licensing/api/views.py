@@ -36,6 +36,7 @@ class WorkViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Updat
     queryset = Work.objects.none()  # for the schema; requests use get_queryset
     parser_classes = [MultiPartParser, FormParser, JSONParser]
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+    lookup_value_regex = r"[0-9]+"  # "abc" is a 404 from the router, not a ValueError from the lookup
 
     def get_queryset(self):
         return selectors.works_of_artist(artist=self.request.user.artist)
@@ -107,7 +108,7 @@ class WorkViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Updat
         return Response(s.ConsentEventSerializer(event).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(responses=s.ConsentEventSerializer(many=True))
-    @action(detail=True, methods=["get"])
+    @action(detail=True, methods=["get"], pagination_class=None)  # a work's few events, whole
     def consent(self, request, pk=None):
         events = selectors.consent_history(artist=request.user.artist, work=self.get_object())
         return Response(s.ConsentEventSerializer(events, many=True).data)
@@ -159,6 +160,7 @@ class DatasetSnapshotViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, m
     permission_classes = [IsArtist]
     serializer_class = s.DatasetSnapshotSerializer
     queryset = DatasetSnapshot.objects.none()
+    lookup_value_regex = r"[0-9]+"
 
     def get_queryset(self):
         return DatasetSnapshot.objects.filter(artist=self.request.user.artist).select_related("terms")

@@ -46,6 +46,17 @@ def test_missing_image_field_is_a_clear_error(api_client_for, artist):
     assert response.status_code == 400 and response.json()["error"]["message"] == "image: No file was submitted."
 
 
+@pytest.mark.parametrize("method, suffix", [("get", ""), ("patch", ""), ("delete", ""), ("get", "consent/"),
+                                           ("post", "opt-in/"), ("post", "opt-out/")])
+def test_a_work_id_that_is_not_a_number_is_a_404(api_client_for, artist, method, suffix):
+    response = getattr(api_client_for(artist.user), method)(f"/api/works/null,null/{suffix}")
+    assert response.status_code == 404
+
+
+def test_a_snapshot_id_that_is_not_a_number_is_a_404(api_client_for, artist):
+    assert api_client_for(artist.user).get("/api/snapshots/abc/").status_code == 404
+
+
 def test_schema_validates_and_names_the_upload_contract():
     out = io.StringIO()
     call_command("spectacular", "--validate", "--fail-on-warn", "--format", "openapi-json", stdout=out)
@@ -59,3 +70,6 @@ def test_schema_validates_and_names_the_upload_contract():
     body = schema["paths"]["/api/works/"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
     ref = body["$ref"].rsplit("/", 1)[-1]
     assert set(schema["components"]["schemas"][ref]["properties"]) == {"image", "caption"}
+    # a work's consent history is answered whole, as a list, and the schema must say so
+    consent = schema["paths"]["/api/works/{id}/consent/"]["get"]["responses"]["200"]["content"]["application/json"]
+    assert consent["schema"]["type"] == "array"
