@@ -270,8 +270,9 @@ def training_job_finish(*, job, result, adapter_root):
 @transaction.atomic
 def adapter_version_publish(*, adapter_version):
     """Make this version the one generation uses for its style (also how an artist rolls back)."""
-    style = Style.objects.select_for_update().get(pk=adapter_version.style_id)
-    version = AdapterVersion.objects.get(pk=adapter_version.pk)
+    # The version first, then its style: the order a withdrawal takes, which may be retiring this very version.
+    version = AdapterVersion.objects.select_for_update().get(pk=adapter_version.pk)
+    style = Style.objects.select_for_update().get(pk=version.style_id)
     if version.status != AdapterVersion.Status.READY:
         raise ValidationError(_("Only a ready version can be published; this one is %(status)s.") % {"status": version.get_status_display()})
     style.published_version = version
@@ -312,7 +313,14 @@ def adapter_versions_retire_for_works(*, work_ids, event_ids):
         AdapterVersion.objects.select_for_update(of=("self",))
         .filter(snapshot__artist_id__in=artist_ids)
         .exclude(status=AdapterVersion.Status.RETIRED)
-        .select_related("style", "style__artist", "snapshot")
+        .select_related("style", "style__artist__user", "snapshot")
+    )
+    candidates = list(candidates)
+    # Read after the versions are locked: a training that was finishing may have published one of them
+    # meanwhile, and the style joined into the query above can predate that.
+    published = dict(
+        Style.objects.select_for_update().filter(pk__in={v.style_id for v in candidates})
+        .values_list("pk", "published_version_id")
     )
     now = timezone.now()
     retired, styles = [], {}
@@ -320,7 +328,7 @@ def adapter_versions_retire_for_works(*, work_ids, event_ids):
         held = sorted(set(event_of_work) & set(version.snapshot.work_ids))
         if not held:
             continue
-        was_published = version.style.published_version_id == version.pk
+        was_published = published[version.style_id] == version.pk
         # A training under way was meant to go live; its retrain keeps that wish. A cancelled or failed
         # version is retired too, but nobody asked for it again: no retrain on its account.
         wanted = version.is_active or version.status == AdapterVersion.Status.READY
@@ -351,6 +359,20 @@ def withdrawal_receiver(work_ids, event_ids):
 
 def _retrain_after_withdrawal(*, style, preset, publish):
     """Queue a retrain on the works that remain; never let it stand in the way of the withdrawal itself."""
+    artist = style.artist
+    if artist.has_left or not artist.user.is_active:
+        logger.info("no retrain of style %s after a withdrawal: its artist is off the platform", style.pk)
+        return
+    # The withdrawal has locked every version of this artist, so this one cannot finish meanwhile.
+    running = style.versions.filter(status__in=AdapterVersion.ACTIVE_STATUSES).first()
+    if running is not None:
+        # It holds none of the withdrawn works (else it was retired above): it is the retrain, and it
+        # takes over the wish to go live of the version it replaces.
+        if publish and not running.publish_when_ready:
+            running.publish_when_ready = True
+            running.save(update_fields=["publish_when_ready"])
+        logger.info("no retrain of style %s after a withdrawal: version %s is under way", style.pk, running.number)
+        return
     try:
         style_training_start(artist=style.artist, actor=None, preset=preset, publish_when_ready=publish)
     except ValidationError as refusal:

@@ -8,9 +8,10 @@ from generation.selectors import usable_adapter_versions
 from generation.services import (
     adapter_versions_retire_for_works, style_training_start, training_job_claim, training_job_finish, training_job_stop,
 )
-from generation.storage import training_work_dir
+from generation.storage import adapter_dir, training_work_dir
 from licensing.hooks import replaced_withdrawal_receiver
-from licensing.services import artist_leave, work_delete, work_withdraw
+from licensing.services import artist_leave, work_delete, work_update, work_withdraw
+from tests.factories import StaffFactory
 
 from .conftest import finished_result, opted_in_artist, ready_version
 
@@ -245,3 +246,32 @@ def test_a_work_held_only_by_a_cancelled_training_retires_it_without_a_retrain(d
         work_withdraw(work=works[0], actor=artist.user)
     assert dict(AdapterVersion.objects.values_list("number", "status")) == {1: "retired"}
     assert callbacks == []  # nobody asked for that training again
+
+
+def test_no_retrain_for_an_account_staff_deactivated(django_capture_on_commit_callbacks):
+    artist, works = opted_in_artist(5)
+    ready_version(artist)
+    artist.user.is_active = False
+    artist.user.save()
+    with django_capture_on_commit_callbacks(execute=False):
+        work_delete(work=works[0], actor=StaffFactory())
+    # no retrain queued: no training time spent on a style generation would refuse
+    assert dict(AdapterVersion.objects.values_list("number", "status")) == {1: "retired"}
+
+
+def test_a_training_under_way_takes_over_the_wish_to_go_live_of_the_version_it_replaces(
+        settings, django_capture_on_commit_callbacks):
+    artist, works = opted_in_artist(5)
+    published = ready_version(artist)  # holds works[0]
+    work_update(work=works[0], caption="")  # still opted in, no longer trainable
+    running = style_training_start(artist=artist, actor=artist.user, preset="quick", publish_when_ready=False)
+    assert works[0].pk not in running.snapshot.work_ids
+    with django_capture_on_commit_callbacks(execute=False):
+        work_withdraw(work=works[0], actor=artist.user)
+    published.refresh_from_db()
+    assert published.status == AdapterVersion.Status.RETIRED
+    assert AdapterVersion.objects.count() == 2  # no second retrain beside the one under way
+    job = training_job_claim(adapter_version_id=running.pk, worker="w")
+    training_job_finish(job=job, result=finished_result(adapter_dir(running)), adapter_root=settings.ADAPTER_ROOT)
+    running.refresh_from_db()
+    assert running.style.published_version_id == running.pk

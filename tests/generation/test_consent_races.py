@@ -11,11 +11,12 @@ import pytest
 from django.db import connection, connections
 
 from generation import services
-from generation.models import AdapterVersion
+from generation.models import AdapterVersion, Style
+from generation.storage import adapter_dir
 from licensing import hooks
 from licensing.services import work_withdraw
 
-from .conftest import opted_in_artist, ready_version
+from .conftest import finished_result, opted_in_artist, ready_version
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("generation_roots", "training_terms")]
 
@@ -173,3 +174,61 @@ def test_recovery_and_a_claim_take_their_locks_without_a_deadlock(monkeypatch, s
     recovery.join(20)
     assert "error" not in claim_box and "error" not in recovery_box, (claim_box, recovery_box)
     assert claim_box["result"] is not None
+
+
+def test_publishing_during_a_withdrawal_never_publishes_the_retired_version():
+    artist, works = opted_in_artist(4)
+    rollback_target = ready_version(artist, publish=False)
+    recorded, release = threading.Event(), threading.Event()
+    receiver = hooks.withdrawal_receiver()
+
+    def slow_receiver(work_ids, event_ids):
+        receiver(work_ids, event_ids)
+        recorded.set()
+        release.wait(20)  # the version is retired, not yet committed
+
+    with hooks.replaced_withdrawal_receiver(slow_receiver):
+        withdrawal, withdrawal_box = in_thread(lambda: work_withdraw(work=works[0], actor=artist.user))
+        assert recorded.wait(20)
+        publish, publish_box = in_thread(lambda: services.adapter_version_publish(adapter_version=rollback_target))
+        publish.join(1.5)
+        assert publish.is_alive(), "the publish must wait for the withdrawal"
+        release.set()
+        withdrawal.join(20)
+        publish.join(20)
+    assert "error" not in withdrawal_box, withdrawal_box
+    assert "Only a ready version can be published" in str(publish_box.get("error")), publish_box
+    rollback_target.refresh_from_db()
+    assert rollback_target.status == AdapterVersion.Status.RETIRED
+    assert Style.objects.get(pk=rollback_target.style_id).published_version_id is None
+
+
+def test_a_training_that_goes_live_during_a_withdrawal_is_unpublished_and_its_retrain_goes_live(monkeypatch, settings):
+    artist, works = opted_in_artist(5)
+    monkeypatch.setattr(services, "_enqueue_training", lambda version_id: None)
+    version = services.style_training_start(artist=artist, actor=artist.user, preset="quick", publish_when_ready=True)
+    job = services.training_job_claim(adapter_version_id=version.pk, worker="w")
+    published, release = threading.Event(), threading.Event()
+    publish = services.adapter_version_publish
+
+    def publish_and_hold(**kwargs):
+        style = publish(**kwargs)
+        published.set()
+        release.wait(20)  # published, not yet committed
+        return style
+
+    monkeypatch.setattr(services, "adapter_version_publish", publish_and_hold)
+    finish, finish_box = in_thread(lambda: services.training_job_finish(
+        job=job, result=finished_result(adapter_dir(version)), adapter_root=settings.ADAPTER_ROOT))
+    assert published.wait(20)
+    withdrawal, withdrawal_box = in_thread(lambda: work_withdraw(work=works[0], actor=artist.user))
+    withdrawal.join(1.5)  # waits for the finishing training's lock on the version
+    release.set()
+    finish.join(20)
+    withdrawal.join(20)
+    assert "error" not in finish_box and "error" not in withdrawal_box, (finish_box, withdrawal_box)
+    version.refresh_from_db()
+    assert version.status == AdapterVersion.Status.RETIRED
+    assert Style.objects.get(pk=version.style_id).published_version_id is None
+    retrain = AdapterVersion.objects.get(number=version.number + 1)
+    assert retrain.publish_when_ready  # it replaces a version that was live
