@@ -16,5 +16,8 @@ urlpatterns = [
     path("", include("illustration_platform.site.urls")),
 ]
 
+handler404 = "illustration_platform.api.errors.not_found"
+handler500 = "illustration_platform.api.errors.server_error"
+
 if settings.DEBUG:
     urlpatterns += static(settings.MEDIA_URL, document_root=settings.MEDIA_ROOT)

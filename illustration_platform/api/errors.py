@@ -1,7 +1,8 @@
 """One error shape for the whole API: {"error": {"code", "message", "fields"}}."""
 
 from django.core.exceptions import PermissionDenied
-from django.http import Http404
+from django.http import Http404, JsonResponse
+from django.views import defaults
 from rest_framework import exceptions
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -34,3 +35,70 @@ def exception_handler(exc, context):
         error["fields"] = detail
     response.data = {"error": error}
     return response
+
+
+def _is_api(request):
+    return request.path.startswith("/api/")
+
+
+def not_found(request, exception):
+    """handler404: a path under /api/ that no route matches answers in the API's shape, not an HTML page."""
+    if _is_api(request):
+        return JsonResponse({"error": {"code": "not_found", "message": "Not found."}}, status=404)
+    return defaults.page_not_found(request, exception)
+
+
+def server_error(request):
+    """handler500: the API's clients get JSON here too (the traceback goes to the log, never to them)."""
+    if _is_api(request):
+        return JsonResponse({"error": {"code": "error", "message": "A server error occurred."}}, status=500)
+    return defaults.server_error(request)
+
+
+ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {
+                "code": {"type": "string", "description": "Machine-readable: not_found, invalid, duplicate, ..."},
+                "message": {"type": "string", "description": "One sentence for a person."},
+                "fields": {"type": "object", "description": "Per-field messages, for a refused request body."},
+            },
+        }
+    },
+}
+
+
+def document_errors(result, generator, request, public):
+    """drf-spectacular postprocessing hook: every operation names the error answers it can give, in their one shape.
+
+    404 where the path or a page names something, 400 where a write can be refused, 401/403 where sign-in is
+    required; a view's own description of one of these codes is kept.
+    """
+    result.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
+    answer = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+    reasons = {
+        "400": "Refused: the message says why; nothing was changed.",
+        "401": "Not signed in (token authentication).",
+        "403": "Not signed in (session), or not allowed.",
+        "404": "No such object among yours, or no such page.",
+    }
+    for path, operations in result.get("paths", {}).items():
+        for method, operation in operations.items():
+            codes = set()
+            if "{" in path or any(p["name"] == "page" for p in operation.get("parameters", [])):
+                codes.add("404")
+            if method in ("post", "put", "patch"):
+                codes.add("400")
+            if {} not in operation.get("security", [{}]):
+                codes |= {"401", "403"}
+            responses = operation.setdefault("responses", {})
+            for code in sorted(codes):
+                responses.setdefault(code, {"description": reasons[code]})
+            for code, described in responses.items():
+                if code.startswith("4"):
+                    described.setdefault("content", answer["content"])
+    return result

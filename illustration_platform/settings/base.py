@@ -155,6 +155,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "illustration_platform.api.errors.document_errors",
+    ],
 }
 
 # Celery: one queue per kind of work so GPU hosts can take only `generation` and `training`.

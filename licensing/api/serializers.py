@@ -73,8 +73,13 @@ class WithdrawSerializer(serializers.Serializer):
     reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=300)
 
 
+def _work_id():
+    # Bounded to what a database integer holds: a larger number is refused here, not an OverflowError in the query.
+    return serializers.IntegerField(min_value=1, max_value=2**63 - 1)
+
+
 class WorkIdsSerializer(serializers.Serializer):
-    work_ids = serializers.ListField(child=serializers.IntegerField(), allow_empty=False)
+    work_ids = serializers.ListField(child=_work_id(), allow_empty=False)
 
 
 class CaptionsApplySerializer(WorkIdsSerializer):
@@ -84,7 +89,7 @@ class CaptionsApplySerializer(WorkIdsSerializer):
 class CaptionsReplaceSerializer(serializers.Serializer):
     find = serializers.CharField(max_length=500, trim_whitespace=False)
     replace = serializers.CharField(max_length=500, allow_blank=True, trim_whitespace=False)
-    work_ids = serializers.ListField(child=serializers.IntegerField(), required=False)
+    work_ids = serializers.ListField(child=_work_id(), required=False)
 
 
 class ChangedSerializer(serializers.Serializer):

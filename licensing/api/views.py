@@ -88,7 +88,7 @@ class WorkViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Updat
         services.work_delete(work=self.get_object(), actor=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
-    @extend_schema(request=None, responses=s.ConsentEventSerializer)
+    @extend_schema(request=None, responses={201: s.ConsentEventSerializer})
     @action(detail=True, methods=["post"], url_path="opt-in")
     def opt_in(self, request, pk=None):
         try:
@@ -174,6 +174,7 @@ class DatasetSnapshotViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, m
         return Response(s.DatasetSnapshotSerializer(snapshot).data, status=status.HTTP_201_CREATED)
 
 
+@extend_schema(responses={200: s.ConsentTermsSerializer, 404: OpenApiResponse(description="No terms are in force yet.")})
 class ConsentTermsCurrentView(RetrieveAPIView):
     """The consent terms version artists accept now."""
 

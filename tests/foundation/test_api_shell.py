@@ -28,3 +28,62 @@ def test_pages_send_a_content_security_policy_without_inline_scripts(client):
     policy = response["Content-Security-Policy"]
     assert "script-src 'self'" in policy and "unsafe-inline" not in policy
     assert "<script>" not in response.content.decode()
+
+
+def _documented(schema, path, method, response):
+    """The answer's status is in the schema for that operation, and an error answer has the Error shape."""
+    import jsonschema
+
+    responses = schema["paths"][path][method]["responses"]
+    assert str(response.status_code) in responses, (path, method, response.status_code, sorted(responses))
+    if response.status_code >= 400:
+        jsonschema.validate(response.json(), schema["components"]["schemas"]["Error"])
+
+
+def test_the_schema_documents_the_error_answers_the_api_gives(client, api_client, subscriber):
+    from tests.factories import ArtistFactory
+
+    artist = ArtistFactory()
+    schema = client.get(reverse("api-schema"), HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            codes = set(operation["responses"])
+            if {} not in operation["security"]:
+                assert {"401", "403"} <= codes, (method, path)
+            if "{" in path:
+                assert "404" in codes, (method, path)
+            if method in ("post", "patch"):
+                assert "400" in codes, (method, path)
+
+    api_client.credentials(HTTP_AUTHORIZATION="Token not-a-token")
+    _documented(schema, "/api/works/", "get", api_client.get("/api/works/"))  # 401
+    api_client.credentials()
+    _documented(schema, "/api/me/", "get", api_client.get("/api/me/"))  # 403: no session
+    api_client.force_login(artist.user)
+    _documented(schema, "/api/works/{id}/", "get", api_client.get("/api/works/abc/"))  # 404
+    _documented(schema, "/api/works/", "get", api_client.get("/api/works/?page=99"))  # 404: no such page
+    _documented(schema, "/api/styles/train/", "post", api_client.post("/api/styles/train/", {"preset": "x"}))  # 400
+    _documented(schema, "/api/works/{id}/opt-in/", "post", api_client.post("/api/works/1/opt-in/"))  # 404
+    api_client.force_login(subscriber)
+    _documented(schema, "/api/works/", "get", api_client.get("/api/works/"))  # 403: not an artist
+
+
+def test_an_api_path_no_route_matches_answers_json_and_a_page_path_html(client):
+    api = client.get("/api/no-such-thing/")
+    assert api.status_code == 404 and api.json() == {"error": {"code": "not_found", "message": "Not found."}}
+    page = client.get("/no-such-page/")
+    assert page.status_code == 404 and page["Content-Type"].startswith("text/html")
+
+
+def test_a_server_error_in_the_api_answers_json_without_the_traceback(client, monkeypatch):
+    from illustration_platform.api.views import ApiRootView
+
+    def broken(self, request):
+        raise RuntimeError("secret detail")
+
+    monkeypatch.setattr(ApiRootView, "get", broken)
+    client.raise_request_exception = False
+    response = client.get("/api/")
+    assert response.status_code == 500
+    assert response.json() == {"error": {"code": "error", "message": "A server error occurred."}}
+    assert b"secret detail" not in response.content

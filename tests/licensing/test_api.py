@@ -53,6 +53,14 @@ def test_a_work_id_that_is_not_a_number_is_a_404(api_client_for, artist, method,
     assert response.status_code == 404
 
 
+@pytest.mark.parametrize("action, body", [("works-captions-apply", {"caption": "a cat"}),
+                                          ("works-captions-replace", {"find": "cat", "replace": "dog"})])
+def test_work_ids_beyond_a_database_integer_are_refused_not_a_server_error(api_client_for, artist, action, body):
+    response = api_client_for(artist.user).post(reverse(action), body | {"work_ids": [1, 2**70]}, format="json")
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"]["work_ids"] == {"1": ["Ensure this value is less than or equal to 9223372036854775807."]}
+
+
 def test_a_snapshot_id_that_is_not_a_number_is_a_404(api_client_for, artist):
     assert api_client_for(artist.user).get("/api/snapshots/abc/").status_code == 404
 
