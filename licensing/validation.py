@@ -16,6 +16,8 @@ from django.conf import settings
 from django.utils.translation import gettext as _
 from PIL import Image, ImageFile, ImageOps
 
+from generation.ml.images import to_rgb
+
 from .do_not_train import do_not_train_reason
 
 FORMATS = {"PNG": ("image/png", "png"), "JPEG": ("image/jpeg", "jpg"), "WEBP": ("image/webp", "webp")}
@@ -94,26 +96,6 @@ def _check_no_hidden_payload(data, kind):
         raise ImageRefused(_("The file contains a ZIP archive, so it may also be another kind of file."))
 
 
-def _to_rgb(image):
-    """An RGB copy for training: 16-bit scaled to 8, palette/alpha composited on white, CMYK converted."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        image = image.convert("I") if image.mode != "I" else image
-        image = image.point(lambda value: value * (1 / 256)).convert("L")
-    elif image.mode == "F":
-        image = image.convert("L")
-    if image.mode == "P":
-        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-    if image.mode in ("LA", "PA", "La", "RGBa"):
-        image = image.convert("RGBA")
-    if image.mode == "RGBA":
-        background = Image.new("RGB", image.size, (255, 255, 255))
-        background.paste(image, mask=image.getchannel("A"))
-        return background
-    if image.mode != "RGB":
-        image = image.convert("RGB")
-    return image
-
-
 def validate_image(data, *, filename=""):
     """Check an uploaded file completely and prepare its training copy; raise ImageRefused otherwise."""
     if not data:
@@ -161,7 +143,7 @@ def validate_image(data, *, filename=""):
             % {"w": width, "h": height, "min": min_side}
         )
     try:
-        rgb = _to_rgb(upright)
+        rgb = to_rgb(upright)
     except Exception:
         raise ImageRefused(_("The image uses a colour format that cannot be converted to RGB.")) from None
     buffer = io.BytesIO()

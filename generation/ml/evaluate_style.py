@@ -57,11 +57,13 @@ from . import style_metrics as sm
 from .classify import classify
 from .evaluate_base import ATTRIBUTES, DEFAULT_GUIDANCE, DEFAULT_STEPS, held_out_caption_count, held_out_scenes
 from .lora_training import (
-    WEIGHTS_NAME, AdapterError, BaseModelError, TrainingDataError, apply_adapters, disable_adapters, image_to_tensor,
-    load_base_pipeline, load_training_images,
+    SEED_MAX, WEIGHTS_NAME, AdapterError, BaseModelError, TrainingDataError, _native_resolution, apply_adapters,
+    disable_adapters, image_to_tensor, load_base_pipeline, load_training_images, native_resolution_of,
 )
 from .pipeline import generate
-from .train_lora import IMAGE_SUFFIXES, DataFolderError, read_caption
+from .train_lora import (
+    IMAGE_SUFFIXES, DataFolderError, describe_os_error, folder_write_problem, read_caption, seed_argument,
+)
 
 TARGET_FRACTION_CLOSED = 0.70
 TARGET_MAX_ADHERENCE_DROP = 10.0
@@ -70,9 +72,13 @@ LAYOUTS_PER_SIZE = 8  # sub-pixel shifts per object size drawn for the style-awa
 
 def work_images(folder) -> list[Path]:
     folder = Path(folder)
-    if not folder.is_dir():
-        raise ValueError(f"works folder not found: {folder}")
-    paths = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    try:
+        if not folder.is_dir():
+            raise ValueError(f"works folder {folder} is not a folder" if folder.exists()
+                             else f"works folder not found: {folder}")
+        paths = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    except OSError as exc:
+        raise ValueError(f"cannot read {folder}: {exc.strerror or exc}") from None
     if len(paths) < 2:
         raise ValueError(f"need at least 2 images in {folder}, found {len(paths)}")
     return paths
@@ -148,8 +154,7 @@ def evaluate_style(*, base, lora, works, n: int = 48, seed: int = 0, steps: int 
     # Loaded now, so that an adapter that does not fit fails before minutes of sampling.
     apply_adapters(pipe, [("evaluated-style", lora_file, scale)])
     disable_adapters(pipe)
-    vae_factor = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
-    resolution = pipe.unet.config.sample_size * vae_factor
+    resolution = _native_resolution(dict(pipe.unet.config), dict(pipe.vae.config), base=base)
     work_paths = work_images(works)
     work_pils = load_training_images(work_paths, resolution)
     works_summary = sm.summarise(work_pils, resolution)
@@ -260,13 +265,38 @@ def _rounded(parts: dict) -> dict:
     return {k: round(v, 4) for k, v in parts.items()}
 
 
+def grid_problem(grid, works) -> str | None:
+    """Why the grid PNG cannot be written at `grid` (None: it can): not inside the works folder, where it would
+    replace a work or become one, and somewhere this user may write. Checked before minutes of sampling."""
+    grid, works = Path(grid), Path(works)
+    resolved_works = works.resolve()
+    resolved_grid = grid.resolve()
+    if resolved_grid == resolved_works or resolved_works in resolved_grid.parents:
+        return f"it is inside the --works folder {works}, where it would replace or add a work; give a path outside it"
+    problem = folder_write_problem(grid.parent)
+    if problem:
+        return problem
+    if grid.exists() and not os.access(grid, os.W_OK):
+        return f"{grid} is not writable"
+    return None
+
+
 def main(argv: list[str] | None = None) -> dict:
+    try:
+        return _main(argv)
+    except OSError as exc:  # a file or folder that cannot be read or written after the checks (one line, no traceback)
+        print(f"error: {describe_os_error(exc)}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _main(argv: list[str] | None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m generation.ml.evaluate_style", description=__doc__.split("\n\n")[0])
     parser.add_argument("--base", type=Path, default=BUILTIN_BASE_MODEL, help="diffusers model folder (default: built-in)")
     parser.add_argument("--lora", type=Path, required=True, help="adapter folder (or its .safetensors file)")
     parser.add_argument("--works", type=Path, required=True, help="folder of the artist's works")
     parser.add_argument("--n", type=int, default=48, help="held-out captions for caption adherence (default 48)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=seed_argument, default=0,
+                        help="seed of the first sample; the i-th uses seed + i (default 0)")
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS)
     parser.add_argument("--guidance", type=float, default=DEFAULT_GUIDANCE)
     parser.add_argument("--scale", type=float, default=1.0, help="LoRA strength (default 1)")
@@ -277,6 +307,10 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if not (args.base / "model_index.json").is_file():
         parser.error(f"--base {args.base}: not a diffusers model folder (no model_index.json)")
+    try:
+        native_resolution_of(args.base)
+    except BaseModelError as exc:
+        parser.error(f"--base: {exc}")
     lora_file = args.lora if args.lora.is_file() else args.lora / WEIGHTS_NAME
     if not lora_file.is_file():
         parser.error(f"--lora {args.lora}: no {WEIGHTS_NAME} there")
@@ -296,9 +330,17 @@ def main(argv: list[str] | None = None) -> dict:
     if args.grid is not None and (args.grid.suffix.lower() != ".png" or args.grid.is_dir()):
         parser.error(f"--grid {args.grid}: give a .png file path")  # checked now, not after minutes of sampling
     try:
-        work_images(args.works)
+        n_works = len(work_images(args.works))
     except ValueError as exc:
         parser.error(f"--works: {exc}")
+    samples = max(args.n, n_works)  # the style prompts (one per work, or the n held-out ones) and the n held-out
+    if args.seed + samples - 1 > SEED_MAX:
+        parser.error(f"--seed {args.seed}: the {samples} samples take seeds up to {args.seed + samples - 1}, "
+                     "past 2**64 - 1")
+    if args.grid is not None:
+        problem = grid_problem(args.grid, args.works)
+        if problem:
+            parser.error(f"--grid {args.grid}: {problem}")
     torch.set_num_threads(args.threads)
     try:
         result = evaluate_style(base=args.base, lora=args.lora, works=args.works, n=args.n, seed=args.seed,

@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 
 from . import WEIGHTS_NAME, sha256_file
+from .images import to_rgb
 
 # LoRA targets in the UNet, as peft's `target_modules` (module name suffixes).
 UNET_TARGET_SETS: dict[str, tuple[str, ...]] = {
@@ -72,6 +73,8 @@ DEFAULT_PREVIEW_PROMPTS = (
     "two purple circles on a yellow background, top",
 )
 DEFAULT_PREVIEW_SEEDS = (0, 1)
+# What torch's generators take: any 64-bit number, signed or unsigned.
+SEED_MIN, SEED_MAX = -2**63, 2**64 - 1
 
 
 # ---------------------------------------------------------------- interface
@@ -136,6 +139,8 @@ class LoraTrainingConfig:
                 problems.append(f"{name} must be at least 1")
         if not self.learning_rate > 0:
             problems.append("learning_rate must be positive")
+        if not SEED_MIN <= int(self.seed) <= SEED_MAX:
+            problems.append(f"seed must be from -2**63 to 2**64 - 1 (got {self.seed})")
         # diffusers' pipelines draw (the previews, generation) only at multiples of 8 px
         if self.resolution is not None and (self.resolution < 8 or self.resolution % 8):
             problems.append(f"resolution must be a multiple of 8 px, at least 8 (got {self.resolution})")
@@ -219,9 +224,8 @@ def preset_config(preset: str, base_kind: str = "builtin", **overrides) -> LoraT
     return LoraTrainingConfig.from_dict(data)
 
 
-def base_kind_of(base_path) -> str:
-    """"sd" for Stable Diffusion class folders (SDXL, or a native size of
-    256 px and more), "builtin" for the shipped base and other tiny models."""
+def _base_configs(base_path) -> tuple[dict, dict, dict]:
+    """The model index, UNet and VAE configs of a base folder, read without loading it."""
     base = Path(base_path)
     try:
         index = json.loads((base / "model_index.json").read_text())
@@ -229,9 +233,29 @@ def base_kind_of(base_path) -> str:
         vae = json.loads((base / "vae" / "config.json").read_text())
     except (OSError, ValueError) as exc:
         raise BaseModelError(f"{base} is not a diffusers model folder ({exc.__class__.__name__}: {exc})") from None
+    return index, unet, vae
+
+
+def native_resolution_of(base_path) -> int:
+    """The base's own image size in px, from its config files (UnknownResolution when they do not give it)."""
+    _, unet, vae = _base_configs(base_path)
+    return _native_resolution(unet, vae, base=base_path)
+
+
+def base_kind_of(base_path, resolution: int | None = None) -> str:
+    """"sd" for Stable Diffusion class folders (SDXL, or a native size of
+    256 px and more), "builtin" for the shipped base and other tiny models.
+    `resolution`: the training size, used only for a base whose config gives no size of its own."""
+    index, unet, vae = _base_configs(base_path)
     if "XL" in str(index.get("_class_name", "")):
         return "sd"
-    return "sd" if _native_resolution(unet, vae) >= 256 else "builtin"
+    try:
+        native = _native_resolution(unet, vae, base=base_path)
+    except UnknownResolution:
+        if resolution is None:
+            raise
+        native = resolution
+    return "sd" if native >= 256 else "builtin"
 
 
 class TrainingCancelled(Exception):
@@ -245,6 +269,10 @@ class TrainingAbandoned(Exception):
 
 class BaseModelError(ValueError):
     """The base model folder cannot be used."""
+
+
+class UnknownResolution(BaseModelError):
+    """The base's config gives no image size of its own (`"sample_size": null`): the resolution must be given."""
 
 
 class TrainingDataError(ValueError):
@@ -273,14 +301,18 @@ def check_adapter_folder(out_dir, *, named=None) -> None:
     name in the error, when `out_dir` is that folder moved aside."""
     out = Path(out_dir)
     named = named or out
-    if out.is_dir():
+    try:
+        if not out.is_dir():
+            if out.exists():
+                raise AdapterFolderError(f"{named} exists and is not a folder")
+            return
         others = sorted(p.name for p in out.iterdir() if p.name not in {WEIGHTS_NAME, *DESKTOP_CLUTTER})
-        if others:
-            shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
-            raise AdapterFolderError(f"{named} holds files that are not an adapter ({shown}), and saving replaces "
-                                     "the whole folder: give a new or empty folder")
-    elif out.exists():
-        raise AdapterFolderError(f"{named} exists and is not a folder")
+    except OSError as exc:  # a folder this user may not read, or not even look into
+        raise AdapterFolderError(f"cannot read {named}: {exc.strerror or exc}") from None
+    if others:
+        shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3 else "")
+        raise AdapterFolderError(f"{named} holds files that are not an adapter ({shown}), and saving replaces "
+                                 "the whole folder: give a new or empty folder")
 
 
 class TrainingCallbacks:
@@ -355,11 +387,19 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
     _fsync_dir(path.parent)
 
 
-def _native_resolution(unet_config: dict, vae_config: dict) -> int:
-    factor = 2 ** (len(vae_config["block_out_channels"]) - 1)
-    size = unet_config["sample_size"]
-    size = size[0] if isinstance(size, (list, tuple)) else size
-    return int(size) * factor
+def _vae_factor(vae_config: dict) -> int:
+    """Pixels per latent along a side: the VAE halves the size at each level after its first."""
+    return 2 ** (len(vae_config.get("block_out_channels", (64,))) - 1)
+
+
+def _native_resolution(unet_config: dict, vae_config: dict, base=None) -> int:
+    size = unet_config.get("sample_size")
+    size = size[0] if isinstance(size, (list, tuple)) and size else size
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        where = f"{base}: its" if base is not None else "the base's"
+        raise UnknownResolution(f"{where} unet/config.json gives no sample_size, so the base's own resolution is "
+                                "unknown")
+    return size * _vae_factor(vae_config)
 
 
 def base_fingerprint(base_path) -> str:
@@ -392,17 +432,14 @@ def load_training_images(paths, resolution: int) -> list[Image.Image]:
 
 
 def load_training_image(path, resolution: int) -> Image.Image:
-    """RGB at resolution x resolution: EXIF orientation applied, transparency
-    flattened on white, shorter side scaled (area average when shrinking,
-    bicubic when enlarging) and centre-cropped."""
+    """RGB at resolution x resolution: EXIF orientation applied, converted as
+    uploads are (`images.to_rgb`: 16-bit scaled to 8, transparency flattened on
+    white), shorter side scaled (area average when shrinking, bicubic when
+    enlarging) and centre-cropped."""
     with Image.open(path) as opened:
         image = ImageOps.exif_transpose(opened)
         image.load()
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(white, rgba)
-    image = image.convert("RGB")
+    image = to_rgb(image)
     width, height = image.size
     scale = resolution / min(width, height)
     new_size = (max(resolution, round(width * scale)), max(resolution, round(height * scale)))
@@ -435,6 +472,25 @@ def choose_device_and_dtype(device=None, dtype=None) -> tuple[torch.device, torc
         dtype = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16,
                  "float16": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}[dtype]
     return device, dtype
+
+
+def device_problem(device) -> str | None:
+    """Why `device` cannot be trained on here (None: it can). A name torch does not know raises its RuntimeError."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            return f"CUDA is not available (torch {torch.__version__} was built without it, or no GPU is visible)"
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            return f"there is no CUDA device {device.index} ({count} found)"
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            return "MPS is not available on this machine"
+    elif device.type != "cpu":
+        backend = getattr(torch, device.type, None)
+        if backend is not None and callable(getattr(backend, "is_available", None)) and not backend.is_available():
+            return f"{device.type} is not available on this machine"
+    return None
 
 
 def load_base_pipeline(base_path, device=None, dtype=None):
@@ -544,7 +600,10 @@ def _data_fingerprint(examples: list[TrainingExample]) -> tuple[str, list[str]]:
     digest = hashlib.sha256()
     hashes = []
     for example in examples:
-        h = sha256_file(example.image_path)
+        try:
+            h = sha256_file(example.image_path)
+        except OSError as exc:
+            raise TrainingDataError(f"cannot read training image {example.image_path}: {exc.strerror or exc}") from exc
         hashes.append(h)
         digest.update(h.encode() + b"\0" + example.caption.encode() + b"\0")
     return digest.hexdigest(), hashes
@@ -711,6 +770,7 @@ def save_adapter(pipe, config: LoraTrainingConfig, out_dir) -> tuple[str, str]:
         type(pipe).save_lora_weights(str(tmp), safe_serialization=True, **kwargs)
         weights = tmp / WEIGHTS_NAME
         canonicalise_safetensors(weights)  # also fsyncs
+        weights.chmod(0o644)  # safetensors writes 0600, which would hide it from a server running as another user
         digest = sha256_file(weights)
         _fsync_dir(tmp)
         if out.exists():
@@ -808,6 +868,33 @@ def _previews(pipe, config: LoraTrainingConfig, device, resolution: int,
     return list(zip(prompts, seeds, images))
 
 
+def _cache_key(base_fp: str, data_fp: str, resolution: int, flip: bool, dtype) -> str:
+    return hashlib.sha256(json.dumps([CACHE_FORMAT, base_fp, data_fp, resolution, flip, str(dtype)]).encode()).hexdigest()
+
+
+def _run_key(cache_key: str, config: LoraTrainingConfig) -> str:
+    return hashlib.sha256(json.dumps([cache_key, config.fingerprint_dict()], sort_keys=True).encode()).hexdigest()
+
+
+def planned_run_key(base_path, examples: list[TrainingExample], config: LoraTrainingConfig, dtype) -> str:
+    """The key `train_lora` gives this run's checkpoints (same base, works, resolution, precision and
+    settings), worked out from the base's config files without loading it."""
+    resolution = config.resolution or native_resolution_of(base_path)
+    data_fp, _ = _data_fingerprint(list(examples))
+    return _run_key(_cache_key(base_fingerprint(base_path), data_fp, resolution, config.flip, dtype), config)
+
+
+def checkpoint_run_key(work_dir) -> str | None:
+    """The run key of the checkpoint in `work_dir`; None when there is none or it cannot be read.
+    Memory-mapped: the tensors are not read."""
+    path = Path(work_dir) / CHECKPOINT_NAME
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except Exception:
+        return None
+    return checkpoint.get("run_key") if isinstance(checkpoint, dict) else None
+
+
 def train_lora(*, base_path, examples: list[TrainingExample], out_dir, config: LoraTrainingConfig,
                work_dir, callbacks: TrainingCallbacks | None = None, device=None,
                dtype=None, threads: int | None = None) -> LoraTrainingResult:
@@ -837,10 +924,8 @@ def train_lora(*, base_path, examples: list[TrainingExample], out_dir, config: L
 
     device, dtype = choose_device_and_dtype(device, dtype)
     pipe = load_base_pipeline(base_path, device, dtype)
-    native = _native_resolution(dict(pipe.unet.config), dict(pipe.vae.config))
-    resolution = config.resolution or native
-    latent_factor = native // (pipe.unet.config.sample_size if not isinstance(pipe.unet.config.sample_size, (list, tuple))
-                               else pipe.unet.config.sample_size[0])
+    resolution = config.resolution or _native_resolution(dict(pipe.unet.config), dict(pipe.vae.config), base=base_path)
+    latent_factor = _vae_factor(dict(pipe.vae.config))
     if resolution % latent_factor:
         raise ValueError(f"resolution {resolution} is not a multiple of the VAE's factor {latent_factor}")
     if config.train_text_encoder and _is_sdxl(pipe):
@@ -852,13 +937,12 @@ def train_lora(*, base_path, examples: list[TrainingExample], out_dir, config: L
     # 1. The cache: every work and caption encoded once.
     base_fp = base_fingerprint(base_path)
     data_fp, _ = _data_fingerprint(examples)
-    cache_key = hashlib.sha256(json.dumps(
-        [CACHE_FORMAT, base_fp, data_fp, resolution, config.flip, str(dtype)]).encode()).hexdigest()
+    cache_key = _cache_key(base_fp, data_fp, resolution, config.flip, dtype)
     encode_started = time.perf_counter()
     cache = build_cache(pipe, examples, resolution, config.flip, device, dtype, work / "cache.pt", cache_key, log,
                         callbacks.should_cancel, callbacks.before_saving)
     encode_seconds = time.perf_counter() - encode_started
-    run_key = hashlib.sha256(json.dumps([cache_key, config.fingerprint_dict()], sort_keys=True).encode()).hexdigest()
+    run_key = _run_key(cache_key, config)
 
     # 2. LoRA layers, optimizer, LR schedule: seeded so the same seed gives the same adapter.
     from diffusers.optimization import get_scheduler

@@ -2,14 +2,15 @@
 
     python -m generation.ml.train_lora [--base DIR] --data DIR --out DIR
         [--preset quick|standard|thorough] [--steps N] [--rank R] [--seed S]
-        [--targets attention|full]
+        [--targets attention|full] [--overwrite]
 
 The data folder holds images (png, jpg, jpeg, webp, gif, bmp, tif, tiff)
 each with a caption in a text file of the same name (`cat.png` + `cat.txt`).
 Images of any size are centre-cropped and resized to the base model's
 resolution. Progress goes to stderr; the last line on stdout is JSON with the
 weights path, sha256, steps, final loss and seconds. Running the same command
-again with the same --work folder resumes from its last checkpoint.
+again with the same --work folder resumes from its last checkpoint; an --out
+holding an adapter of another run is replaced only with --overwrite.
 """
 
 from __future__ import annotations
@@ -24,30 +25,98 @@ from pathlib import Path
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 
 
+# What torch's generators take (lora_training.SEED_MIN/SEED_MAX; repeated here, where torch is not imported).
+SEED_MIN, SEED_MAX = -2**63, 2**64 - 1
+
+
 class DataFolderError(ValueError):
     pass
 
 
+def seed_argument(text: str) -> int:
+    """argparse type of --seed: a whole number torch's generators take (negative ones included)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not SEED_MIN <= value <= SEED_MAX:
+        raise argparse.ArgumentTypeError(f"{text} is not a seed from -2**63 to 2**64 - 1")
+    return value
+
+
+def describe_os_error(exc: OSError) -> str:
+    """"PATH: reason" (an OSError's own text starts with "[Errno 13]")."""
+    if exc.filename is not None and exc.strerror:
+        paths = f"{exc.filename} -> {exc.filename2}" if exc.filename2 is not None else f"{exc.filename}"
+        return f"{paths}: {exc.strerror}"
+    return str(exc) or exc.__class__.__name__
+
+
+def folder_write_problem(folder) -> str | None:
+    """Why files cannot be made in `folder` (created first, with its parents, when missing): the nearest part
+    of the path that exists must be a folder this user may write in. None when they can. Creates nothing."""
+    probe = Path(folder).absolute()
+    try:
+        while not os.path.lexists(probe) and probe != probe.parent:
+            probe = probe.parent
+        if not probe.is_dir():
+            return f"{probe} is not a folder"
+        if not os.access(probe, os.W_OK | os.X_OK):
+            return f"{probe} is not writable"
+    except OSError as exc:
+        return f"cannot look into {describe_os_error(exc)}"
+    return None
+
+
+def _shown(names: list[str]) -> str:
+    return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+
+
 def read_data_folder(folder) -> list:
-    """TrainingExamples from images with same-named .txt captions, sorted by name."""
+    """TrainingExamples from images with same-named .txt captions, sorted by name. An image without a
+    caption, a caption without an image, or a file that cannot be read is a DataFolderError naming it."""
     from .lora_training import TrainingExample
 
     folder = Path(folder)
-    if not folder.is_dir():
-        raise DataFolderError(f"data folder not found: {folder}")
-    images = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    try:
+        if not folder.is_dir():
+            raise DataFolderError(f"data folder {folder} is not a folder" if folder.exists()
+                                  else f"data folder not found: {folder}")
+        entries = sorted(folder.iterdir())
+        images = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+        captions = [p for p in entries if p.suffix.lower() == ".txt" and not p.is_dir()]
+    except OSError as exc:
+        raise DataFolderError(f"cannot read {folder}: {exc.strerror or exc}") from None
     if not images:
         raise DataFolderError(f"no images in {folder} (expected {', '.join(sorted(IMAGE_SUFFIXES))} files)")
     missing = [p.name for p in images if not p.with_suffix(".txt").is_file()]
     if missing:
-        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-        raise DataFolderError(f"{len(missing)} image(s) without a .txt caption: {shown}")
+        raise DataFolderError(f"{len(missing)} image(s) without a .txt caption: {_shown(missing)}")
+    stems = {p.stem for p in images}
+    orphans = []
+    for caption in captions:
+        if caption.stem in stems:
+            continue
+        # An image of that name that is not a file: a broken link (or a link loop), a folder.
+        unusable = [p.name for p in entries if p.stem == caption.stem and p.suffix.lower() in IMAGE_SUFFIXES]
+        orphans.append(caption.name + (f" ({unusable[0]} is a broken link or not a file)" if unusable else ""))
+    if orphans:
+        raise DataFolderError(f"{len(orphans)} caption(s) without an image: {_shown(orphans)}")
+    for path in images:  # checked now, not after the base model has loaded
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            raise DataFolderError(f"cannot read image {path.name}: {exc.strerror or exc}") from None
     return [TrainingExample(str(path), read_caption(path.with_suffix(".txt"))) for path in images]
 
 
 def read_caption(path: Path) -> str:
     """The caption in a .txt file, its whitespace runs made single spaces."""
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataFolderError(f"cannot read caption {path.name}: {exc.strerror or exc}") from None
     try:  # utf-8-sig: editors on Windows start UTF-8 files with a byte-order mark
         caption = " ".join(data.decode("utf-8-sig").split())
     except UnicodeDecodeError as exc:
@@ -91,6 +160,14 @@ class PrintingCallbacks:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    try:
+        return _main(argv)
+    except OSError as exc:  # a file or folder that cannot be read or written after the checks (one line, no traceback)
+        print(f"error: {describe_os_error(exc)}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _main(argv: list[str] | None) -> dict:
     from . import BUILTIN_BASE_MODEL, default_threads
 
     parser = argparse.ArgumentParser(prog="python -m generation.ml.train_lora",
@@ -115,8 +192,11 @@ def main(argv: list[str] | None = None) -> dict:
                              "mirroring changes directional traits such as hatching)")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the UNet: faster steps after a first compile (minutes on a CPU)")
-    parser.add_argument("--seed", type=int, help="random seed (default 0)")
+    parser.add_argument("--seed", type=seed_argument, help="random seed, -2**63 to 2**64 - 1 (default 0)")
     parser.add_argument("--work", type=Path, help="cache and checkpoint folder (default: <out>.work)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an adapter in --out that another run made (without it, only a resume or rerun "
+                             "of the same run, whose checkpoint is in --work, may replace it)")
     parser.add_argument("--device", help="cuda, cpu, ... (default: CUDA when present)")
     parser.add_argument("--dtype", choices=("fp32", "fp16", "bf16"),
                         help="weights' precision (default: bf16 on a GPU that has it, else fp16; fp32 on the CPU); "
@@ -140,13 +220,17 @@ def main(argv: list[str] | None = None) -> dict:
     # are shared (a generation worker beside training), spinning threads made
     # a 2-thread step 16x slower here (0.4 vs 6.4 steps/s); passive, 5.3.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from . import WEIGHTS_NAME
     from .lora_training import (
-        AdapterFolderError, BaseModelError, TrainingDataError, TrainingDiverged, base_kind_of, check_adapter_folder,
-        choose_device_and_dtype, preset_config, train_lora,
+        AdapterFolderError, BaseModelError, TrainingDataError, TrainingDiverged, UnknownResolution, base_kind_of,
+        check_adapter_folder, checkpoint_run_key, choose_device_and_dtype, device_problem, planned_run_key,
+        preset_config, train_lora,
     )
 
     try:
-        kind = base_kind_of(args.base)
+        kind = base_kind_of(args.base, args.resolution)
+    except UnknownResolution as exc:
+        parser.error(f"--base: {exc}; give --resolution")
     except BaseModelError as exc:
         parser.error(f"--base: {exc}")
     overrides = dict(steps=args.steps, rank=args.rank, alpha=args.alpha if args.alpha else args.rank,
@@ -158,6 +242,9 @@ def main(argv: list[str] | None = None) -> dict:
     except ValueError as exc:
         parser.error(str(exc))
     try:
+        problem = device_problem(args.device) if args.device is not None else None
+        if problem:  # said now, not as a base that "cannot load" once loading it fails
+            parser.error(f"--device {args.device}: {problem}")
         device, dtype = choose_device_and_dtype(args.device, args.dtype)
     except RuntimeError as exc:  # a device name torch does not know
         parser.error(f"--device: {exc}")
@@ -171,6 +258,23 @@ def main(argv: list[str] | None = None) -> dict:
     work = args.work or out.with_name(out.name + ".work")
     if work.exists() and not work.is_dir():
         parser.error(f"work folder {work} (--work, default <out>.work) exists and is not a folder")
+    # Checked now, not as a PermissionError once the run is over: the adapter is written beside --out and renamed.
+    problem = folder_write_problem(out.parent) or (folder_write_problem(out) if out.is_dir() else None)
+    if problem:
+        parser.error(f"--out: {problem}")
+    problem = folder_write_problem(work)
+    if problem:
+        parser.error(f"--work: {problem}")
+    # An adapter is replaced without asking only by its own run going on (a resume) or again (a rerun):
+    # the checkpoint in the work folder is of the same base, works and settings.
+    if not args.overwrite and (out / WEIGHTS_NAME).is_file():
+        try:
+            same_run = checkpoint_run_key(work) == planned_run_key(args.base, examples, config, dtype)
+        except (BaseModelError, TrainingDataError) as exc:
+            parser.error(str(exc))
+        if not same_run:
+            parser.error(f"--out: {args.out} holds an adapter that another run made (other works, base or settings, "
+                         f"or its checkpoint is gone from {work}); give --overwrite to replace it")
     callbacks = PrintingCallbacks()
     try:
         result = train_lora(base_path=args.base, examples=examples, out_dir=args.out, config=config,

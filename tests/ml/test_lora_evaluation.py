@@ -238,3 +238,109 @@ def test_demo_index_merges_styles_written_side_by_side(tmp_path):
     assert index["base_model"] == {"sha256": {"model_index.json": "abc"}}
     assert index["command"] == f"python -m generation.ml.demo_styles --out {out.as_posix()}"
     assert [p.name for p in out.iterdir()] == ["index.json"]  # no staging file left
+
+
+# ---------------------------------------------------------------- bad input: one line, before sampling, nothing lost
+
+
+def refuse_loading(monkeypatch) -> None:
+    def load(*args, **kwargs):
+        raise AssertionError("the base model was loaded")
+
+    monkeypatch.setattr(evaluate_style_module, "load_base_pipeline", load)
+
+
+@pytest.mark.parametrize("case, message", [
+    ("grid-is-a-work", "--grid {grid}: it is inside the --works folder {works}, where it would replace or add a work; "
+                       "give a path outside it"),
+    ("grid-new-in-works", "--grid {grid}: it is inside the --works folder"),
+    ("grid-in-a-subfolder-of-works", "--grid {grid}: it is inside the --works folder"),
+    ("grid-through-a-link-to-works", "--grid {grid}: it is inside the --works folder"),
+    ("grid-parent-is-a-file", "--grid {grid}: {tmp}/afile is not a folder"),
+    ("grid-parent-not-writable", "--grid {grid}: {tmp}/locked is not writable"),
+    ("grid-not-writable", "--grid {grid}: {grid} is not writable"),
+    ("works-is-a-file", "--works: works folder {tmp}/afile is not a folder"),
+    ("unreadable-works", "--works: cannot read {works}: Permission denied"),
+    ("seed-too-large", "--seed: 18446744073709551616 is not a seed from -2**63 to 2**64 - 1"),
+    ("seed-overflows-with-the-samples", "--seed 18446744073709551615: the 6 samples take seeds up to "
+                                        "18446744073709551620, past 2**64 - 1"),
+    ("base-without-a-sample-size", "--base: {tmp}/base: its unet/config.json gives no sample_size, so the base's own "
+                                   "resolution is unknown"),
+])
+def test_evaluate_style_cli_refuses_bad_input_before_loading(case, message, tiny_setup, tmp_path, capsys, monkeypatch):
+    from tests.ml.test_lora_training import deny
+
+    works, base, grid, extra = tmp_path / "works", tiny_setup / "base", None, []
+    shutil.copytree(tiny_setup / "works", works)
+    first = sorted(works.glob("*.png"))[0]
+    (tmp_path / "afile").write_text("notes")
+    if case == "grid-is-a-work":
+        grid = first
+    elif case == "grid-new-in-works":
+        grid = works / "grid.png"
+    elif case == "grid-in-a-subfolder-of-works":
+        grid = works / "grids" / "grid.png"
+    elif case == "grid-through-a-link-to-works":
+        (tmp_path / "link").symlink_to(works)
+        grid = tmp_path / "link" / ".." / "link" / first.name
+    elif case == "grid-parent-is-a-file":
+        grid = tmp_path / "afile" / "grid.png"
+    elif case == "grid-parent-not-writable":
+        (tmp_path / "locked").mkdir()
+        grid = tmp_path / "locked" / "new" / "grid.png"
+    elif case == "grid-not-writable":
+        grid = tmp_path / "grid.png"
+        grid.write_bytes(b"an earlier grid")
+    elif case == "works-is-a-file":
+        works = tmp_path / "afile"
+    elif case.startswith("seed"):
+        extra = ["--seed", str(2**64) if case == "seed-too-large" else str(2**64 - 1), "--n", "2"]
+    elif case == "base-without-a-sample-size":
+        base = tmp_path / "base"
+        shutil.copytree(tiny_setup / "base", base)
+        unet_config = json.loads((base / "unet" / "config.json").read_text())
+        (base / "unet" / "config.json").write_text(json.dumps({**unet_config, "sample_size": None}))
+    before = sorted((str(p), p.read_bytes() if p.is_file() else None) for p in tmp_path.rglob("*"))
+    refuse_loading(monkeypatch)
+    if case == "unreadable-works":
+        deny(monkeypatch, works)
+    elif case in ("grid-parent-not-writable", "grid-not-writable"):
+        deny(monkeypatch, tmp_path / "locked" if case == "grid-parent-not-writable" else grid, reading=False)
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate_main(["--base", str(base), "--lora", str(tiny_setup / "adapter"), "--works", str(works),
+                       *(["--grid", str(grid)] if grid else []), *extra])
+    assert exit_info.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    expected = message.format(grid=grid, works=works, tmp=tmp_path)
+    assert last.startswith("python -m generation.ml.evaluate_style: error: ") and expected in last, last
+    monkeypatch.undo()
+    assert sorted((str(p), p.read_bytes() if p.is_file() else None) for p in tmp_path.rglob("*")) == before
+
+
+def test_evaluate_style_cli_turns_an_os_error_into_one_line(tiny_setup, tmp_path, capsys, monkeypatch):
+    def denied(**kwargs):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "works" / "000.png"))
+
+    monkeypatch.setattr(evaluate_style_module, "evaluate_style", denied)
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate_main(["--base", str(tiny_setup / "base"), "--lora", str(tiny_setup / "adapter"),
+                       "--works", str(tiny_setup / "works")])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == f"error: {tmp_path / 'works' / '000.png'}: Permission denied"
+
+
+def test_evaluate_style_reads_deep_grey_works_as_grey(tiny_setup, tmp_path, monkeypatch):
+    """The works pass through the same conversion as uploads and training data: a 16-bit work is not white."""
+    import numpy as np
+
+    works = tmp_path / "works"
+    works.mkdir()
+    for i in range(2):
+        pixels = np.full((64, 64), 32768, dtype=np.uint16)
+        pixels[16:48, 16:48] = 8000
+        Image.fromarray(pixels).save(works / f"{i}.png")
+    seen, summarise = [], sm.summarise
+    monkeypatch.setattr(sm, "summarise", lambda images, *args: seen.append(images) or summarise(images, *args))
+    evaluate_style(base=tiny_setup / "base", lora=tiny_setup / "adapter", works=works, n=2, steps=1)
+    loaded = np.asarray(seen[0][0], dtype=int)
+    assert abs(loaded[1, 1, 0] - 128) <= 2 and abs(loaded[16, 16, 0] - 32) <= 2

@@ -722,3 +722,243 @@ def test_text_encoder_lora_is_saved_and_used(tiny_base, works, tmp_path):
         apply_adapters(pipe, [("s", run.weights_path, 1.0)])
         outputs.append(images_of(pipe))
     assert not np.array_equal(outputs[0], outputs[1])
+
+
+# ---------------------------------------------------------------- bad input: one line, nothing lost
+
+
+def deny(monkeypatch, *paths, reading: bool = True) -> None:
+    """What `chmod` takes away from a user who is not root (the tests may run as root, whom permissions do not
+    stop): with `reading`, opening or listing these paths fails with EACCES; either way `os.access` says no."""
+    import builtins
+    import errno
+    import io
+    import os
+
+    denied = {os.path.abspath(p) for p in paths}
+
+    def is_denied(path) -> bool:
+        return isinstance(path, (str, os.PathLike)) and os.path.abspath(os.fspath(path)) in denied
+
+    def guarded(real):
+        def call(path=".", *args, **kwargs):
+            if is_denied(path):
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(path))
+            return real(path, *args, **kwargs)
+        return call
+
+    if reading:
+        for module, name in ((builtins, "open"), (io, "open"), (os, "listdir"), (os, "scandir")):
+            monkeypatch.setattr(module, name, guarded(getattr(module, name)))
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: False if is_denied(path) else real_access(path, mode, **kw))
+
+
+def refuse_loading(monkeypatch) -> None:
+    """A bad argument must be refused before the base model loads (minutes for an SD-sized one)."""
+    def load(*args, **kwargs):
+        raise AssertionError("the base model was loaded")
+
+    monkeypatch.setattr(lt, "load_base_pipeline", load)
+
+
+def cli_error(capsys, arguments) -> str:
+    """The last stderr line of a CLI run that must exit with status 2."""
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(arguments)
+    assert exit_info.value.code == 2
+    return capsys.readouterr().err.strip().splitlines()[-1]
+
+
+@pytest.fixture
+def data_folder(works, tmp_path) -> Path:
+    """Three of the works with their captions, in a folder this test may damage."""
+    import shutil
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for example in works[:3]:
+        shutil.copy(example.image_path, folder)
+        shutil.copy(Path(example.image_path).with_suffix(".txt"), folder)
+    return folder
+
+
+@pytest.mark.parametrize("kind", ["I;16", "F"])
+def test_deep_grey_and_float_images_load_as_grey_not_white_or_black(kind, tmp_path):
+    """Pillow's own RGB conversion clips 16-bit values to white and 0-1 floats to black."""
+    from PIL import Image
+
+    from generation.ml.images import to_rgb
+    from licensing import validation
+
+    assert validation.to_rgb is to_rgb  # the upload gate and the loaders share one conversion
+    if kind == "I;16":
+        pixels = np.full((64, 64), 32768, dtype=np.uint16)
+        pixels[16:48, 16:48] = 8000
+        path = tmp_path / "deep.png"
+    else:
+        pixels = np.full((64, 64), 0.5, dtype=np.float32)
+        pixels[16:48, 16:48] = 0.125
+        path = tmp_path / "float.tif"
+    Image.fromarray(pixels).save(path)
+    assert Image.open(path).mode == kind
+    loaded = np.asarray(lt.load_training_image(path, 32), dtype=int)
+    assert loaded.shape == (32, 32, 3) and (loaded[..., 0] == loaded[..., 2]).all()  # grey
+    assert abs(loaded[1, 1, 0] - 128) <= 2 and abs(loaded[16, 16, 0] - 32) <= 2  # the darker square is there
+
+
+def test_a_saved_adapter_is_readable_by_other_users(tiny_base, tmp_path):
+    """The web server may run as another user: the folder is 0755 and the weights 0644 (safetensors writes 0600)."""
+    import os
+    import stat
+
+    pipe = load_base_pipeline(tiny_base)
+    cfg = config()
+    lt.add_lora(pipe, cfg)
+    weights, _ = lt.save_adapter(pipe, cfg, tmp_path / "adapter")
+    assert stat.S_IMODE(os.stat(weights).st_mode) == 0o644
+    assert stat.S_IMODE(os.stat(tmp_path / "adapter").st_mode) == 0o755
+
+
+def test_a_caption_without_its_image_is_an_error_naming_it(tmp_path):
+    import os
+
+    scenes.illustration(1).image.save(tmp_path / "a.png")
+    (tmp_path / "a.txt").write_text("a red star")
+    (tmp_path / "b.txt").write_text("a blue moon")  # its image was never copied
+    (tmp_path / "notes.md").write_text("not a caption")  # other files are no business of the data folder
+    with pytest.raises(DataFolderError, match=r"^1 caption\(s\) without an image: b.txt$"):
+        read_data_folder(tmp_path)
+    (tmp_path / "b.txt").unlink()
+    os.symlink(tmp_path / "gone.png", tmp_path / "c.png")
+    (tmp_path / "c.txt").write_text("a green tree")
+    with pytest.raises(DataFolderError, match=r"without an image: c.txt \(c.png is a broken link or not a file\)"):
+        read_data_folder(tmp_path)
+
+
+@pytest.mark.parametrize("case, message", [
+    ("data-is-a-file", "--data: data folder {tmp}/afile is not a folder"),
+    ("orphan-caption", "--data: 1 caption(s) without an image: z.txt"),
+    ("unreadable-data", "--data: cannot read {data}: Permission denied"),
+    ("unreadable-caption", "--data: cannot read caption {caption}: Permission denied"),
+    ("unreadable-image", "--data: cannot read image {image}: Permission denied"),
+    ("unreadable-out", "--out: cannot read {out}: Permission denied"),
+    ("out-parent-not-writable", "--out: {tmp}/locked is not writable"),
+    ("out-parent-is-a-file", "--out: {tmp}/afile is not a folder"),
+    ("work-not-writable", "--work: {tmp}/locked is not writable"),
+    ("seed-too-large", "--seed: 18446744073709551616 is not a seed from -2**63 to 2**64 - 1"),
+    ("seed-not-a-number", "--seed: 'one' is not a whole number"),
+    ("cuda-missing", "--device cuda: CUDA is not available"),
+    ("cuda-index", "--device cuda:7: there is no CUDA device 7 (1 found)"),
+])
+def test_cli_refuses_bad_input_in_one_line_before_loading(case, message, tiny_base, data_folder, tmp_path, capsys,
+                                                          monkeypatch):
+    data, out, extra, denied = data_folder, tmp_path / "adapter", [], []
+    image = sorted(data.glob("*.png"))[0]
+    (tmp_path / "afile").write_text("notes")
+    if case == "data-is-a-file":
+        data = tmp_path / "afile"
+    elif case == "orphan-caption":
+        (data / "z.txt").write_text("a lost caption")
+    elif case == "unreadable-data":
+        denied = [data]
+    elif case == "unreadable-caption":
+        denied = [image.with_suffix(".txt")]
+    elif case == "unreadable-image":
+        denied = [image]
+    elif case == "unreadable-out":
+        out.mkdir()
+        denied = [out]
+    elif case in ("out-parent-not-writable", "work-not-writable"):
+        (tmp_path / "locked").mkdir()
+        if case == "out-parent-not-writable":
+            out = tmp_path / "locked" / "adapter"
+        else:
+            extra = ["--work", str(tmp_path / "locked" / "work")]
+    elif case == "out-parent-is-a-file":
+        out = tmp_path / "afile" / "adapter"
+    elif case.startswith("seed"):
+        extra = ["--seed", "18446744073709551616" if case == "seed-too-large" else "one"]
+    elif case.startswith("cuda"):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: case == "cuda-index")
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+        extra = ["--device", "cuda" if case == "cuda-missing" else "cuda:7"]
+    before = sorted((str(p), p.read_bytes() if p.is_file() else None) for p in tmp_path.rglob("*"))
+    refuse_loading(monkeypatch)
+    if denied:
+        deny(monkeypatch, *denied)
+    elif case.endswith("not-writable"):
+        deny(monkeypatch, tmp_path / "locked", reading=False)
+    last = cli_error(capsys, ["--base", str(tiny_base), "--data", str(data), "--out", str(out), "--steps", "1", *extra])
+    expected = message.format(data=data_folder, tmp=tmp_path, out=out, image=image.name,
+                              caption=image.with_suffix(".txt").name)
+    assert last.startswith("python -m generation.ml.train_lora: error: ") and expected in last, last
+    monkeypatch.undo()
+    assert sorted((str(p), p.read_bytes() if p.is_file() else None) for p in tmp_path.rglob("*")) == before
+
+
+def test_seeds_keep_their_64_bit_range_and_negative_seeds_still_work():
+    from generation.ml.train_lora import seed_argument
+
+    assert seed_argument("-1") == -1 and seed_argument(str(-2**63)) == -2**63
+    assert seed_argument(str(2**64 - 1)) == 2**64 - 1
+    for bad in (str(2**64), str(-2**63 - 1), "1.5"):
+        with pytest.raises(Exception, match="is not a"):
+            seed_argument(bad)
+    with pytest.raises(ValueError, match="seed must be"):
+        config(seed=2**64)
+
+
+def test_cli_turns_an_os_error_during_the_run_into_one_line(tiny_base, data_folder, tmp_path, capsys, monkeypatch):
+    def denied(**kwargs):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "adapter.work" / "cache.pt"))
+
+    monkeypatch.setattr(lt, "train_lora", denied)
+    last = cli_error(capsys, ["--base", str(tiny_base), "--data", str(data_folder), "--out", str(tmp_path / "adapter")])
+    assert last == f"error: {tmp_path / 'adapter.work' / 'cache.pt'}: Permission denied"
+
+
+def test_a_base_without_a_sample_size_needs_a_resolution(tiny_base, data_folder, tmp_path, capsys, monkeypatch):
+    import shutil
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_base, base)
+    unet_config = json.loads((base / "unet" / "config.json").read_text())
+    (base / "unet" / "config.json").write_text(json.dumps({**unet_config, "sample_size": None}))
+    arguments = ["--base", str(base), "--data", str(data_folder), "--preset", "quick", "--steps", "1", "--rank", "4",
+                 "--threads", "1", "--out"]
+    with monkeypatch.context() as patched:
+        refuse_loading(patched)
+        last = cli_error(capsys, [*arguments, str(tmp_path / "adapter")])
+    assert last.endswith(f"--base: {base}: its unet/config.json gives no sample_size, so the base's own resolution "
+                         "is unknown; give --resolution")
+    summary = cli_main([*arguments, str(tmp_path / "adapter"), "--resolution", "32"])
+    assert summary["steps"] == 1 and summary["config"]["resolution"] == 32
+
+
+def test_cli_replaces_an_adapter_of_another_run_only_with_overwrite(tiny_base, data_folder, tmp_path, capsys,
+                                                                    monkeypatch):
+    out = tmp_path / "adapter"
+    arguments = ["--base", str(tiny_base), "--data", str(data_folder), "--out", str(out), "--preset", "quick",
+                 "--rank", "4", "--threads", "1"]
+    first = cli_main([*arguments, "--steps", "2"])
+    # The same run again (a finished run's rerun) only saves; a killed run's resume carries on. Neither is refused.
+    again = cli_main([*arguments, "--steps", "2"])
+    assert again["resumed_from_step"] == 2 and again["sha256"] == first["sha256"]
+    cfg = lt.preset_config("quick", "builtin", steps=3, rank=4, alpha=4, seed=5)
+    with pytest.raises(TrainingCancelled):
+        train_lora(base_path=tiny_base, examples=read_data_folder(data_folder), out_dir=out, config=cfg,
+                   work_dir=tmp_path / "adapter.work", callbacks=CancelAt(1), threads=1)
+    resumed = cli_main([*arguments, "--steps", "3", "--seed", "5"])
+    assert resumed["resumed_from_step"] == 1 and resumed["steps"] == 3
+    kept = (out / lt.WEIGHTS_NAME).read_bytes()
+    capsys.readouterr()
+
+    with monkeypatch.context() as patched:  # another run: refused before the base loads, the adapter kept
+        refuse_loading(patched)
+        last = cli_error(capsys, [*arguments, "--steps", "3", "--seed", "6"])
+    assert last.endswith(f"--out: {out} holds an adapter that another run made (other works, base or settings, or "
+                         f"its checkpoint is gone from {tmp_path / 'adapter.work'}); give --overwrite to replace it")
+    assert (out / lt.WEIGHTS_NAME).read_bytes() == kept and sorted(p.name for p in out.iterdir()) == [lt.WEIGHTS_NAME]
+    replaced = cli_main([*arguments, "--steps", "3", "--seed", "6", "--overwrite"])
+    assert replaced["resumed_from_step"] == 0 and replaced["sha256"] != resumed["sha256"]
