@@ -62,7 +62,7 @@ from .lora_training import (
 )
 from .pipeline import generate
 from .train_lora import (
-    IMAGE_SUFFIXES, DataFolderError, describe_os_error, folder_write_problem, read_caption, seed_argument,
+    IMAGE_SUFFIXES, DataFolderError, folder_write_problem, read_caption, run_cli, seed_argument,
 )
 
 TARGET_FRACTION_CLOSED = 0.70
@@ -282,11 +282,7 @@ def grid_problem(grid, works) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    try:
-        return _main(argv)
-    except OSError as exc:  # a file or folder that cannot be read or written after the checks (one line, no traceback)
-        print(f"error: {describe_os_error(exc)}", file=sys.stderr)
-        raise SystemExit(2)
+    return run_cli(_main, argv)
 
 
 def _main(argv: list[str] | None) -> dict:

@@ -159,12 +159,17 @@ class PrintingCallbacks:
         self._print(line)
 
 
-def main(argv: list[str] | None = None) -> dict:
+def run_cli(run, argv: list[str] | None) -> dict:
+    """Both CLIs' entry: a file or folder that cannot be read or written after the checks is one line, no traceback."""
     try:
-        return _main(argv)
-    except OSError as exc:  # a file or folder that cannot be read or written after the checks (one line, no traceback)
+        return run(argv)
+    except OSError as exc:
         print(f"error: {describe_os_error(exc)}", file=sys.stderr)
         raise SystemExit(2)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    return run_cli(_main, argv)
 
 
 def _main(argv: list[str] | None) -> dict:

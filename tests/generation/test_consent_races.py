@@ -6,6 +6,7 @@ no training is ever frozen with a withdrawn work and left unretired.
 
 import threading
 import time
+from contextlib import contextmanager
 
 import pytest
 from django.db import connection, connections
@@ -43,25 +44,35 @@ def in_thread(function, name=None):
     return thread, box
 
 
-def test_a_training_started_during_a_withdrawal_never_holds_the_work():
-    artist, works = opted_in_artist(5)
+@contextmanager
+def withdrawal_held_open(work, actor):
+    """Withdraw `work` in a thread, held open after its receiver has run (recorded, not yet committed) until
+    the block ends; yields the withdrawal's result box."""
     recorded, release = threading.Event(), threading.Event()
     receiver = hooks.withdrawal_receiver()
 
     def slow_receiver(work_ids, event_ids):
         receiver(work_ids, event_ids)
         recorded.set()
-        release.wait(20)  # the withdrawal is recorded, not yet committed
+        release.wait(20)
 
     with hooks.replaced_withdrawal_receiver(slow_receiver):
-        withdrawal, withdrawal_box = in_thread(lambda: work_withdraw(work=works[0], actor=artist.user))
+        withdrawal, withdrawal_box = in_thread(lambda: work_withdraw(work=work, actor=actor))
         assert recorded.wait(20)
+        try:
+            yield withdrawal_box
+        finally:
+            release.set()
+            withdrawal.join(20)
+
+
+def test_a_training_started_during_a_withdrawal_never_holds_the_work():
+    artist, works = opted_in_artist(5)
+    with withdrawal_held_open(works[0], artist.user) as withdrawal_box:
         start, start_box = in_thread(lambda: services.style_training_start(artist=artist, actor=artist.user, preset="quick"))
         start.join(1.5)
         assert start.is_alive(), "the training start must wait for the withdrawal"
-        release.set()
-        withdrawal.join(20)
-        start.join(20)
+    start.join(20)
     assert "error" not in withdrawal_box and "error" not in start_box, (withdrawal_box, start_box)
     version = AdapterVersion.objects.get(pk=start_box["result"].pk)
     assert works[0].pk not in version.snapshot.work_ids
@@ -179,23 +190,11 @@ def test_recovery_and_a_claim_take_their_locks_without_a_deadlock(monkeypatch, s
 def test_publishing_during_a_withdrawal_never_publishes_the_retired_version():
     artist, works = opted_in_artist(4)
     rollback_target = ready_version(artist, publish=False)
-    recorded, release = threading.Event(), threading.Event()
-    receiver = hooks.withdrawal_receiver()
-
-    def slow_receiver(work_ids, event_ids):
-        receiver(work_ids, event_ids)
-        recorded.set()
-        release.wait(20)  # the version is retired, not yet committed
-
-    with hooks.replaced_withdrawal_receiver(slow_receiver):
-        withdrawal, withdrawal_box = in_thread(lambda: work_withdraw(work=works[0], actor=artist.user))
-        assert recorded.wait(20)
+    with withdrawal_held_open(works[0], artist.user) as withdrawal_box:  # the version is retired, not yet committed
         publish, publish_box = in_thread(lambda: services.adapter_version_publish(adapter_version=rollback_target))
         publish.join(1.5)
         assert publish.is_alive(), "the publish must wait for the withdrawal"
-        release.set()
-        withdrawal.join(20)
-        publish.join(20)
+    publish.join(20)
     assert "error" not in withdrawal_box, withdrawal_box
     assert "Only a ready version can be published" in str(publish_box.get("error")), publish_box
     rollback_target.refresh_from_db()
