@@ -384,12 +384,17 @@ def _retrain_after_withdrawal(*, style, preset, publish):
 
 @transaction.atomic
 def training_jobs_recover(*, restarted_worker=None, restarted_at=None):
-    """Queue again every training whose worker is gone; returns their version ids.
+    """Queue again every training whose worker is gone, and every waiting training whose message is lost;
+    returns their version ids.
 
     Gone means: its worker has not reported for TRAINING_STALE_SECONDS (killed, machine lost), or it
     ran on `restarted_worker` before that worker (re)started at `restarted_at`, so it died with the
-    worker's last life (what the worker claimed since is alive). A gone training is queued again at most
-    once per TRAINING_STALE_SECONDS; the claim takes only one.
+    worker's last life (what the worker claimed since is alive). Lost means: still queued though no
+    training has run for TRAINING_STALE_SECONDS; recovery runs in a training worker, which, idle, takes a
+    waiting message within moments, so the broker no longer holds one (a Redis restarted without
+    persistence, an outage longer than the task's retries); not looked for on a worker's first pass, as
+    the worker has not yet had that long to take what waits. Either is queued again at most once per
+    TRAINING_STALE_SECONDS; the claim takes only one.
     """
     now = timezone.now()
     stale_before = now - timedelta(seconds=settings.TRAINING_STALE_SECONDS)
@@ -402,7 +407,23 @@ def training_jobs_recover(*, restarted_worker=None, restarted_at=None):
         .filter(Q(requeued_at__isnull=True) | Q(requeued_at__lt=stale_before))
         .values_list("adapter_version_id", flat=True)
     )
+    if not restarted_worker:
+        gone += _lost_queued_trainings(stale_before)
     TrainingJob.objects.filter(adapter_version_id__in=gone).update(requeued_at=now)
     for version_id in gone:
         _enqueue_training(version_id)
     return gone
+
+
+def _lost_queued_trainings(stale_before):
+    """Version ids of waiting trainings, oldest first, when no training has run since `stale_before`."""
+    idle = not AdapterVersion.objects.filter(Q(status=AdapterVersion.Status.TRAINING) | Q(finished_at__gte=stale_before)).exists()
+    if not idle:
+        return []
+    return list(
+        TrainingJob.objects.select_for_update(of=("self",))
+        .filter(adapter_version__status=AdapterVersion.Status.QUEUED, adapter_version__created_at__lt=stale_before)
+        .filter(Q(requeued_at__isnull=True) | Q(requeued_at__lt=stale_before))
+        .order_by("adapter_version__created_at")
+        .values_list("adapter_version_id", flat=True)
+    )

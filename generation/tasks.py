@@ -33,7 +33,8 @@ def resume_interrupted_trainings(sender, **kwargs):
     """A training worker that (re)starts picks up trainings whose worker died, then keeps watching for them.
 
     The watch runs beside the tasks (a training occupies the worker's only slot for minutes), so a
-    training whose worker vanished is queued again even when no worker restarts under its name.
+    training whose worker vanished is queued again even when no worker restarts under its name, and so is
+    a waiting training whose message the broker lost.
     """
     if "training" not in sender.app.amqp.queues.consume_from:
         return
@@ -59,7 +60,7 @@ def _watch_for_interrupted_trainings(hostname, started_at):
             resumed = training_jobs_recover(**restarted)
             first_pass = False
             if resumed:
-                logger.info("queued again %d interrupted training(s): %s", len(resumed), resumed)
+                logger.info("queued again %d interrupted or lost training(s): %s", len(resumed), resumed)
         except Exception:
             logger.exception("looking for interrupted trainings failed; trying again later")
         finally:

@@ -103,13 +103,18 @@ def training_terms(db):
     assert ConsentTerms.current(ConsentTerms.Kind.TRAINING) is not None, "the first consent terms ship in a migration"
 
 
-@pytest.fixture
-def start_training_worker(tmp_path):
-    """Start a `training` worker on the test process's own broker; stopped at the end of the test."""
+def empty_training_queue():
+    """Drop every message waiting on the `training` queue, as a broker that lost them would."""
     with app.connection_for_write() as connection:
         channel = connection.default_channel
         channel.queue_declare("training", durable=True, auto_delete=False)
         channel.queue_purge("training")
+
+
+@pytest.fixture
+def start_training_worker(tmp_path):
+    """Start a `training` worker on the test process's own broker; stopped at the end of the test."""
+    empty_training_queue()
     started = []
 
     def start(**extra_env):

@@ -29,6 +29,10 @@ def queued(django_capture_on_commit_callbacks):
         return services.style_training_start(artist=artist, actor=artist.user, preset="quick", publish_when_ready=True)
 
 
+def backdate(version, seconds):
+    AdapterVersion.objects.filter(pk=version.pk).update(created_at=timezone.now() - timedelta(seconds=seconds))
+
+
 def go_silent(job, seconds):
     TrainingJob.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now() - timedelta(seconds=seconds))
 
@@ -208,6 +212,34 @@ def test_recovery_requeues_a_silent_training_once_per_stale_period(settings, que
         assert services.training_jobs_recover() == [queued.pk]
     assert len(callbacks) == 2
     assert services.training_job_claim(adapter_version_id=queued.pk, worker="b") is not None
+
+
+def test_recovery_requeues_a_waiting_training_whose_message_is_lost(settings, queued, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        assert services.training_jobs_recover() == []  # queued a moment ago: its message may still be on the way
+        backdate(queued, settings.TRAINING_STALE_SECONDS + 1)
+        # A worker just up has not yet had the time to take what waits.
+        assert services.training_jobs_recover(restarted_worker="a", restarted_at=timezone.now()) == []
+        assert services.training_jobs_recover() == [queued.pk]
+        assert services.training_jobs_recover() == []  # queued again a moment ago
+    assert len(callbacks) == 1
+    assert services.training_job_claim(adapter_version_id=queued.pk, worker="a") is not None
+
+
+def test_a_waiting_training_is_not_taken_for_lost_while_another_trains_or_just_trained(settings, queued, django_capture_on_commit_callbacks):
+    artist, _works = opted_in_artist(4)
+    with django_capture_on_commit_callbacks(execute=False):
+        other = services.style_training_start(artist=artist, actor=artist.user, preset="quick")
+    services.training_job_claim(adapter_version_id=other.pk, worker="a")
+    stale = settings.TRAINING_STALE_SECONDS + 1
+    backdate(queued, stale)
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        assert services.training_jobs_recover() == []  # the other trains: a worker is busy, not idle
+        AdapterVersion.objects.filter(pk=other.pk).update(status=AdapterVersion.Status.CANCELLED, finished_at=timezone.now())
+        assert services.training_jobs_recover() == []  # a worker was busy a moment ago: the next message is on its way
+        AdapterVersion.objects.filter(pk=other.pk).update(finished_at=timezone.now() - timedelta(seconds=stale))
+        assert services.training_jobs_recover() == [queued.pk]
+    assert len(callbacks) == 1
 
 
 def test_a_broker_that_refuses_the_task_fails_the_training_with_a_sentence(client, monkeypatch, django_capture_on_commit_callbacks):

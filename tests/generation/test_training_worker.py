@@ -10,7 +10,7 @@ from django.conf import settings
 from django.urls import reverse
 
 from generation.models import AdapterVersion
-from .conftest import opted_in_artist, wait_for
+from .conftest import empty_training_queue, opted_in_artist, wait_for
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("generation_roots")]
 
@@ -42,6 +42,18 @@ def test_train_to_a_published_style(api_client, start_training_worker, tmp_path)
     assert version.style.published_version_id == version.pk
     weights = settings.ADAPTER_ROOT / version.weights_path
     assert hashlib.sha256(weights.read_bytes()).hexdigest() == version.weights_sha256 == final["weights_sha256"]
+
+
+def test_a_training_whose_message_the_broker_lost_is_queued_again(api_client, start_training_worker, tmp_path):
+    artist, _works = opted_in_artist(5)
+    version_id = start_training(api_client, artist, "thorough")
+    empty_training_queue()  # as a Redis restarted without persistence
+    start_training_worker(TRAINING_STALE_SECONDS="2")
+    logs = list(tmp_path.glob("worker-*.log"))
+    wait_for(lambda: state(api_client, version_id)["step"] > 0, 120, "the lost training to be queued again and run", logs)
+    assert "queued again 1 interrupted or lost training(s)" in logs[0].read_text()
+    assert api_client.post(reverse("api-adapter-version-cancel", args=[version_id])).status_code == 200
+    wait_for(lambda: state(api_client, version_id)["status"] == "cancelled", 15, "the cancellation", logs)
 
 
 def test_cancel_stops_within_seconds(api_client, start_training_worker):
