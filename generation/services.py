@@ -54,7 +54,8 @@ def style_for_artist(*, artist):
 @transaction.atomic
 def style_training_start(*, artist, actor, preset="standard", publish_when_ready=True):
     """Freeze the artist's opted-in works into a snapshot and queue an adapter version trained on exactly those."""
-    from generation.ml.lora_training import PRESETS, base_kind_of, preset_config
+    from generation.ml.lora_training import base_kind_of
+    from generation.ml.training_config import PRESETS, preset_config
     from licensing.models import ConsentTerms
     from licensing.selectors import works_for_training
     from licensing.services import dataset_snapshot_create

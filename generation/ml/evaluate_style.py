@@ -57,13 +57,14 @@ from . import style_metrics as sm
 from .classify import classify
 from .evaluate_base import ATTRIBUTES, DEFAULT_GUIDANCE, DEFAULT_STEPS, held_out_caption_count, held_out_scenes
 from .lora_training import (
-    SEED_MAX, WEIGHTS_NAME, AdapterError, BaseModelError, TrainingDataError, _native_resolution, apply_adapters,
+    WEIGHTS_NAME, AdapterError, BaseModelError, TrainingDataError, _native_resolution, apply_adapters,
     disable_adapters, image_to_tensor, load_base_pipeline, load_training_images, native_resolution_of,
 )
 from .pipeline import generate
 from .train_lora import (
     IMAGE_SUFFIXES, DataFolderError, folder_write_problem, read_caption, run_cli, seed_argument,
 )
+from .training_config import SEED_MAX
 
 TARGET_FRACTION_CLOSED = 0.70
 TARGET_MAX_ADHERENCE_DROP = 10.0

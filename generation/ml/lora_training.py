@@ -27,7 +27,6 @@ No Django here: the platform's Celery task calls `train_lora` with callbacks.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -47,34 +46,11 @@ from PIL import Image, ImageOps
 
 from . import WEIGHTS_NAME, sha256_file
 from .images import to_rgb
+from .training_config import UNET_TARGET_SETS, LoraTrainingConfig
 
-# LoRA targets in the UNet, as peft's `target_modules` (module name suffixes).
-UNET_TARGET_SETS: dict[str, tuple[str, ...]] = {
-    # The diffusers recipe: the attention projections.
-    "attention": ("to_k", "to_q", "to_v", "to_out.0"),
-    # Every linear and convolution of the UNet (LoRA on convolutions too, as
-    # LyCORIS's LoCon). The built-in base has attention only at its 8x8 and
-    # 4x4 latents; this is what reaches the 16x16 level, where outlines,
-    # hatching and pixel blocks live.
-    "full": ("to_k", "to_q", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2",
-             "conv_in", "conv1", "conv2", "conv_shortcut", "time_emb_proj", "conv", "conv_out"),
-}
 TEXT_ENCODER_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
 CHECKPOINT_NAME = "checkpoint.pt"
 CACHE_FORMAT = 3  # 3: mirrored images get their own, left/right-swapped captions
-
-# Fixed preview prompts in the built-in model's scene grammar (SD-class bases
-# understand them too): different objects, colours and positions, so the
-# preview grid shows the style on several layouts.
-DEFAULT_PREVIEW_PROMPTS = (
-    "a red star on a blue background, top left",
-    "a yellow house on a green background, centre",
-    "a pink heart on a white background, bottom right",
-    "two purple circles on a yellow background, top",
-)
-DEFAULT_PREVIEW_SEEDS = (0, 1)
-# What torch's generators take: any 64-bit number, signed or unsigned.
-SEED_MIN, SEED_MAX = -2**63, 2**64 - 1
 
 
 # ---------------------------------------------------------------- interface
@@ -84,144 +60,6 @@ SEED_MIN, SEED_MAX = -2**63, 2**64 - 1
 class TrainingExample:
     image_path: str  # any size/mode; resized (centre crop) to the base's resolution, RGB
     caption: str
-
-
-@dataclass
-class LoraTrainingConfig:
-    rank: int
-    alpha: int
-    learning_rate: float
-    steps: int
-    batch_size: int
-    resolution: int | None = None  # None: the base's native sample size * VAE scale factor
-    train_text_encoder: bool = False
-    unet_targets: str = "attention"  # a key of UNET_TARGET_SETS
-    # Also train each work mirrored. Off by default: mirroring changes what an
-    # artist's hand does one way (hatching direction, the side light comes
-    # from); on the ink-hatching demo style it closed 25% and 27% of the style
-    # distance against 31% and 30% without (two seeds; README).
-    flip: bool = False
-    seed: int = 0
-    checkpoint_every: int = 50  # steps
-    preview_every: int = 100  # steps (0: none)
-    preview_prompts: tuple[str, ...] = DEFAULT_PREVIEW_PROMPTS
-    preview_seeds: tuple[int, ...] = DEFAULT_PREVIEW_SEEDS
-    # Optional extras (defaults reproduce the plain diffusers recipe).
-    lr_scheduler: str = "constant"  # any name diffusers.optimization.get_scheduler knows
-    lr_warmup_steps: int = 0
-    snr_gamma: float | None = None  # Min-SNR loss weighting (None: plain MSE)
-    # Share of examples trained with the empty caption, so the style also
-    # reaches the unconditional branch that classifier-free guidance subtracts.
-    caption_dropout: float = 0.0
-    weight_decay: float = 1e-2  # AdamW's, as in the reference script
-    max_grad_norm: float = 1.0
-    preview_inference_steps: int = 20
-    preview_guidance_scale: float = 5.0
-    # torch.compile the UNet for training: on this project's 2-core CPU 1.4x
-    # per step on the built-in base, after a first compile of about 190 s
-    # (about 14 s later, from inductor's on-disk cache). Off by default: it
-    # pays off only for long runs or on a worker whose cache is warm.
-    compile_unet: bool = False
-
-    # Fields that change the trained weights; the others (checkpoint and
-    # preview cadence, preview prompts) may change between a run and its resume.
-    _NOT_IN_FINGERPRINT = (
-        "checkpoint_every", "preview_every", "preview_prompts", "preview_seeds",
-        "preview_inference_steps", "preview_guidance_scale",
-    )
-
-    def __post_init__(self) -> None:
-        self.preview_prompts = tuple(self.preview_prompts)
-        self.preview_seeds = tuple(int(s) for s in self.preview_seeds)
-        problems = []
-        for name in ("rank", "alpha", "steps", "batch_size"):
-            if int(getattr(self, name)) < 1:
-                problems.append(f"{name} must be at least 1")
-        if not self.learning_rate > 0:
-            problems.append("learning_rate must be positive")
-        if not SEED_MIN <= int(self.seed) <= SEED_MAX:
-            problems.append(f"seed must be from -2**63 to 2**64 - 1 (got {self.seed})")
-        # diffusers' pipelines draw (the previews, generation) only at multiples of 8 px
-        if self.resolution is not None and (self.resolution < 8 or self.resolution % 8):
-            problems.append(f"resolution must be a multiple of 8 px, at least 8 (got {self.resolution})")
-        if self.checkpoint_every < 1:
-            problems.append("checkpoint_every must be at least 1")
-        if self.preview_every < 0:
-            problems.append("preview_every must be 0 (none) or more")
-        if self.unet_targets not in UNET_TARGET_SETS:
-            problems.append(f"unet_targets must be one of {', '.join(UNET_TARGET_SETS)}")
-        if not 0 <= self.caption_dropout < 1:
-            problems.append("caption_dropout must be in [0, 1)")
-        if problems:
-            raise ValueError("; ".join(problems))
-
-    def to_dict(self) -> dict:
-        data = dataclasses.asdict(self)
-        data["preview_prompts"] = list(self.preview_prompts)
-        data["preview_seeds"] = list(self.preview_seeds)
-        return data
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "LoraTrainingConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown training setting(s): {', '.join(unknown)}")
-        return cls(**d)
-
-    def fingerprint_dict(self) -> dict:
-        return {k: v for k, v in self.to_dict().items() if k not in self._NOT_IN_FINGERPRINT}
-
-
-def _preset(**kw) -> LoraTrainingConfig:
-    return LoraTrainingConfig(**kw)
-
-
-# Built-in base (32 px, 16x16 latents): the timings in the comments were
-# measured on this project's 2-core CPU with the shipped base model (see the
-# README); "standard" is the one the artist's button uses.
-PRESETS: dict[str, dict[str, LoraTrainingConfig]] = {
-    # Every layer ("full"): on the demo styles it closes 56%, 25% and 34% of
-    # the style distance against 27%, 10% and 4% for the attention projections
-    # alone, for 1.7x the step time (README). lr 3e-4: 1e-3 closed 58% on
-    # pastel-outline for the same adherence. Thorough (about 6.5 min of steps
-    # on one thread) meets the quality target on pastel-outline and
-    # ink-hatching (73%, 79% closed); standard keeps click-to-published
-    # under five minutes (61%, 31%).
-    "builtin": {
-        "quick": _preset(rank=8, alpha=8, learning_rate=1e-3, steps=150, batch_size=8, caption_dropout=0.1,
-                         unet_targets="full", checkpoint_every=50, preview_every=50),
-        "standard": _preset(rank=16, alpha=16, learning_rate=3e-4, steps=400, batch_size=8, caption_dropout=0.1,
-                            unet_targets="full", checkpoint_every=50, preview_every=100),
-        "thorough": _preset(rank=32, alpha=32, learning_rate=5e-4, steps=1500, batch_size=8, caption_dropout=0.1,
-                            unet_targets="full", lr_scheduler="cosine", lr_warmup_steps=50,
-                            checkpoint_every=100, preview_every=250),
-    },
-    # Stable Diffusion class bases (512 px SD 1.x/2.x; SDXL at its own size).
-    "sd": {
-        "quick": _preset(rank=16, alpha=16, learning_rate=1e-4, steps=500, batch_size=1,
-                         checkpoint_every=100, preview_every=250, snr_gamma=5.0),
-        "standard": _preset(rank=16, alpha=16, learning_rate=1e-4, steps=1000, batch_size=2,
-                            checkpoint_every=100, preview_every=250, snr_gamma=5.0),
-        "thorough": _preset(rank=32, alpha=32, learning_rate=1e-4, steps=2000, batch_size=4,
-                            lr_scheduler="cosine", lr_warmup_steps=100,
-                            checkpoint_every=200, preview_every=500, snr_gamma=5.0),
-    },
-}
-
-
-def preset_config(preset: str, base_kind: str = "builtin", **overrides) -> LoraTrainingConfig:
-    try:
-        presets = PRESETS[base_kind]
-    except KeyError:
-        raise ValueError(f"unknown base kind {base_kind!r}; choose from {', '.join(PRESETS)}") from None
-    try:
-        config = presets[preset]
-    except KeyError:
-        raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(presets)}") from None
-    data = config.to_dict()
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    return LoraTrainingConfig.from_dict(data)
 
 
 def _base_configs(base_path) -> tuple[dict, dict, dict]:

@@ -22,11 +22,10 @@ import os
 import sys
 from pathlib import Path
 
+from .training_config import SEED_MAX, SEED_MIN, preset_config
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
 
-
-# What torch's generators take (lora_training.SEED_MIN/SEED_MAX; repeated here, where torch is not imported).
-SEED_MIN, SEED_MAX = -2**63, 2**64 - 1
 
 
 class DataFolderError(ValueError):
@@ -228,8 +227,7 @@ def _main(argv: list[str] | None) -> dict:
     from . import WEIGHTS_NAME
     from .lora_training import (
         AdapterFolderError, BaseModelError, TrainingDataError, TrainingDiverged, UnknownResolution, base_kind_of,
-        check_adapter_folder, checkpoint_run_key, choose_device_and_dtype, device_problem, planned_run_key,
-        preset_config, train_lora,
+        check_adapter_folder, checkpoint_run_key, choose_device_and_dtype, device_problem, planned_run_key, train_lora,
     )
 
     try:

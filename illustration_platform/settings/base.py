@@ -6,9 +6,11 @@ SQLite under the data directory, a file-system Celery broker and the built-in ba
 
 from pathlib import Path
 
+from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext_lazy as _
 
 from generation.ml import BUILTIN_BASE_MODEL, default_threads
+from generation.ml.training_config import check_preset_overrides
 from illustration_platform.env import (
     env_bool,
     env_broker_url,
@@ -187,7 +189,10 @@ ADAPTER_ROOT = env_path("ADAPTER_ROOT", DATA_DIR / "adapters")
 TRAINING_WORK_ROOT = env_path("TRAINING_WORK_ROOT", DATA_DIR / "training")
 STYLE_MIN_WORKS = env_int("STYLE_MIN_WORKS", 10, minimum=1)
 # Per-preset changes to the training hyper-parameters, e.g. {"standard": {"steps": 600}}.
-TRAINING_PRESET_OVERRIDES = env_json("TRAINING_PRESET_OVERRIDES", {})
+try:
+    TRAINING_PRESET_OVERRIDES = check_preset_overrides(env_json("TRAINING_PRESET_OVERRIDES", {}))
+except ValueError as error:  # checked here, or every "Train my style" would fail
+    raise ImproperlyConfigured(f"TRAINING_PRESET_OVERRIDES: {error}.") from None
 TRAINING_MAX_ATTEMPTS = env_int("TRAINING_MAX_ATTEMPTS", 3, minimum=1)
 # A training job whose worker has not reported for this long is taken to be dead and is resumed.
 TRAINING_STALE_SECONDS = env_int("TRAINING_STALE_SECONDS", 60, minimum=1)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,7 @@ from safetensors import safe_open
 
 from generation.ml import lora_training as lt
 from generation.ml import scenes
+from generation.ml import training_config as tc
 from generation.ml.architecture import TINY_CONFIG, build_pipeline
 from generation.ml.lora_training import (
     LoraTrainingConfig,
@@ -317,7 +320,7 @@ def test_a_compiled_unet_trains_the_same_adapter_as_the_eager_one(tiny_base, wor
     assert not np.array_equal(images_of(base_pipe), before)  # a trained adapter, not its zero start
 
 
-@pytest.mark.parametrize("targets", sorted(lt.UNET_TARGET_SETS))
+@pytest.mark.parametrize("targets", sorted(tc.UNET_TARGET_SETS))
 def test_alpha_different_from_rank_survives_save_and_load(tiny_base, works, tmp_path, targets):
     from diffusers import StableDiffusionPipeline
     from peft import LoraConfig
@@ -336,7 +339,7 @@ def test_alpha_different_from_rank_survives_save_and_load(tiny_base, works, tmp_
     checkpoint = torch.load(tmp_path / "work" / lt.CHECKPOINT_NAME, weights_only=False)
     in_memory = load_base_pipeline(tiny_base)
     in_memory.unet.add_adapter(LoraConfig(r=4, lora_alpha=16, init_lora_weights="gaussian",
-                                          target_modules=list(lt.UNET_TARGET_SETS[targets])))
+                                          target_modules=list(tc.UNET_TARGET_SETS[targets])))
     set_peft_model_state_dict(in_memory.unet, checkpoint["lora"]["unet"])
     assert saved_layers == {"unet." + key.split(".lora_")[0] for key in checkpoint["lora"]["unet"]}
     assert any(layer.endswith("conv1") for layer in saved_layers) == (targets == "full")
@@ -526,15 +529,15 @@ def test_mixing_adapters_and_reloading_by_name(tiny_base, works, tmp_path):
 
 
 def test_config_round_trip_presets_and_validation(tiny_base):
-    cfg = lt.preset_config("standard", "builtin", steps=10, seed=4)
+    cfg = tc.preset_config("standard", "builtin", steps=10, seed=4)
     data = json.loads(json.dumps(cfg.to_dict()))
     assert LoraTrainingConfig.from_dict(data) == cfg and cfg.steps == 10 and cfg.seed == 4
     for kind in ("builtin", "sd"):
-        assert set(lt.PRESETS[kind]) == {"quick", "standard", "thorough"}
-    assert lt.PRESETS["builtin"]["quick"].steps < lt.PRESETS["builtin"]["standard"].steps < lt.PRESETS["builtin"]["thorough"].steps
+        assert set(tc.PRESETS[kind]) == {"quick", "standard", "thorough"}
+    assert tc.PRESETS["builtin"]["quick"].steps < tc.PRESETS["builtin"]["standard"].steps < tc.PRESETS["builtin"]["thorough"].steps
     assert lt.base_kind_of(tiny_base) == "builtin"
     with pytest.raises(ValueError, match="unknown preset"):
-        lt.preset_config("huge")
+        tc.preset_config("huge")
     with pytest.raises(ValueError, match="rank must be at least 1"):
         LoraTrainingConfig(rank=0, alpha=1, learning_rate=1e-3, steps=1, batch_size=1)
     with pytest.raises(ValueError, match="unknown training setting"):
@@ -543,8 +546,43 @@ def test_config_round_trip_presets_and_validation(tiny_base):
         LoraTrainingConfig.from_dict({**cfg.to_dict(), "unet_targets": "everything"})
     for resolution in (4, 30, 500):  # pipelines draw at multiples of 8 only: refused before training, not after
         with pytest.raises(ValueError, match=rf"resolution must be a multiple of 8 px, at least 8 \(got {resolution}\)"):
-            lt.preset_config("quick", resolution=resolution)
-    assert lt.preset_config("quick", resolution=40).resolution == 40
+            tc.preset_config("quick", resolution=resolution)
+    assert tc.preset_config("quick", resolution=40).resolution == 40
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"steps": 1.5}, "steps must be a whole number (got 1.5)"),
+    ({"flip": 1}, "flip must be true or false (got 1)"),
+    ({"learning_rate": "3e-4"}, "learning_rate must be a number (got '3e-4')"),
+    ({"snr_gamma": "5"}, "snr_gamma must be a number or null (got '5')"),
+    ({"preview_seeds": [0, "1"]}, "preview_seeds must be a list of whole numbers (got [0, '1'])"),
+    ({"lr_scheduler": 3}, "lr_scheduler must be text (got 3)"),
+])
+def test_settings_of_the_wrong_type_are_refused_in_one_sentence(overrides, message):
+    # JSON gives these (TRAINING_PRESET_OVERRIDES, a stored version's hyperparameters); a "600" that
+    # compared as text, or a 1 taken for true, would train something else than asked.
+    with pytest.raises(ValueError) as raised:
+        tc.preset_config("standard", **overrides)
+    assert str(raised.value) == message
+
+
+def test_preset_overrides_are_checked_over_every_kind_of_base():
+    assert tc.check_preset_overrides({"standard": {"steps": 600}}) == {"standard": {"steps": 600}}
+    for overrides, message in [
+        ({"standard": {"batch_size": 0}}, "'standard': batch_size must be at least 1"),
+        ({"thorough": {"lr_warmup_steps": 1.0}}, "'thorough': lr_warmup_steps must be a whole number (got 1.0)"),
+        ({"quick": 600}, "the settings of 'quick' must be a JSON object"),
+        ({"huge": {}}, "unknown preset 'huge'; choose from quick, standard, thorough"),
+        ("600", "must be a JSON object of presets and their settings"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            tc.check_preset_overrides(overrides)
+
+
+def test_the_training_settings_load_without_torch():
+    # Every process checks TRAINING_PRESET_OVERRIDES with them as its settings load, the web's included.
+    code = "import sys, generation.ml.training_config; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[2]).returncode == 0
 
 
 # ---------------------------------------------------------------- CLI
@@ -945,7 +983,7 @@ def test_cli_replaces_an_adapter_of_another_run_only_with_overwrite(tiny_base, d
     # The same run again (a finished run's rerun) only saves; a killed run's resume carries on. Neither is refused.
     again = cli_main([*arguments, "--steps", "2"])
     assert again["resumed_from_step"] == 2 and again["sha256"] == first["sha256"]
-    cfg = lt.preset_config("quick", "builtin", steps=3, rank=4, alpha=4, seed=5)
+    cfg = tc.preset_config("quick", "builtin", steps=3, rank=4, alpha=4, seed=5)
     with pytest.raises(TrainingCancelled):
         train_lora(base_path=tiny_base, examples=read_data_folder(data_folder), out_dir=out, config=cfg,
                    work_dir=tmp_path / "adapter.work", callbacks=CancelAt(1), threads=1)
