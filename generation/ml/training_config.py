@@ -7,6 +7,7 @@ settings load, and the `train_lora` CLI checks its arguments before torch loads.
 from __future__ import annotations
 
 import dataclasses
+import math
 import numbers
 from dataclasses import dataclass
 
@@ -34,6 +35,8 @@ DEFAULT_PREVIEW_PROMPTS = (
 DEFAULT_PREVIEW_SEEDS = (0, 1)
 # What torch's generators take: any 64-bit number, signed or unsigned.
 SEED_MIN, SEED_MAX = -2**63, 2**64 - 1
+# The schedules of diffusers.optimization.get_scheduler that need nothing more than warm-up and total steps.
+LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
 
 
 @dataclass
@@ -57,7 +60,7 @@ class LoraTrainingConfig:
     preview_prompts: tuple[str, ...] = DEFAULT_PREVIEW_PROMPTS
     preview_seeds: tuple[int, ...] = DEFAULT_PREVIEW_SEEDS
     # Optional extras (defaults reproduce the plain diffusers recipe).
-    lr_scheduler: str = "constant"  # any name diffusers.optimization.get_scheduler knows
+    lr_scheduler: str = "constant"  # one of LR_SCHEDULERS
     lr_warmup_steps: int = 0
     snr_gamma: float | None = None  # Min-SNR loss weighting (None: plain MSE)
     # Share of examples trained with the empty caption, so the style also
@@ -89,8 +92,25 @@ class LoraTrainingConfig:
         for name in ("rank", "alpha", "steps", "batch_size"):
             if int(getattr(self, name)) < 1:
                 problems.append(f"{name} must be at least 1")
+        floats = ("learning_rate", "snr_gamma", "caption_dropout", "weight_decay", "max_grad_norm", "preview_guidance_scale")
+        for name in floats:
+            if getattr(self, name) is not None and not math.isfinite(getattr(self, name)):
+                problems.append(f"{name} must be a finite number (got {getattr(self, name)})")
+        if problems:  # the checks below compare numbers
+            raise ValueError("; ".join(problems))
         if not self.learning_rate > 0:
             problems.append("learning_rate must be positive")
+        for name in ("lr_warmup_steps", "weight_decay", "max_grad_norm", "preview_guidance_scale"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name} must be 0 or more")
+        if self.snr_gamma is not None and not self.snr_gamma > 0:
+            problems.append("snr_gamma must be positive, or null for the plain loss")
+        if self.preview_inference_steps < 1:
+            problems.append("preview_inference_steps must be at least 1")
+        if self.preview_every and not (self.preview_prompts and self.preview_seeds):
+            problems.append("preview_prompts and preview_seeds must not be empty while preview_every is not 0")
+        if self.lr_scheduler not in LR_SCHEDULERS:
+            problems.append(f"lr_scheduler must be one of {', '.join(LR_SCHEDULERS)}")
         if not SEED_MIN <= int(self.seed) <= SEED_MAX:
             problems.append(f"seed must be from -2**63 to 2**64 - 1 (got {self.seed})")
         # diffusers' pipelines draw (the previews, generation) only at multiples of 8 px
@@ -204,6 +224,11 @@ def preset_config(preset: str, base_kind: str = "builtin", **overrides) -> LoraT
     return LoraTrainingConfig.from_dict(data)
 
 
+def configured_preset(preset: str, base_kind: str, overrides: dict) -> LoraTrainingConfig:
+    """The preset with its settings from TRAINING_PRESET_OVERRIDES (a null sets None: Min-SNR off, say)."""
+    return LoraTrainingConfig.from_dict({**preset_config(preset, base_kind).to_dict(), **overrides.get(preset, {})})
+
+
 def check_preset_overrides(overrides) -> dict:
     """`overrides` if it is a valid TRAINING_PRESET_OVERRIDES value ({preset: {setting: value}}), each
     preset still valid with it over every kind of base; else a ValueError in one sentence."""
@@ -218,7 +243,7 @@ def check_preset_overrides(overrides) -> dict:
             raise ValueError(f"the settings of {preset!r} must be a JSON object, such as {example}")
         for base_kind in PRESETS:
             try:
-                preset_config(preset, base_kind, **settings)
+                configured_preset(preset, base_kind, overrides)
             except ValueError as error:
                 raise ValueError(f"{preset!r}: {error}") from None
     return overrides

@@ -566,6 +566,36 @@ def test_settings_of_the_wrong_type_are_refused_in_one_sentence(overrides, messa
     assert str(raised.value) == message
 
 
+@pytest.mark.parametrize("overrides,message", [
+    ({"lr_scheduler": "cosin"}, "lr_scheduler must be one of constant, constant_with_warmup, linear, cosine"),
+    ({"weight_decay": float("nan")}, "weight_decay must be a finite number (got nan)"),
+    ({"learning_rate": float("inf")}, "learning_rate must be a finite number (got inf)"),
+    ({"max_grad_norm": -1}, "max_grad_norm must be 0 or more"),
+    ({"lr_warmup_steps": -5}, "lr_warmup_steps must be 0 or more"),
+    ({"snr_gamma": 0}, "snr_gamma must be positive, or null for the plain loss"),
+    ({"preview_inference_steps": 0}, "preview_inference_steps must be at least 1"),
+    ({"preview_prompts": []}, "preview_prompts and preview_seeds must not be empty while preview_every is not 0"),
+])
+def test_settings_out_of_range_are_refused_before_training(overrides, message):
+    # Each of these passed the config once and failed (or trained wrongly) only inside the loop.
+    with pytest.raises(ValueError, match=re.escape(message)):
+        tc.preset_config("standard", **overrides)
+
+
+def test_every_allowed_lr_schedule_is_one_diffusers_builds():
+    from diffusers.optimization import get_scheduler
+
+    for name in tc.LR_SCHEDULERS:
+        optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        get_scheduler(name, optimizer=optimizer, num_warmup_steps=2, num_training_steps=10).step()
+
+
+def test_a_null_in_the_preset_overrides_sets_the_setting_to_none():
+    assert tc.PRESETS["sd"]["standard"].snr_gamma == 5.0
+    assert tc.configured_preset("standard", "sd", {"standard": {"snr_gamma": None}}).snr_gamma is None
+    assert tc.configured_preset("standard", "sd", {"quick": {"snr_gamma": None}}).snr_gamma == 5.0
+
+
 def test_preset_overrides_are_checked_over_every_kind_of_base():
     assert tc.check_preset_overrides({"standard": {"steps": 600}}) == {"standard": {"steps": 600}}
     for overrides, message in [
