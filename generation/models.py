@@ -112,6 +112,7 @@ class TrainingJob(models.Model):
     claim_token = models.CharField(max_length=32, blank=True)
     checkpoint_step = models.PositiveIntegerField(default=0)  # where a resumed run starts again
     requeued_at = models.DateTimeField(null=True, blank=True)  # the last time recovery queued it again
+    lost_message_resends = models.PositiveIntegerField(default=0)  # while it waited; bounded by TRAINING_MAX_ATTEMPTS
     resumed_from_step = models.PositiveIntegerField(default=0)
 
     def __str__(self):

@@ -4,12 +4,13 @@ import logging
 import shutil
 import uuid
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Max, Q
+from django.db.models import F, Max, Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -21,7 +22,9 @@ from .storage import adapter_dir, adapter_weights_path, training_work_dir
 logger = logging.getLogger(__name__)
 
 
-def _enqueue_training(adapter_version_id):
+def _enqueue_training(adapter_version_id, if_refused=None):
+    """Send the training's task once the transaction commits; if the broker refuses it, call `if_refused` (by
+    default, the training fails: the artist can start it again)."""
     from .tasks import train_adapter_version
 
     def enqueue():
@@ -29,7 +32,7 @@ def _enqueue_training(adapter_version_id):
             train_adapter_version.delay(adapter_version_id)
         except Exception:
             logger.exception("could not queue the training of adapter version %s", adapter_version_id)
-            training_not_queued(adapter_version_id=adapter_version_id)
+            (if_refused or training_not_queued)(adapter_version_id=adapter_version_id)
 
     transaction.on_commit(enqueue)
 
@@ -37,11 +40,15 @@ def _enqueue_training(adapter_version_id):
 @transaction.atomic
 def training_not_queued(*, adapter_version_id):
     """The broker refused the task: a training still waiting fails, so the artist can start it again."""
+    _fail_while_waiting(adapter_version_id, _(
+        "The training could not be queued (the task queue did not answer); start it again in a moment."
+    ))
+
+
+def _fail_while_waiting(adapter_version_id, reason):
     version = AdapterVersion.objects.select_for_update().get(pk=adapter_version_id)
     if version.status == AdapterVersion.Status.QUEUED:
-        _finish(version, AdapterVersion.Status.FAILED, failure_reason=_(
-            "The training could not be queued (the task queue did not answer); start it again in a moment."
-        ))
+        _finish(version, AdapterVersion.Status.FAILED, failure_reason=reason)
 
 
 @transaction.atomic
@@ -55,7 +62,7 @@ def style_for_artist(*, artist):
 def style_training_start(*, artist, actor, preset="standard", publish_when_ready=True):
     """Freeze the artist's opted-in works into a snapshot and queue an adapter version trained on exactly those."""
     from generation.ml.lora_training import base_kind_of
-    from generation.ml.training_config import PRESETS, preset_config
+    from generation.ml.training_config import PRESETS, configured_preset
     from licensing.models import ConsentTerms
     from licensing.selectors import works_for_training
     from licensing.services import dataset_snapshot_create
@@ -75,7 +82,7 @@ def style_training_start(*, artist, actor, preset="standard", publish_when_ready
         )
     snapshot = dataset_snapshot_create(artist=artist)
     base = base_model_current()
-    config = preset_config(preset, base_kind_of(base.path), **settings.TRAINING_PRESET_OVERRIDES.get(preset, {}))
+    config = configured_preset(preset, base_kind_of(base.path), settings.TRAINING_PRESET_OVERRIDES)
     number = (style.versions.aggregate(last=Max("number"))["last"] or 0) + 1
     version = AdapterVersion.objects.create(
         style=style, number=number, snapshot=snapshot, base_model=base, preset=preset,
@@ -384,47 +391,69 @@ def _retrain_after_withdrawal(*, style, preset, publish):
 
 
 @transaction.atomic
-def training_jobs_recover(*, restarted_worker=None, restarted_at=None):
+def training_jobs_recover(*, worker=None, restarted_at=None):
     """Queue again every training whose worker is gone, and every waiting training whose message is lost;
-    returns their version ids.
+    returns their version ids. `worker` is the training worker that asks, every TRAINING_STALE_SECONDS.
 
-    Gone means: its worker has not reported for TRAINING_STALE_SECONDS (killed, machine lost), or it
-    ran on `restarted_worker` before that worker (re)started at `restarted_at`, so it died with the
-    worker's last life (what the worker claimed since is alive). Lost means: still queued though no
-    training has run for TRAINING_STALE_SECONDS; recovery runs in a training worker, which, idle, takes a
-    waiting message within moments, so the broker no longer holds one (a Redis restarted without
-    persistence, an outage longer than the task's retries); not looked for on a worker's first pass, as
-    the worker has not yet had that long to take what waits. Either is queued again at most once per
-    TRAINING_STALE_SECONDS; the claim takes only one.
+    Gone means: its worker has not reported for TRAINING_STALE_SECONDS (killed, machine lost), or it ran
+    on `worker` before that worker (re)started at `restarted_at` (its first pass), so it died with the
+    worker's last life (what the worker claimed since is alive). Lost means: still waiting though `worker`
+    has trained nothing for a whole period, when an idle worker takes a waiting message within moments,
+    so the broker no longer holds it (a Redis restarted without persistence, an outage longer than the
+    task's retries); not looked for on the first pass, as the worker has not yet had that long. Either is
+    queued again at most once per period; the claim takes only one. A broker that refuses leaves it as it
+    is, for the next pass; a waiting training whose message is lost again after TRAINING_MAX_ATTEMPTS
+    sends fails with a sentence.
     """
     now = timezone.now()
     stale_before = now - timedelta(seconds=settings.TRAINING_STALE_SECONDS)
     # Only the job rows: a claim locks the version, then the job; locking both here in the other order deadlocks.
     training = TrainingJob.objects.select_for_update(of=("self",)).filter(adapter_version__status=AdapterVersion.Status.TRAINING)
-    if restarted_worker:
-        training.filter(worker=restarted_worker, heartbeat_at__lt=restarted_at).update(heartbeat_at=None, requeued_at=None)
+    if restarted_at:
+        training.filter(worker=worker, heartbeat_at__lt=restarted_at).update(heartbeat_at=None, requeued_at=None)
     gone = list(
         training.filter(Q(heartbeat_at__isnull=True) | Q(heartbeat_at__lt=stale_before))
         .filter(Q(requeued_at__isnull=True) | Q(requeued_at__lt=stale_before))
         .values_list("adapter_version_id", flat=True)
     )
-    if not restarted_worker:
-        gone += _lost_queued_trainings(stale_before)
-    TrainingJob.objects.filter(adapter_version_id__in=gone).update(requeued_at=now)
+    lost = _lost_queued_trainings(worker, stale_before) if worker and not restarted_at else []
+    resent = [job.adapter_version_id for job in lost if job.lost_message_resends < settings.TRAINING_MAX_ATTEMPTS]
+    TrainingJob.objects.filter(adapter_version_id__in=resent).update(lost_message_resends=F("lost_message_resends") + 1)
+    TrainingJob.objects.filter(adapter_version_id__in=gone + resent).update(requeued_at=now)
     for version_id in gone:
         _enqueue_training(version_id)
-    return gone
+    for version_id in resent:
+        _enqueue_training(version_id, if_refused=_lost_message_not_resent)
+    for job in lost:
+        if job.adapter_version_id not in resent:
+            transaction.on_commit(partial(training_never_arrived, adapter_version_id=job.adapter_version_id))
+    return gone + resent
 
 
-def _lost_queued_trainings(stale_before):
-    """Version ids of waiting trainings, oldest first, when no training has run since `stale_before`."""
-    idle = not AdapterVersion.objects.filter(Q(status=AdapterVersion.Status.TRAINING) | Q(finished_at__gte=stale_before)).exists()
-    if not idle:
+def _lost_queued_trainings(worker, stale_before):
+    """The job rows (locked, oldest first) of waiting trainings whose message the broker lost, unless `worker`
+    trained within the period (what waits may be waiting behind it)."""
+    if TrainingJob.objects.filter(worker=worker, heartbeat_at__gte=stale_before).exists():
         return []
     return list(
         TrainingJob.objects.select_for_update(of=("self",))
         .filter(adapter_version__status=AdapterVersion.Status.QUEUED, adapter_version__created_at__lt=stale_before)
         .filter(Q(requeued_at__isnull=True) | Q(requeued_at__lt=stale_before))
         .order_by("adapter_version__created_at")
-        .values_list("adapter_version_id", flat=True)
     )
+
+
+def _lost_message_not_resent(*, adapter_version_id):
+    """The broker refused to take a lost message again (it is down, say): that send does not count."""
+    TrainingJob.objects.filter(adapter_version_id=adapter_version_id, lost_message_resends__gt=0).update(
+        lost_message_resends=F("lost_message_resends") - 1
+    )
+
+
+@transaction.atomic
+def training_never_arrived(*, adapter_version_id):
+    """A waiting training whose task never reached a training worker, however often it was sent, fails."""
+    _fail_while_waiting(adapter_version_id, _(
+        "The training never reached a training worker, though it was sent %(times)d times; start it again, and "
+        "tell the platform's team if it happens again."
+    ) % {"times": 1 + settings.TRAINING_MAX_ATTEMPTS})

@@ -47,7 +47,8 @@ def resume_interrupted_trainings(sender, **kwargs):
 
 def _watch_for_interrupted_trainings(hostname, started_at):
     """First the trainings that died under this worker's name before it started, then, every period, those whose
-    worker went silent. A failed pass (the database not up yet, say) is logged and tried again next period."""
+    worker went silent and those waiting for a message the broker lost. A failed pass (the database not up yet,
+    say) is logged and tried again next period."""
     from django.conf import settings
     from django.db import connection
 
@@ -56,8 +57,7 @@ def _watch_for_interrupted_trainings(hostname, started_at):
     first_pass = True
     while True:
         try:
-            restarted = {"restarted_worker": hostname, "restarted_at": started_at} if first_pass else {}
-            resumed = training_jobs_recover(**restarted)
+            resumed = training_jobs_recover(worker=hostname, restarted_at=started_at if first_pass else None)
             first_pass = False
             if resumed:
                 logger.info("queued again %d interrupted or lost training(s): %s", len(resumed), resumed)

@@ -205,7 +205,7 @@ def test_recovery_requeues_a_silent_training_once_per_stale_period(settings, que
     job = services.training_job_claim(adapter_version_id=queued.pk, worker="a")
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         assert services.training_jobs_recover() == []  # alive
-        assert services.training_jobs_recover(restarted_worker="a", restarted_at=timezone.now()) == [queued.pk]  # its run died
+        assert services.training_jobs_recover(worker="a", restarted_at=timezone.now()) == [queued.pk]  # its run died
         go_silent(job, settings.TRAINING_STALE_SECONDS + 1)
         assert services.training_jobs_recover() == []  # queued again a moment ago
         TrainingJob.objects.filter(pk=job.pk).update(requeued_at=timezone.now() - timedelta(seconds=settings.TRAINING_STALE_SECONDS + 1))
@@ -216,30 +216,69 @@ def test_recovery_requeues_a_silent_training_once_per_stale_period(settings, que
 
 def test_recovery_requeues_a_waiting_training_whose_message_is_lost(settings, queued, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        assert services.training_jobs_recover() == []  # queued a moment ago: its message may still be on the way
+        assert services.training_jobs_recover(worker="w") == []  # queued a moment ago: its message may still be on the way
         backdate(queued, settings.TRAINING_STALE_SECONDS + 1)
         # A worker just up has not yet had the time to take what waits.
-        assert services.training_jobs_recover(restarted_worker="a", restarted_at=timezone.now()) == []
-        assert services.training_jobs_recover() == [queued.pk]
-        assert services.training_jobs_recover() == []  # queued again a moment ago
+        assert services.training_jobs_recover(worker="w", restarted_at=timezone.now()) == []
+        assert services.training_jobs_recover(worker="w") == [queued.pk]
+        assert services.training_jobs_recover(worker="w") == []  # queued again a moment ago
     assert len(callbacks) == 1
-    assert services.training_job_claim(adapter_version_id=queued.pk, worker="a") is not None
+    assert TrainingJob.objects.get(adapter_version=queued).lost_message_resends == 1
+    assert services.training_job_claim(adapter_version_id=queued.pk, worker="w") is not None
 
 
-def test_a_waiting_training_is_not_taken_for_lost_while_another_trains_or_just_trained(settings, queued, django_capture_on_commit_callbacks):
+def test_a_waiting_training_is_taken_for_lost_only_by_a_worker_that_trained_nothing_for_a_period(settings, queued, django_capture_on_commit_callbacks):
     artist, _works = opted_in_artist(4)
     with django_capture_on_commit_callbacks(execute=False):
         other = services.style_training_start(artist=artist, actor=artist.user, preset="quick")
-    services.training_job_claim(adapter_version_id=other.pk, worker="a")
+    job = services.training_job_claim(adapter_version_id=other.pk, worker="busy")
     stale = settings.TRAINING_STALE_SECONDS + 1
     backdate(queued, stale)
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        assert services.training_jobs_recover() == []  # the other trains: a worker is busy, not idle
+        assert services.training_jobs_recover(worker="busy") == []  # it trains: what waits may be waiting behind it
         AdapterVersion.objects.filter(pk=other.pk).update(status=AdapterVersion.Status.CANCELLED, finished_at=timezone.now())
-        assert services.training_jobs_recover() == []  # a worker was busy a moment ago: the next message is on its way
-        AdapterVersion.objects.filter(pk=other.pk).update(finished_at=timezone.now() - timedelta(seconds=stale))
-        assert services.training_jobs_recover() == [queued.pk]
+        assert services.training_jobs_recover(worker="busy") == []  # it trained a moment ago: the next message is on its way
+        go_silent(job, stale)
+        assert services.training_jobs_recover(worker="busy") == [queued.pk]
     assert len(callbacks) == 1
+
+
+def test_a_worker_idle_beside_a_busy_one_finds_the_lost_message(settings, queued, django_capture_on_commit_callbacks):
+    artist, _works = opted_in_artist(4)
+    with django_capture_on_commit_callbacks(execute=False):
+        other = services.style_training_start(artist=artist, actor=artist.user, preset="quick")
+    services.training_job_claim(adapter_version_id=other.pk, worker="busy")
+    backdate(queued, settings.TRAINING_STALE_SECONDS + 1)
+    with django_capture_on_commit_callbacks(execute=False):
+        assert services.training_jobs_recover(worker="idle") == [queued.pk]
+
+
+def test_a_lost_message_is_sent_again_a_bounded_number_of_times_then_the_training_fails(settings, queued, django_capture_on_commit_callbacks):
+    settings.TRAINING_MAX_ATTEMPTS = 2
+    stale = settings.TRAINING_STALE_SECONDS + 1
+    backdate(queued, stale)
+    for _send in range(2):
+        with django_capture_on_commit_callbacks(execute=False):
+            assert services.training_jobs_recover(worker="w") == [queued.pk]
+        TrainingJob.objects.filter(adapter_version=queued).update(requeued_at=timezone.now() - timedelta(seconds=stale))
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.training_jobs_recover(worker="w") == []
+    queued.refresh_from_db()
+    assert queued.status == AdapterVersion.Status.FAILED
+    assert queued.failure_reason.startswith("The training never reached a training worker, though it was sent 3 times")
+
+
+def test_a_broker_that_refuses_a_lost_message_leaves_the_training_waiting(settings, queued, monkeypatch, django_capture_on_commit_callbacks):
+    def refuse(*args, **kwargs):
+        raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(train_adapter_version, "delay", refuse)
+    backdate(queued, settings.TRAINING_STALE_SECONDS + 1)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.training_jobs_recover(worker="w") == [queued.pk]
+    queued.refresh_from_db()
+    assert queued.status == AdapterVersion.Status.QUEUED  # sent again on a later pass, once the broker answers
+    assert TrainingJob.objects.get(adapter_version=queued).lost_message_resends == 0
 
 
 def test_a_broker_that_refuses_the_task_fails_the_training_with_a_sentence(client, monkeypatch, django_capture_on_commit_callbacks):
@@ -347,7 +386,7 @@ def test_the_heartbeat_keeps_a_silent_run_alive(settings, queued):
 def test_a_restarted_worker_leaves_alone_what_it_claimed_since_it_started(settings, queued):
     started_at = timezone.now()
     job = services.training_job_claim(adapter_version_id=queued.pk, worker="a")  # a redelivered task, say
-    assert services.training_jobs_recover(restarted_worker="a", restarted_at=started_at) == []
+    assert services.training_jobs_recover(worker="a", restarted_at=started_at) == []
     assert TrainingJob.objects.get(pk=job.pk).heartbeat_at is not None
 
 
@@ -361,8 +400,8 @@ def test_the_recovery_watch_tries_its_start_up_pass_again_after_a_failure(monkey
 
     passes = []
 
-    def recover(restarted_worker=None, restarted_at=None):
-        passes.append(restarted_worker)
+    def recover(worker, restarted_at=None):
+        passes.append((worker, restarted_at is not None))
         if len(passes) == 1:
             raise DatabaseDown("the database is not up yet")
         return []
@@ -375,7 +414,7 @@ def test_the_recovery_watch_tries_its_start_up_pass_again_after_a_failure(monkey
     monkeypatch.setattr(tasks.time, "sleep", sleep)
     with pytest.raises(Stop):
         tasks._watch_for_interrupted_trainings("training@host", timezone.now())
-    assert passes == ["training@host", "training@host", None]
+    assert passes == [("training@host", True), ("training@host", True), ("training@host", False)]
 
 
 def test_what_a_run_writes_after_its_version_ended_without_it_is_removed(settings, queued, django_capture_on_commit_callbacks):
