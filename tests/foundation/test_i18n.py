@@ -101,6 +101,26 @@ def test_the_compiled_catalogue_matches_the_po_file():
             assert catalogue.gettext(msgid) == msgstrs[0], msgid
 
 
+GETTEXT_CALLS = {"_": 0, "gettext": 0, "gettext_lazy": 0, "ngettext": 0, "ngettext_lazy": 0, "pgettext": 1, "pgettext_lazy": 1}
+
+
+def test_every_string_the_code_translates_is_in_the_catalogue():
+    """A new _("…") in the code without a Japanese entry fails here: run makemessages and translate it
+    (an artist-facing failure sentence once showed in English on the Japanese pages this way)."""
+    known = {msgid for _, msgid, _, _, _ in po_entries()[1:]}
+    missing, found = set(), 0
+    for app in ("generation", "licensing", "revenue", "illustration_platform"):
+        for source in (Path(settings.BASE_DIR) / app).rglob("*.py"):
+            for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in GETTEXT_CALLS:
+                    argument = node.args[GETTEXT_CALLS[node.func.id]] if node.args else None
+                    if isinstance(argument, ast.Constant) and isinstance(argument.value, str):
+                        found += 1
+                        if argument.value not in known:
+                            missing.add((source.name, argument.value))
+    assert found > 50 and sorted(missing) == []
+
+
 def test_every_translate_tag_in_the_templates_is_in_the_catalogue():
     """A new {% translate "…" %} without a Japanese entry fails here: run makemessages and translate it."""
     known = {msgid for context, msgid, _, _, _ in po_entries()[1:] if context is None}
