@@ -92,12 +92,6 @@ class LoraTrainingConfig:
         for name in ("rank", "alpha", "steps", "batch_size"):
             if int(getattr(self, name)) < 1:
                 problems.append(f"{name} must be at least 1")
-        floats = ("learning_rate", "snr_gamma", "caption_dropout", "weight_decay", "max_grad_norm", "preview_guidance_scale")
-        for name in floats:
-            if getattr(self, name) is not None and not math.isfinite(getattr(self, name)):
-                problems.append(f"{name} must be a finite number (got {getattr(self, name)})")
-        if problems:  # the checks below compare numbers
-            raise ValueError("; ".join(problems))
         if not self.learning_rate > 0:
             problems.append("learning_rate must be positive")
         for name in ("lr_warmup_steps", "weight_decay", "max_grad_norm", "preview_guidance_scale"):
@@ -164,12 +158,15 @@ _TYPE_CHECKS = {
 
 
 def _type_problems(config: LoraTrainingConfig) -> list[str]:
+    """Values of the wrong type, and numbers that are not finite (JSON reads NaN and Infinity)."""
     problems = []
     for f in dataclasses.fields(config):
         expected, accepts = _TYPE_CHECKS[f.type]
         value = getattr(config, f.name)
         if not accepts(value):
             problems.append(f"{f.name} must be {expected} (got {value!r})")
+        elif f.type.startswith("float") and value is not None and not math.isfinite(value):
+            problems.append(f"{f.name} must be a finite number (got {value})")
     return problems
 
 
