@@ -432,8 +432,10 @@ def training_jobs_recover(*, worker=None, restarted_at=None):
 
 def _lost_queued_trainings(worker, stale_before):
     """The job rows (locked, oldest first) of waiting trainings whose message the broker lost, unless `worker`
-    trained within the period (what waits may be waiting behind it)."""
-    if TrainingJob.objects.filter(worker=worker, heartbeat_at__gte=stale_before).exists():
+    trained within the period or holds a training still (a run stuck past TRAINING_MAX_SILENCE_SECONDS beats
+    no more, yet occupies the worker): what waits may be waiting behind it."""
+    busy = Q(heartbeat_at__gte=stale_before) | Q(adapter_version__status=AdapterVersion.Status.TRAINING)
+    if TrainingJob.objects.filter(busy, worker=worker).exists():
         return []
     return list(
         TrainingJob.objects.select_for_update(of=("self",))

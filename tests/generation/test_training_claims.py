@@ -243,6 +243,18 @@ def test_a_waiting_training_is_taken_for_lost_only_by_a_worker_that_trained_noth
     assert len(callbacks) == 1
 
 
+def test_a_worker_held_by_a_stuck_run_takes_nothing_waiting_for_lost(settings, queued, django_capture_on_commit_callbacks):
+    artist, _works = opted_in_artist(4)
+    with django_capture_on_commit_callbacks(execute=False):
+        other = services.style_training_start(artist=artist, actor=artist.user, preset="quick")
+    stuck = services.training_job_claim(adapter_version_id=other.pk, worker="w")
+    stale = settings.TRAINING_STALE_SECONDS + 1
+    go_silent(stuck, stale)  # its loop hung: the heartbeat stopped, the worker's only slot is still taken
+    backdate(queued, stale)
+    with django_capture_on_commit_callbacks(execute=False):
+        assert services.training_jobs_recover(worker="w") == [other.pk]  # the stuck one is queued again, not what waits
+
+
 def test_a_worker_idle_beside_a_busy_one_finds_the_lost_message(settings, queued, django_capture_on_commit_callbacks):
     artist, _works = opted_in_artist(4)
     with django_capture_on_commit_callbacks(execute=False):
