@@ -114,8 +114,8 @@ def build_style(slug: str, *, base: Path, out: Path, preset: str = PRESET, evalu
     the preset's training settings (tests use a few steps)."""
     from .evaluate_style import evaluate_style
     from .lora_training import base_kind_of, train_lora
-    from .training_config import preset_config
     from .train_lora import read_data_folder
+    from .training_config import preset_config
 
     style = scenes.DEMO_STYLES[slug]
     out.mkdir(parents=True, exist_ok=True)

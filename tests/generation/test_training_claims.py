@@ -33,6 +33,14 @@ def backdate(version, seconds):
     AdapterVersion.objects.filter(pk=version.pk).update(created_at=timezone.now() - timedelta(seconds=seconds))
 
 
+def another_training_claimed_by(worker, capture_on_commit):
+    """Another artist's training, claimed by `worker`: its job."""
+    artist, _works = opted_in_artist(4)
+    with capture_on_commit(execute=False):
+        version = services.style_training_start(artist=artist, actor=artist.user, preset="quick")
+    return services.training_job_claim(adapter_version_id=version.pk, worker=worker)
+
+
 def go_silent(job, seconds):
     TrainingJob.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now() - timedelta(seconds=seconds))
 
@@ -228,15 +236,12 @@ def test_recovery_requeues_a_waiting_training_whose_message_is_lost(settings, qu
 
 
 def test_a_waiting_training_is_taken_for_lost_only_by_a_worker_that_trained_nothing_for_a_period(settings, queued, django_capture_on_commit_callbacks):
-    artist, _works = opted_in_artist(4)
-    with django_capture_on_commit_callbacks(execute=False):
-        other = services.style_training_start(artist=artist, actor=artist.user, preset="quick")
-    job = services.training_job_claim(adapter_version_id=other.pk, worker="busy")
+    job = another_training_claimed_by("busy", django_capture_on_commit_callbacks)
     stale = settings.TRAINING_STALE_SECONDS + 1
     backdate(queued, stale)
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         assert services.training_jobs_recover(worker="busy") == []  # it trains: what waits may be waiting behind it
-        AdapterVersion.objects.filter(pk=other.pk).update(status=AdapterVersion.Status.CANCELLED, finished_at=timezone.now())
+        AdapterVersion.objects.filter(pk=job.adapter_version_id).update(status=AdapterVersion.Status.CANCELLED, finished_at=timezone.now())
         assert services.training_jobs_recover(worker="busy") == []  # it trained a moment ago: the next message is on its way
         go_silent(job, stale)
         assert services.training_jobs_recover(worker="busy") == [queued.pk]
@@ -244,22 +249,16 @@ def test_a_waiting_training_is_taken_for_lost_only_by_a_worker_that_trained_noth
 
 
 def test_a_worker_held_by_a_stuck_run_takes_nothing_waiting_for_lost(settings, queued, django_capture_on_commit_callbacks):
-    artist, _works = opted_in_artist(4)
-    with django_capture_on_commit_callbacks(execute=False):
-        other = services.style_training_start(artist=artist, actor=artist.user, preset="quick")
-    stuck = services.training_job_claim(adapter_version_id=other.pk, worker="w")
+    stuck = another_training_claimed_by("w", django_capture_on_commit_callbacks)
     stale = settings.TRAINING_STALE_SECONDS + 1
     go_silent(stuck, stale)  # its loop hung: the heartbeat stopped, the worker's only slot is still taken
     backdate(queued, stale)
     with django_capture_on_commit_callbacks(execute=False):
-        assert services.training_jobs_recover(worker="w") == [other.pk]  # the stuck one is queued again, not what waits
+        assert services.training_jobs_recover(worker="w") == [stuck.adapter_version_id]  # the stuck one is queued again, not what waits
 
 
 def test_a_worker_idle_beside_a_busy_one_finds_the_lost_message(settings, queued, django_capture_on_commit_callbacks):
-    artist, _works = opted_in_artist(4)
-    with django_capture_on_commit_callbacks(execute=False):
-        other = services.style_training_start(artist=artist, actor=artist.user, preset="quick")
-    services.training_job_claim(adapter_version_id=other.pk, worker="busy")
+    another_training_claimed_by("busy", django_capture_on_commit_callbacks)
     backdate(queued, settings.TRAINING_STALE_SECONDS + 1)
     with django_capture_on_commit_callbacks(execute=False):
         assert services.training_jobs_recover(worker="idle") == [queued.pk]
