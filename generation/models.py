@@ -1,6 +1,9 @@
+from datetime import timedelta
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 
@@ -121,3 +124,8 @@ class TrainingJob(models.Model):
     @property
     def progress_percent(self):
         return round(100 * self.step / self.total_steps) if self.total_steps else 0
+
+    def heartbeat_is_fresh(self, now=None):
+        """Whether its worker reported within TRAINING_STALE_SECONDS: a run that is alive somewhere."""
+        stale_before = (now or timezone.now()) - timedelta(seconds=settings.TRAINING_STALE_SECONDS)
+        return self.heartbeat_at is not None and self.heartbeat_at > stale_before

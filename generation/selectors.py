@@ -1,6 +1,10 @@
 """Reads of the generation side; `usable_adapter_versions` is the only way generation finds adapters."""
 
+import heapq
 from statistics import median
+
+from django.db.models import Q
+from django.utils import timezone
 
 from .models import AdapterVersion, TrainingJob
 
@@ -47,23 +51,40 @@ def seconds_per_step_estimate(*, base_model):
 
 
 def training_queue_state(*, adapter_version):
-    """(1-based place among the unfinished trainings, those running now included, in the order they were
-    started; seconds until this one is done, one training at a time) for a queued version."""
-    ahead = (
-        TrainingJob.objects.filter(
-            adapter_version__status__in=AdapterVersion.ACTIVE_STATUSES,
-            adapter_version__created_at__lt=adapter_version.created_at,
-        )
+    """(1-based place in line: the trainings running now, then those waiting that were started before it;
+    seconds until this one is done) for a queued version.
+
+    The seconds assume as many trainings at a time as are running now: while one waits, every training
+    worker that is alive is busy (an idle one would have taken it), so the running count is the worker count.
+    Each training in line goes to the worker that frees first, as the queue hands them out.
+    """
+    started_before = Q(adapter_version__created_at__lt=adapter_version.created_at)
+    unfinished = list(
+        TrainingJob.objects.filter(adapter_version__status__in=AdapterVersion.ACTIVE_STATUSES)
+        .filter(started_before | Q(adapter_version__status=AdapterVersion.Status.TRAINING))
+        .exclude(adapter_version=adapter_version)
         .select_related("adapter_version__base_model")
+        .order_by("adapter_version__created_at", "adapter_version_id")
     )
-    jobs = list(ahead) + [adapter_version.job]
+    now = timezone.now()
+    running = [job for job in unfinished if job.adapter_version.status == AdapterVersion.Status.TRAINING and job.heartbeat_is_fresh(now)]
+    # A training whose worker is gone waits for another, in its place in line.
+    waiting = [job for job in unfinished if job not in running and job.adapter_version.created_at < adapter_version.created_at]
+    waiting.append(adapter_version.job)
     rates = {}  # one estimate per base model, however long the queue
-    for job in jobs:
+
+    def seconds_left(job):
         base = job.adapter_version.base_model
         if base.pk not in rates:
             rates[base.pk] = seconds_per_step_estimate(base_model=base)
-    seconds = sum(max(job.total_steps - job.step, 0) * rates[job.adapter_version.base_model.pk] for job in jobs)
-    return len(jobs), seconds
+        return max(job.total_steps - job.step, 0) * rates[base.pk]
+
+    workers_free_at = [seconds_left(job) for job in running] or [0.0]
+    heapq.heapify(workers_free_at)
+    for job in waiting:
+        done_at = heapq.heappop(workers_free_at) + seconds_left(job)
+        heapq.heappush(workers_free_at, done_at)
+    return len(running) + len(waiting), done_at
 
 
 def styles_of_artist(*, artist):

@@ -93,11 +93,6 @@ def style_training_start(*, artist, actor, preset="standard", publish_when_ready
     return version
 
 
-def _heartbeat_is_fresh(job, now=None):
-    stale_before = (now or timezone.now()) - timedelta(seconds=settings.TRAINING_STALE_SECONDS)
-    return job.heartbeat_at is not None and job.heartbeat_at > stale_before
-
-
 @transaction.atomic
 def training_cancel(*, adapter_version):
     """Cancel a queued training at once; ask a running one to stop (at once too when its worker is gone)."""
@@ -106,7 +101,7 @@ def training_cancel(*, adapter_version):
         _finish(version, AdapterVersion.Status.CANCELLED)
     elif version.status == AdapterVersion.Status.TRAINING:
         job = TrainingJob.objects.select_for_update().get(adapter_version=version)
-        if _heartbeat_is_fresh(job):
+        if job.heartbeat_is_fresh():
             job.cancel_requested = True
             job.save(update_fields=["cancel_requested"])
         else:
@@ -169,7 +164,7 @@ def training_job_claim(*, adapter_version_id, worker):
     job = TrainingJob.objects.select_for_update().get(adapter_version=version)
     now = timezone.now()
     resuming = version.status == AdapterVersion.Status.TRAINING
-    if resuming and _heartbeat_is_fresh(job, now):
+    if resuming and job.heartbeat_is_fresh(now):
         return None
     if resuming and job.cancel_requested:
         _end_unfinished(version, job, AdapterVersion.Status.CANCELLED)

@@ -41,6 +41,16 @@ def another_training_claimed_by(worker, capture_on_commit):
     return services.training_job_claim(adapter_version_id=version.pk, worker=worker)
 
 
+def trainings_waiting(count, capture_on_commit):
+    """`count` artists' trainings, started in turn and left waiting (their messages never sent)."""
+    queue = []
+    for seed in range(count):
+        artist, _works = opted_in_artist(4, first_seed=10 * seed)
+        with capture_on_commit(execute=False):
+            queue.append(services.style_training_start(artist=artist, actor=artist.user, preset="quick"))
+    return queue
+
+
 def go_silent(job, seconds):
     TrainingJob.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now() - timedelta(seconds=seconds))
 
@@ -317,11 +327,7 @@ def test_the_queue_position_and_eta_count_every_training_ahead_in_a_fixed_number
 
     from generation.selectors import DEFAULT_SECONDS_PER_STEP, training_queue_state
 
-    queue = []
-    for seed in range(5):
-        artist, _works = opted_in_artist(4, first_seed=10 * seed)
-        with django_capture_on_commit_callbacks(execute=False):
-            queue.append(services.style_training_start(artist=artist, actor=artist.user, preset="quick"))
+    queue = trainings_waiting(5, django_capture_on_commit_callbacks)
     services.training_job_claim(adapter_version_id=queue[0].pk, worker="a")
     TrainingJob.objects.filter(adapter_version=queue[0]).update(step=4)
 
@@ -333,6 +339,37 @@ def test_the_queue_position_and_eta_count_every_training_ahead_in_a_fixed_number
         steps_left = 12 * position - 4  # quick is 12 steps here; the first has done 4
         assert state == (position, steps_left * DEFAULT_SECONDS_PER_STEP)
     assert len(set(counts)) == 1, counts
+
+
+def test_the_eta_counts_as_many_trainings_at_a_time_as_are_running(settings, django_capture_on_commit_callbacks):
+    from generation.selectors import DEFAULT_SECONDS_PER_STEP, training_queue_state
+
+    queue = trainings_waiting(5, django_capture_on_commit_callbacks)
+    for version, worker, step in ((queue[0], "a", 10), (queue[1], "b", 4)):  # two workers, 2 and 8 steps left
+        services.training_job_claim(adapter_version_id=version.pk, worker=worker)
+        TrainingJob.objects.filter(adapter_version=version).update(step=step)
+
+    def state(version):
+        return training_queue_state(adapter_version=AdapterVersion.objects.select_related("job").get(pk=version.pk))
+
+    # The third goes to the worker free after 2 steps, the fourth to the other (8), the fifth after the third (14).
+    assert [state(version) for version in queue[2:]] == [
+        (3, (2 + 12) * DEFAULT_SECONDS_PER_STEP), (4, (8 + 12) * DEFAULT_SECONDS_PER_STEP), (5, (14 + 12) * DEFAULT_SECONDS_PER_STEP),
+    ]
+    # Worker "b" is gone: its training waits in its place in line, and one worker is left.
+    go_silent(TrainingJob.objects.get(adapter_version=queue[1]), settings.TRAINING_STALE_SECONDS + 1)
+    assert state(queue[2]) == (3, (2 + 8 + 12) * DEFAULT_SECONDS_PER_STEP)
+
+
+def test_a_training_running_out_of_turn_is_ahead_in_line(django_capture_on_commit_callbacks):
+    from generation.selectors import DEFAULT_SECONDS_PER_STEP, training_queue_state
+
+    queue = trainings_waiting(2, django_capture_on_commit_callbacks)
+    services.training_job_claim(adapter_version_id=queue[1].pk, worker="a")  # the first one's message was lost
+
+    assert training_queue_state(adapter_version=AdapterVersion.objects.select_related("job").get(pk=queue[0].pk)) == (
+        2, 24 * DEFAULT_SECONDS_PER_STEP
+    )
 
 
 def test_a_run_cancelled_while_silent_leaves_nothing_behind_when_it_ends(settings, queued, django_capture_on_commit_callbacks):
