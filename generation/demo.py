@@ -12,6 +12,7 @@ from pathlib import Path
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
+from django.utils import timezone
 
 from generation.ml import BUILTIN_BASE_MODEL
 
@@ -79,7 +80,7 @@ def demo_artist_install(*, manifest, password):
     version = AdapterVersion(
         style=style, number=style.versions.count() + 1, snapshot=snapshot, base_model=base_model_current(),
         preset=manifest["training"]["preset"], hyperparameters=manifest["training"]["config"],
-        weights_sha256=manifest["adapter"]["sha256"], status=AdapterVersion.Status.READY,
+        weights_sha256=manifest["adapter"]["sha256"], status=AdapterVersion.Status.READY, finished_at=timezone.now(),
         metrics={
             "final_loss": manifest["training"]["final_loss"], "steps": manifest["training"]["steps"],
             "seconds": manifest["training"]["seconds"], "resumed_from_step": 0, "evaluation": manifest.get("evaluation", {}),

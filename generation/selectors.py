@@ -3,7 +3,7 @@
 import heapq
 from statistics import median
 
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 from .models import AdapterVersion, TrainingJob
@@ -39,13 +39,16 @@ def usable_adapter_versions(*, style_ids=None):
 
 
 def seconds_per_step_estimate(*, base_model):
-    """Median seconds per step of this base's recent finished trainings, for queue ETAs."""
+    """Median seconds per step of this base's recent finished trainings, for queue ETAs.
+
+    Only trainings that ran in one go: a resumed one's seconds are its last run's, not all its steps'.
+    """
     rates = [
         metrics["seconds"] / metrics["steps"]
         for metrics in AdapterVersion.objects.filter(base_model=base_model, status=AdapterVersion.Status.READY)
-        .order_by("-finished_at")
+        .order_by(F("finished_at").desc(nulls_last=True))
         .values_list("metrics", flat=True)[:10]
-        if metrics.get("steps")
+        if metrics.get("steps") and not metrics.get("resumed_from_step")
     ]
     return median(rates) if rates else DEFAULT_SECONDS_PER_STEP
 

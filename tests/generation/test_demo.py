@@ -35,6 +35,7 @@ def test_demo_artists_get_published_usable_styles_and_reinstalling_changes_nothi
         assert version.status == AdapterVersion.Status.READY
         assert version.weights_sha256 == manifest["adapter"]["sha256"]
         assert version.snapshot.work_count == 5
+        assert version.finished_at is not None  # ready since it was installed, as the API and admin say
         assert sorted(e["sha256"] for e in version.snapshot.entries) == sorted(w["sha256"] for w in manifest["works"])
     assert usable_adapter_versions().count() == 2
     # The public page shows the demo works, and a work the newcomer hid stays hidden when the demo installs again.

@@ -17,7 +17,7 @@ from generation.storage import adapter_dir, preview_path, training_work_dir
 from generation.tasks import train_adapter_version
 from generation.training import JobReporter, training_examples
 
-from .conftest import finished_result, opted_in_artist
+from .conftest import finished_result, opted_in_artist, ready_version
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("generation_roots", "training_terms")]
 
@@ -359,6 +359,21 @@ def test_the_eta_counts_as_many_trainings_at_a_time_as_are_running(settings, dja
     # Worker "b" is gone: its training waits in its place in line, and one worker is left.
     go_silent(TrainingJob.objects.get(adapter_version=queue[1]), settings.TRAINING_STALE_SECONDS + 1)
     assert state(queue[2]) == (3, (2 + 8 + 12) * DEFAULT_SECONDS_PER_STEP)
+
+
+def test_the_queue_rate_leaves_out_resumed_trainings(django_capture_on_commit_callbacks):
+    from generation.selectors import seconds_per_step_estimate
+
+    artist, _works = opted_in_artist(4)
+    whole, resumed = ready_version(artist), ready_version(artist)
+    AdapterVersion.objects.filter(pk=whole.pk).update(
+        metrics={"steps": 400, "seconds": 100.0, "resumed_from_step": 0}, finished_at=timezone.now() - timedelta(hours=1)
+    )
+    # Its seconds are the last run's alone: 4 steps after a resume at 396.
+    AdapterVersion.objects.filter(pk=resumed.pk).update(
+        metrics={"steps": 400, "seconds": 3.0, "resumed_from_step": 396}, finished_at=timezone.now()
+    )
+    assert seconds_per_step_estimate(base_model=whole.base_model) == 0.25
 
 
 def test_a_training_running_out_of_turn_is_ahead_in_line(django_capture_on_commit_callbacks):
