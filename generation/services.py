@@ -295,6 +295,7 @@ def _discard_retired_files(versions):
     """Under RETIRED_ADAPTER_FILES=delete, remove a retired version's weights, checkpoint, cache and previews."""
     if settings.RETIRED_ADAPTER_FILES != "delete":
         return
+    TrainingJob.objects.filter(adapter_version__in=versions).update(previews=[])  # the page lists no image that is gone
     adapter_folders = {adapter_dir(version) for version in versions}
     # Where a version's weights were recorded, should that ever differ from its folder.
     adapter_folders |= {adapter_weights_path(version).parent for version in versions if version.weights_path}

@@ -3,7 +3,7 @@
 import re
 
 import pytest
-from generation.models import AdapterVersion
+from generation.models import AdapterVersion, TrainingJob
 from generation.selectors import usable_adapter_versions
 from generation.services import (
     adapter_versions_retire_for_works, style_training_start, training_job_claim, training_job_finish, training_job_stop,
@@ -207,15 +207,19 @@ def test_deleting_retired_files_takes_the_checkpoint_cache_and_previews(settings
     state = training_work_dir(version)
     (state / "state").mkdir(parents=True)
     (state / "state" / "checkpoint.pt").write_bytes(b"lora")
+    TrainingJob.objects.filter(pk=job.pk).update(previews=[{"step": 3, "prompt": "a cat", "seed": 0, "file": "step-000003-0.png"}])
     with django_capture_on_commit_callbacks(execute=True):
         work_withdraw(work=works[0], actor=artist.user)
     assert not state.exists()
+    assert TrainingJob.objects.get(pk=job.pk).previews == []  # the page and API list no image that is gone
     # The worker notices the retirement a moment later; what it wrote meanwhile goes too.
     (state / "previews").mkdir(parents=True)
     (state / "previews" / "step-000006-0.png").write_bytes(b"png")
+    TrainingJob.objects.filter(pk=job.pk).update(previews=[{"step": 6, "prompt": "a cat", "seed": 0, "file": "step-000006-0.png"}])
     with django_capture_on_commit_callbacks(execute=True):
         training_job_stop(job=job)
     assert not state.exists()
+    assert TrainingJob.objects.get(pk=job.pk).previews == []
 
 
 def test_a_changed_slug_keeps_the_artists_one_style(django_capture_on_commit_callbacks):
