@@ -23,6 +23,9 @@ class AdapterVersionInline(admin.TabularInline):
     can_delete = False
     show_change_link = True
 
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("style", "snapshot__artist")
+
 
 @admin.action(description=_("Unpublish the selected styles"), permissions=["change"])
 def unpublish_styles(modeladmin, request, queryset):
@@ -34,6 +37,7 @@ def unpublish_styles(modeladmin, request, queryset):
 @admin.register(Style)
 class StyleAdmin(admin.ModelAdmin):
     list_display = ["name", "artist", "published_version", "created_at"]
+    list_select_related = ["artist", "published_version__style"]
     search_fields = ["name", "artist__display_name"]
     # Publishing is the artist's act; staff can only take a style down (the action).
     readonly_fields = ["artist", "published_version"]

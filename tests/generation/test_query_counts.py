@@ -1,4 +1,5 @@
-"""The style page and the versions API cost the same number of queries however many versions a style has."""
+"""The style page, the versions API and the styles' admin pages cost the same number of queries however many
+versions and styles there are."""
 
 import pytest
 from django.db import connection
@@ -25,3 +26,19 @@ def test_queries_do_not_grow_with_the_versions(client_for, url):
     for _ in range(8):
         ready_version(artist)
     assert _queries(client, url) == few
+
+
+def test_the_styles_admin_pages_do_not_grow_with_the_styles_and_versions(client_for):
+    from tests.factories import StaffFactory
+
+    staff = client_for(StaffFactory())
+    artist, _works = opted_in_artist(3)
+    style = ready_version(artist).style
+    listing, change = reverse("admin:generation_style_changelist"), reverse("admin:generation_style_change", args=[style.pk])
+    _queries(staff, listing), _queries(staff, change)  # the first visit also fills the content-type cache
+    few = _queries(staff, listing), _queries(staff, change)
+    for seed in range(1, 4):
+        other, _works = opted_in_artist(3, first_seed=10 * seed)
+        ready_version(other)
+        ready_version(artist)
+    assert (_queries(staff, listing), _queries(staff, change)) == few
