@@ -75,8 +75,9 @@ ERROR_SCHEMA = {
 def document_errors(result, generator, request, public):
     """drf-spectacular postprocessing hook: every operation names the error answers it can give, in their one shape.
 
-    404 where the path or a page names something, 400 where a write can be refused, 401/403 where sign-in is
-    required; a view's own description of one of these codes is kept.
+    404 where the path or a page names something or a permission answers 404 (the style-training API), 400
+    where a write can be refused, 401/403 where sign-in is required; a view's own description of one of these
+    codes is kept.
     """
     result.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
     answer = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
@@ -86,10 +87,17 @@ def document_errors(result, generator, request, public):
         "403": "Not signed in (session), or not allowed.",
         "404": "No such object among yours, or no such page.",
     }
+    answers_not_found = {
+        (path, method.lower())
+        for path, _regex, method, view in generator.endpoints
+        if any(getattr(permission, "not_found", False) for permission in view.cls.permission_classes)
+    }
     for path, operations in result.get("paths", {}).items():
         for method, operation in operations.items():
             codes = set()
             if "{" in path or any(p["name"] == "page" for p in operation.get("parameters", [])):
+                codes.add("404")
+            if (path, method) in answers_not_found:
                 codes.add("404")
             if method in ("post", "put", "patch"):
                 codes.add("400")

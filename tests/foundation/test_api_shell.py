@@ -66,6 +66,8 @@ def test_the_schema_documents_the_error_answers_the_api_gives(client, api_client
     _documented(schema, "/api/works/{id}/opt-in/", "post", api_client.post("/api/works/1/opt-in/"))  # 404
     api_client.force_login(subscriber)
     _documented(schema, "/api/works/", "get", api_client.get("/api/works/"))  # 403: not an artist
+    _documented(schema, "/api/styles/", "get", api_client.get("/api/styles/"))  # 404: not an artist, as the pages answer
+    _documented(schema, "/api/styles/train/", "post", api_client.post("/api/styles/train/"))  # 404
 
 
 def test_an_api_path_no_route_matches_answers_json_and_a_page_path_html(client):
