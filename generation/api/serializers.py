@@ -1,3 +1,4 @@
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from ..presentation import PRESET_CHOICES
@@ -8,6 +9,16 @@ class PreviewSerializer(serializers.Serializer):
     prompt = serializers.CharField()
     seed = serializers.IntegerField()
     url = serializers.CharField()
+
+
+@extend_schema_field({
+    "type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2,
+    "description": "[step, loss]: the step a whole number, the loss a float.",
+})
+class LossPointField(serializers.Field):
+    def to_representation(self, point):
+        step, loss = point
+        return [int(step), float(loss)]
 
 
 class TrainingStateSerializer(serializers.Serializer):
@@ -22,7 +33,7 @@ class TrainingStateSerializer(serializers.Serializer):
     progress_percent = serializers.IntegerField()
     eta_seconds = serializers.IntegerField(allow_null=True)
     queue_position = serializers.IntegerField(allow_null=True)
-    losses = serializers.ListField(child=serializers.ListField(child=serializers.FloatField()))
+    losses = serializers.ListField(child=LossPointField())
     final_loss = serializers.FloatField(allow_null=True)
     previews = PreviewSerializer(many=True)
     log_tail = serializers.CharField()

@@ -158,6 +158,16 @@ def test_the_api_hands_out_preview_urls_that_work_with_a_token(api_client, owned
     assert api_client.get(preview["url"]).status_code == 200
 
 
+def test_the_api_gives_the_loss_curve_as_whole_steps_and_float_losses(api_client_for, owned):
+    from generation.models import TrainingJob
+
+    artist, _first, second = owned
+    TrainingJob.objects.filter(adapter_version=second).update(losses=[[1, 0.5], [2, 0.25]])
+    state = api_client_for(artist.user).get(reverse("api-adapter-version", args=[second.pk])).json()
+    assert state["losses"] == [[1, 0.5], [2, 0.25]]
+    assert [type(value) for point in state["losses"] for value in point] == [int, float, int, float]
+
+
 def test_the_polled_panel_reloads_the_page_once_the_training_ends(client_for, owned):
     artist, _first, second = owned
     client = client_for(artist.user)
