@@ -96,6 +96,7 @@ def job_state(version):
         "retired_reason": version.retired_reason,
         "attempts": job.attempts,
         "cancel_requested": job.cancel_requested,
+        "publish_when_ready": version.publish_when_ready,
         "work_count": version.snapshot.work_count,
         "snapshot_fingerprint": version.snapshot.fingerprint,
         "weights_sha256": version.weights_sha256,

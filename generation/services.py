@@ -272,23 +272,39 @@ def training_job_finish(*, job, result, adapter_root):
 
 @transaction.atomic
 def adapter_version_publish(*, adapter_version):
-    """Make this version the one generation uses for its style (also how an artist rolls back)."""
-    # The version first, then its style: the order a withdrawal takes, which may be retiring this very version.
-    version = AdapterVersion.objects.select_for_update().get(pk=adapter_version.pk)
+    """Make this version the one generation uses for its style (also how an artist rolls back).
+
+    The latest choice stands: a training under way that was to go live when ready no longer does.
+    """
+    under_way = _lock_versions_before_style(adapter_version.style_id, also=adapter_version.pk)
+    version = AdapterVersion.objects.get(pk=adapter_version.pk)
     style = Style.objects.select_for_update().get(pk=version.style_id)
     if version.status != AdapterVersion.Status.READY:
         raise ValidationError(_("Only a ready version can be published; this one is %(status)s.") % {"status": version.get_status_display()})
     style.published_version = version
     style.save(update_fields=["published_version"])
+    under_way.update(publish_when_ready=False)
     return style
 
 
 @transaction.atomic
 def style_unpublish(*, style):
+    """Take the style out of generation, the training under way included (the artist's word, or staff's)."""
+    under_way = _lock_versions_before_style(style.pk)
     style = Style.objects.select_for_update().get(pk=style.pk)
     style.published_version = None
     style.save(update_fields=["published_version"])
+    under_way.update(publish_when_ready=False)
     return style
+
+
+def _lock_versions_before_style(style_id, also=None):
+    """Lock the style's training under way (and version `also`) before the style, in id order: the order a
+    withdrawal and a finishing training take, so none of them can deadlock with another. Returns the
+    training under way, as a queryset."""
+    under_way = Q(style_id=style_id, status__in=AdapterVersion.ACTIVE_STATUSES)
+    list(AdapterVersion.objects.select_for_update().filter(under_way | Q(pk=also)).order_by("pk").values_list("pk"))
+    return AdapterVersion.objects.filter(under_way)
 
 
 def _discard_retired_files(versions):
@@ -318,6 +334,7 @@ def adapter_versions_retire_for_works(*, work_ids, event_ids):
         .filter(snapshot__artist_id__in=artist_ids)
         .exclude(status=AdapterVersion.Status.RETIRED)
         .select_related("style", "style__artist__user", "snapshot")
+        .order_by("pk")  # the order publishing locks them in
     )
     candidates = list(candidates)
     # Read after the versions are locked: a training that was finishing may have published one of them

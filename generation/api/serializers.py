@@ -41,6 +41,7 @@ class TrainingStateSerializer(serializers.Serializer):
     retired_reason = serializers.CharField()
     attempts = serializers.IntegerField()
     cancel_requested = serializers.BooleanField()
+    publish_when_ready = serializers.BooleanField(help_text="Goes live once ready, unless the artist publishes or unpublishes by hand meanwhile.")
     work_count = serializers.IntegerField()
     snapshot_fingerprint = serializers.CharField()
     weights_sha256 = serializers.CharField()

@@ -231,3 +231,38 @@ def test_a_training_that_goes_live_during_a_withdrawal_is_unpublished_and_its_re
     assert Style.objects.get(pk=version.style_id).published_version_id is None
     retrain = AdapterVersion.objects.get(number=version.number + 1)
     assert retrain.publish_when_ready  # it replaces a version that was live
+
+
+@pytest.mark.parametrize("choice", ["unpublish", "roll back"])
+def test_a_choice_made_while_a_training_finishes_stands_without_a_deadlock(monkeypatch, settings, choice):
+    artist, _works = opted_in_artist(5)
+    older = ready_version(artist)  # published
+    monkeypatch.setattr(services, "_enqueue_training", lambda version_id: None)
+    version = services.style_training_start(artist=artist, actor=artist.user, preset="quick", publish_when_ready=True)
+    job = services.training_job_claim(adapter_version_id=version.pk, worker="w")
+    checking, release = threading.Event(), threading.Event()
+    sha256_file = services.sha256_file
+
+    def slow_checksum(path):  # the finishing training holds its version's lock here
+        checking.set()
+        release.wait(20)
+        return sha256_file(path)
+
+    monkeypatch.setattr(services, "sha256_file", slow_checksum)
+    finish, finish_box = in_thread(lambda: services.training_job_finish(
+        job=job, result=finished_result(adapter_dir(version)), adapter_root=settings.ADAPTER_ROOT))
+    assert checking.wait(20)
+    if choice == "unpublish":
+        chosen, chosen_box = in_thread(lambda: services.style_unpublish(style=older.style))
+    else:
+        chosen, chosen_box = in_thread(lambda: services.adapter_version_publish(adapter_version=older))
+    chosen.join(1.5)
+    assert chosen.is_alive(), "the choice must wait for the finishing training's lock"
+    release.set()
+    finish.join(20)
+    chosen.join(20)
+    assert "error" not in finish_box and "error" not in chosen_box, (finish_box, chosen_box)
+    version.refresh_from_db()
+    assert version.status == AdapterVersion.Status.READY
+    expected = None if choice == "unpublish" else older.pk
+    assert Style.objects.get(pk=version.style_id).published_version_id == expected

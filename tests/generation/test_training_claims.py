@@ -387,6 +387,35 @@ def test_a_training_running_out_of_turn_is_ahead_in_line(django_capture_on_commi
     )
 
 
+@pytest.mark.parametrize("choice", ["unpublish", "roll back"])
+def test_a_choice_made_during_a_training_stands_when_it_finishes(settings, client_for, django_capture_on_commit_callbacks, choice):
+    artist, _works = opted_in_artist(4)
+    older = ready_version(artist)  # published
+    with django_capture_on_commit_callbacks(execute=False):
+        version = services.style_training_start(artist=artist, actor=artist.user, preset="quick", publish_when_ready=True)
+    job = services.training_job_claim(adapter_version_id=version.pk, worker="a")
+    panel = client_for(artist.user).get(reverse("generation:job_panel", args=[version.pk])).content.decode()
+    assert "goes live when ready" in panel
+    if choice == "unpublish":
+        services.style_unpublish(style=older.style)
+    else:
+        services.adapter_version_publish(adapter_version=older)
+    panel = client_for(artist.user).get(reverse("generation:job_panel", args=[version.pk])).content.decode()
+    assert "goes live when ready" not in panel
+    with django_capture_on_commit_callbacks(execute=True):
+        services.training_job_finish(job=job, result=finished_result(adapter_dir(version)), adapter_root=settings.ADAPTER_ROOT)
+    version.refresh_from_db()
+    assert version.status == AdapterVersion.Status.READY and not version.publish_when_ready
+    assert version.style.published_version_id == (None if choice == "unpublish" else older.pk)
+    # The next training, started after the choice, goes live as asked.
+    with django_capture_on_commit_callbacks(execute=False):
+        later = services.style_training_start(artist=artist, actor=artist.user, preset="quick", publish_when_ready=True)
+    job = services.training_job_claim(adapter_version_id=later.pk, worker="a")
+    with django_capture_on_commit_callbacks(execute=True):
+        services.training_job_finish(job=job, result=finished_result(adapter_dir(later)), adapter_root=settings.ADAPTER_ROOT)
+    assert AdapterVersion.objects.get(pk=later.pk).style.published_version_id == later.pk
+
+
 def test_a_run_cancelled_while_silent_leaves_nothing_behind_when_it_ends(settings, queued, django_capture_on_commit_callbacks):
     job = services.training_job_claim(adapter_version_id=queued.pk, worker="a")
     go_silent(job, settings.TRAINING_STALE_SECONDS + 1)  # alive, but its last save took longer than that
