@@ -95,8 +95,11 @@ def style_training_start(*, artist, actor, preset="standard", publish_when_ready
 
 @transaction.atomic
 def training_cancel(*, adapter_version):
-    """Cancel a queued training at once; ask a running one to stop (at once too when its worker is gone)."""
+    """Cancel a queued training at once; ask a running one to stop (at once too when its worker is gone).
+    Cancelling a cancelled training again changes nothing (a double click)."""
     version = AdapterVersion.objects.select_for_update().get(pk=adapter_version.pk)
+    if version.status == AdapterVersion.Status.CANCELLED:
+        return version
     if version.status == AdapterVersion.Status.QUEUED:
         _finish(version, AdapterVersion.Status.CANCELLED)
     elif version.status == AdapterVersion.Status.TRAINING:

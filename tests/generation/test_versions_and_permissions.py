@@ -67,6 +67,18 @@ def test_one_training_at_a_time(api_client_for, django_capture_on_commit_callbac
     assert len(callbacks) == 1
 
 
+def test_cancelling_twice_is_one_cancel_and_an_ended_training_cannot_be_cancelled(api_client_for, owned, django_capture_on_commit_callbacks):
+    artist, _first, ready = owned
+    client = api_client_for(artist.user)
+    with django_capture_on_commit_callbacks(execute=False):
+        version = client.post(reverse("api-style-train"), {"preset": "quick"}, format="json").json()
+    for _click in range(2):  # a double click
+        response = client.post(reverse("api-adapter-version-cancel", args=[version["id"]]))
+        assert response.status_code == 200 and response.json()["status"] == "cancelled"
+    response = client.post(reverse("api-adapter-version-cancel", args=[ready.pk]))
+    assert response.status_code == 400 and response.json()["error"]["message"] == "This training has already ended."
+
+
 def audiences(owner):
     return {
         "anonymous": None,
