@@ -16,7 +16,6 @@ urlpatterns = [
     path("", include("illustration_platform.site.urls")),
 ]
 
-handler404 = "illustration_platform.api.errors.not_found"
 handler500 = "illustration_platform.api.errors.server_error"
 
 if settings.DEBUG:

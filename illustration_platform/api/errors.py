@@ -41,11 +41,18 @@ def _is_api(request):
     return request.path.startswith("/api/")
 
 
-def not_found(request, exception):
-    """handler404: a path under /api/ that no route matches answers in the API's shape, not an HTML page."""
-    if _is_api(request):
-        return JsonResponse({"error": {"code": "not_found", "message": "Not found."}}, status=404)
-    return defaults.page_not_found(request, exception)
+def api_not_found_as_json(get_response):
+    """Middleware: a path under /api/ that no route matches answers in the API's shape, not an HTML page; with
+    DEBUG on too, where Django would answer with its page listing the URL patterns. It sits outside
+    CommonMiddleware, so a path missing its slash is still redirected first."""
+
+    def middleware(request):
+        response = get_response(request)
+        if response.status_code == 404 and _is_api(request) and not response.get("Content-Type", "").startswith("application/json"):
+            return JsonResponse({"error": {"code": "not_found", "message": "Not found."}}, status=404)
+        return response
+
+    return middleware
 
 
 def server_error(request):

@@ -77,6 +77,16 @@ def test_an_api_path_no_route_matches_answers_json_and_a_page_path_html(client):
     assert page.status_code == 404 and page["Content-Type"].startswith("text/html")
 
 
+def test_with_debug_on_an_api_path_no_route_matches_still_answers_json(client, settings):
+    settings.DEBUG = True  # as the README's local run has it: Django would list its URL patterns in HTML
+    for path in ("/api/no-such-thing/", "/api/adapter-versions/-1/", "/api/adapter-versions/abc/"):
+        response = client.get(path)
+        assert response.status_code == 404 and response.json() == {"error": {"code": "not_found", "message": "Not found."}}, path
+    assert client.get("/api/me").status_code == 301  # a missing slash is still redirected first
+    page = client.get("/no-such-page/")
+    assert page.status_code == 404 and page["Content-Type"].startswith("text/html")
+
+
 def test_a_server_error_in_the_api_answers_json_without_the_traceback(client, monkeypatch):
     from illustration_platform.api.views import ApiRootView
 
