@@ -1,6 +1,8 @@
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from illustration_platform.api.serializers import RefusesUnknownFields
+
 from ..presentation import PRESET_CHOICES
 
 
@@ -60,6 +62,6 @@ class StyleSerializer(serializers.Serializer):
         return [version.pk for version in style.versions.all()]
 
 
-class TrainRequestSerializer(serializers.Serializer):
+class TrainRequestSerializer(RefusesUnknownFields, serializers.Serializer):
     preset = serializers.ChoiceField(choices=[value for value, _label in PRESET_CHOICES], default="standard")
     publish_when_ready = serializers.BooleanField(default=True)

@@ -1,6 +1,8 @@
 from django.urls import reverse
 from rest_framework import serializers
 
+from illustration_platform.api.serializers import RefusesUnknownFields
+
 from ..models import Artist, ConsentEvent, ConsentTerms, DatasetSnapshot, Work
 
 
@@ -19,7 +21,7 @@ class ConsentEventSerializer(serializers.ModelSerializer):
         fields = ["id", "work", "kind", "terms_version", "actor", "reason", "created_at"]
 
 
-class WorkSerializer(serializers.ModelSerializer):
+class WorkSerializer(RefusesUnknownFields, serializers.ModelSerializer):
     consent = serializers.SerializerMethodField()
     consent_terms_version = serializers.SerializerMethodField()
     eligible = serializers.BooleanField(source="is_eligible", read_only=True)
@@ -69,7 +71,7 @@ class WorkUploadResultSerializer(WorkSerializer):
         fields = WorkSerializer.Meta.fields + ["warnings"]
 
 
-class WithdrawSerializer(serializers.Serializer):
+class WithdrawSerializer(RefusesUnknownFields, serializers.Serializer):
     reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=300)
 
 
@@ -78,7 +80,7 @@ def _work_id():
     return serializers.IntegerField(min_value=1, max_value=2**63 - 1)
 
 
-class WorkIdsSerializer(serializers.Serializer):
+class WorkIdsSerializer(RefusesUnknownFields, serializers.Serializer):
     work_ids = serializers.ListField(child=_work_id(), allow_empty=False)
 
 
@@ -86,7 +88,7 @@ class CaptionsApplySerializer(WorkIdsSerializer):
     caption = serializers.CharField(allow_blank=True, max_length=2000)
 
 
-class CaptionsReplaceSerializer(serializers.Serializer):
+class CaptionsReplaceSerializer(RefusesUnknownFields, serializers.Serializer):
     find = serializers.CharField(max_length=500, trim_whitespace=False)
     replace = serializers.CharField(max_length=500, allow_blank=True, trim_whitespace=False)
     work_ids = serializers.ListField(child=_work_id(), required=False)

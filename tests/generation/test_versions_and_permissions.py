@@ -56,6 +56,13 @@ def test_unknown_preset_is_refused(api_client_for):
     assert response.json()["error"]["fields"]["preset"] == ['"fastest" is not a valid choice.']
 
 
+def test_a_training_setting_the_api_does_not_take_is_refused(api_client_for):
+    artist, _works = opted_in_artist(4)
+    response = api_client_for(artist.user).post(reverse("api-style-train"), {"preset": "quick", "steps": 999999}, format="json")
+    assert response.status_code == 400 and response.json()["error"]["message"] == "steps: This field is not known here."
+    assert not AdapterVersion.objects.exists()
+
+
 def test_one_training_at_a_time(api_client_for, django_capture_on_commit_callbacks):
     artist, _works = opted_in_artist(4)
     client = api_client_for(artist.user)

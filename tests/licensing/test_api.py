@@ -41,6 +41,22 @@ def test_upload_update_opt_in_snapshot_and_delete(api_client_for, artist, withdr
     assert len(withdrawal_receiver.calls) == 1
 
 
+def test_a_field_the_endpoint_does_not_know_is_refused_not_dropped(api_client_for, artist, media_root):
+    client = api_client_for(artist.user)
+    work = upload(client, "cat.png", images.good_png(1), caption="a cat").json()
+    refused = {
+        "captoin": client.patch(reverse("works-detail", args=[work["id"]]), {"captoin": "a dog"}, format="json"),
+        "why": client.post(reverse("works-opt-out", args=[work["id"]]), {"why": "no"}, format="json"),
+        "ids": client.post(reverse("works-captions-apply"), {"work_ids": [work["id"]], "caption": "x", "ids": [1]}, format="json"),
+        "with": client.post(reverse("works-captions-replace"), {"find": "cat", "replace": "dog", "with": "x"}, format="json"),
+    }
+    for field, response in refused.items():
+        assert response.status_code == 400, field
+        assert response.json()["error"]["message"] == f"{field}: This field is not known here."
+    assert Work.objects.get().caption == "a cat"  # nothing was changed
+    assert Work.objects.get().current_consent is None
+
+
 def test_missing_image_field_is_a_clear_error(api_client_for, artist):
     response = api_client_for(artist.user).post(reverse("works-list"), {"caption": "x"}, format="multipart")
     assert response.status_code == 400 and response.json()["error"]["message"] == "image: No file was submitted."
