@@ -23,6 +23,15 @@ class AdapterVersionInline(admin.TabularInline):
     can_delete = False
     show_change_link = True
 
+    # The stored reasons are templates with their values apart; staff read the sentences.
+    @admin.display(description=_("retired reason"))
+    def retired_reason(self, version):
+        return version.retired_reason_shown
+
+    @admin.display(description=_("failure reason"))
+    def failure_reason(self, version):
+        return version.failure_reason_shown
+
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("style", "snapshot__artist")
 

@@ -4,6 +4,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 
@@ -71,8 +72,12 @@ class AdapterVersion(models.Model):
     weights_path = models.CharField(max_length=500, blank=True, help_text=_("Relative to ADAPTER_ROOT."))
     weights_sha256 = models.CharField(max_length=64, blank=True)
     metrics = models.JSONField(default=dict, blank=True)
+    # The platform's reasons are stored as the catalogue's English with their placeholders' values, and
+    # translated when shown: the worker or withdrawal that writes one does not know the reader's language.
     failure_reason = models.CharField(max_length=300, blank=True)
+    failure_params = models.JSONField(default=dict, blank=True)
     retired_reason = models.TextField(blank=True)  # names every withdrawn work it held, however many
+    retired_params = models.JSONField(default=dict, blank=True)
     retired_at = models.DateTimeField(null=True, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
@@ -94,6 +99,21 @@ class AdapterVersion(models.Model):
     @property
     def is_active(self):
         return self.status in self.ACTIVE_STATUSES
+
+    @property
+    def failure_reason_shown(self):
+        return translated_reason(self.failure_reason, self.failure_params)
+
+    @property
+    def retired_reason_shown(self):
+        return translated_reason(self.retired_reason, self.retired_params)
+
+
+def translated_reason(reason, params):
+    """A stored reason in the reader's language. One the catalogue lacks (an error of the training loop, or a
+    reason stored before reasons were stored untranslated) shows as it was written."""
+    text = gettext(reason) if reason else ""
+    return text % params if params else text
 
 
 class TrainingJob(models.Model):

@@ -92,8 +92,8 @@ def job_state(version):
             {**preview, "url": reverse("api-adapter-version-preview", args=[version.pk, preview["file"]])} for preview in job.previews
         ],
         "log_tail": without_server_paths("\n".join(job.log.strip().splitlines()[-LOG_LINES_SHOWN:])),
-        "failure_reason": version.failure_reason,
-        "retired_reason": version.retired_reason,
+        "failure_reason": version.failure_reason_shown,
+        "retired_reason": version.retired_reason_shown,
         "attempts": job.attempts,
         "cancel_requested": job.cancel_requested,
         "publish_when_ready": version.publish_when_ready,

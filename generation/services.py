@@ -13,6 +13,7 @@ from django.db import transaction
 from django.db.models import F, Max, Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
 
 from .base_models import base_model_current
 from .ml import WEIGHTS_NAME, sha256_file
@@ -40,15 +41,15 @@ def _enqueue_training(adapter_version_id, if_refused=None):
 @transaction.atomic
 def training_not_queued(*, adapter_version_id):
     """The broker refused the task: a training still waiting fails, so the artist can start it again."""
-    _fail_while_waiting(adapter_version_id, _(
+    _fail_while_waiting(adapter_version_id, gettext_noop(
         "The training could not be queued (the task queue did not answer); start it again in a moment."
     ))
 
 
-def _fail_while_waiting(adapter_version_id, reason):
+def _fail_while_waiting(adapter_version_id, reason, params=None):
     version = AdapterVersion.objects.select_for_update().get(pk=adapter_version_id)
     if version.status == AdapterVersion.Status.QUEUED:
-        _finish(version, AdapterVersion.Status.FAILED, failure_reason=reason)
+        _finish(version, AdapterVersion.Status.FAILED, failure_reason=reason, failure_params=params or {})
 
 
 @transaction.atomic
@@ -173,9 +174,9 @@ def training_job_claim(*, adapter_version_id, worker):
         _end_unfinished(version, job, AdapterVersion.Status.CANCELLED)
         return None
     if job.attempts >= settings.TRAINING_MAX_ATTEMPTS:
-        _end_unfinished(version, job, AdapterVersion.Status.FAILED, failure_reason=_(
+        _end_unfinished(version, job, AdapterVersion.Status.FAILED, failure_reason=gettext_noop(
             "The training stopped unexpectedly %(attempts)d times; start it again or contact support."
-        ) % {"attempts": job.attempts})
+        ), failure_params={"attempts": job.attempts})
         return None
     job.attempts += 1
     job.worker = worker
@@ -220,13 +221,13 @@ def training_job_stop(*, job):
 
 
 @transaction.atomic
-def training_job_fail(*, job, reason, detail=""):
+def training_job_fail(*, job, reason, params=None, detail=""):
     """`reason` is the artist's one sentence; `detail` (the traceback) is kept for staff."""
     version, current, holds = _claimed(job)
     if holds and version.status == AdapterVersion.Status.TRAINING:
         current.error_detail = detail
         current.save(update_fields=["error_detail"])
-        _end_unfinished(version, current, AdapterVersion.Status.FAILED, failure_reason=reason)
+        _end_unfinished(version, current, AdapterVersion.Status.FAILED, failure_reason=reason, failure_params=params or {})
     else:
         _discard_ended_run_files(version)
     return version
@@ -262,7 +263,7 @@ def training_job_finish(*, job, result, adapter_root):
         return version
     if sha256_file(weights) != result.sha256:
         _end_unfinished(version, current, AdapterVersion.Status.FAILED,
-                        failure_reason=_("The written adapter does not match its checksum."))
+                        failure_reason=gettext_noop("The written adapter does not match its checksum."))
         return version
     _finish(
         version, AdapterVersion.Status.READY, metrics=metrics, weights_sha256=result.sha256,
@@ -358,12 +359,13 @@ def adapter_versions_retire_for_works(*, work_ids, event_ids):
         wanted = version.is_active or version.status == AdapterVersion.Status.READY
         publish = was_published or (version.is_active and version.publish_when_ready)
         version.status = AdapterVersion.Status.RETIRED
-        version.retired_reason = _("Trained on withdrawn work(s) %(works)s (consent event(s) %(events)s).") % {
+        version.retired_reason = gettext_noop("Trained on withdrawn work(s) %(works)s (consent event(s) %(events)s).")
+        version.retired_params = {
             "works": ", ".join(f"#{pk}" for pk in held),
             "events": ", ".join(f"#{event_of_work[pk]}" for pk in held),
         }
         version.retired_at = now
-        version.save(update_fields=["status", "retired_reason", "retired_at"])
+        version.save(update_fields=["status", "retired_reason", "retired_params", "retired_at"])
         if was_published:
             Style.objects.filter(pk=version.style_id).update(published_version=None)
         if wanted:
@@ -471,7 +473,7 @@ def _lost_message_not_resent(*, adapter_version_id):
 @transaction.atomic
 def training_never_arrived(*, adapter_version_id):
     """A waiting training whose task never reached a training worker, however often it was sent, fails."""
-    _fail_while_waiting(adapter_version_id, _(
+    _fail_while_waiting(adapter_version_id, gettext_noop(
         "The training never reached a training worker, though it was sent %(times)d times; start it again, and "
         "tell the platform's team if it happens again."
-    ) % {"times": 1 + settings.TRAINING_MAX_ATTEMPTS})
+    ), {"times": 1 + settings.TRAINING_MAX_ATTEMPTS})

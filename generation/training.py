@@ -14,6 +14,7 @@ from pathlib import Path
 from django.conf import settings
 from django.db import connection
 from django.utils import timezone
+from django.utils.translation import gettext_noop
 
 from generation.ml.lora_training import (
     LoraTrainingConfig,
@@ -128,6 +129,14 @@ class JobReporter(TrainingCallbacks):
             self.taken_over = True  # write nothing more; the loop stops at its next callback
 
 
+class SnapshotUnusable(Exception):
+    """A snapshot's works cannot be trained on; its reason is the catalogue's, translated when the artist reads it."""
+
+    def __init__(self, reason, **params):
+        super().__init__(reason % params)
+        self.reason, self.params = reason, params
+
+
 def training_examples(snapshot):
     """The snapshot's works as training examples, read from the RGB training copies frozen with it."""
     works = Work.objects.in_bulk(snapshot.work_ids)
@@ -135,9 +144,11 @@ def training_examples(snapshot):
     for entry in snapshot.entries:
         work = works[entry["work_id"]]
         if work.sha256 != entry["sha256"]:
-            raise RuntimeError(f"Work {work.pk} no longer matches the snapshot (its file changed).")
+            raise SnapshotUnusable(gettext_noop("Work %(work)d no longer matches the snapshot (its file changed)."), work=work.pk)
         if not Path(work.training_image.path).is_file():
-            raise RuntimeError(f"The file of work {work.pk} is missing from storage; the platform's team must restore it.")
+            raise SnapshotUnusable(
+                gettext_noop("The file of work %(work)d is missing from storage; the platform's team must restore it."), work=work.pk
+            )
         examples.append(TrainingExample(image_path=work.training_image.path, caption=entry["caption"]))
     return examples
 
@@ -201,9 +212,9 @@ def run_training_job(*, adapter_version_id, worker):
             raise
         except Exception as error:
             logger.exception("training of adapter version %s failed", version.pk)
-            reason = presentation.one_sentence(error)
-            reporter.on_log(f"failed: {reason}")
-            return services.training_job_fail(job=job, reason=reason, detail=traceback.format_exc())
+            reason, params = (error.reason, error.params) if isinstance(error, SnapshotUnusable) else (presentation.one_sentence(error), {})
+            reporter.on_log(f"failed: {error if params else reason}")
+            return services.training_job_fail(job=job, reason=reason, params=params, detail=traceback.format_exc())
     if version.status == AdapterVersion.Status.READY:
         shutil.rmtree(training_work_dir(version) / "state", ignore_errors=True)
     return version

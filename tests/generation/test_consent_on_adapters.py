@@ -28,7 +28,7 @@ def test_withdrawing_a_work_retires_unpublishes_and_queues_a_retrain(django_capt
 
     version.refresh_from_db()
     assert version.status == AdapterVersion.Status.RETIRED
-    assert f"#{works[2].pk}" in version.retired_reason
+    assert f"#{works[2].pk}" in version.retired_reason_shown
     assert version.style.published_version_id is None
     assert version.pk not in usable_adapter_versions().values_list("pk", flat=True)
     retrain = AdapterVersion.objects.get(style=version.style, number=2)
@@ -142,7 +142,7 @@ def test_failed_and_cancelled_versions_holding_the_work_are_retired_too(django_c
     for version in (failed, cancelled):
         version.refresh_from_db()
         assert version.status == AdapterVersion.Status.RETIRED
-        assert f"#{works[1].pk}" in version.retired_reason
+        assert f"#{works[1].pk}" in version.retired_reason_shown
 
 
 def test_the_retrain_of_a_training_meant_to_go_live_goes_live_too(django_capture_on_commit_callbacks):
@@ -166,8 +166,8 @@ def test_the_reason_names_only_the_works_a_version_held_and_fits_however_many(dj
         retired = adapter_versions_retire_for_works(work_ids=[w.pk for w in works] + [late_work.pk], event_ids=event_ids)
     assert retired == [version]
     version.refresh_from_db()
-    assert len(version.retired_reason) > 300
-    named_works, named_events = version.retired_reason.split("(consent")
+    assert len(version.retired_reason_shown) > 300
+    named_works, named_events = version.retired_reason_shown.split("(consent")
     assert {int(pk) for pk in re.findall(r"#(\d+)", named_works)} == {work.pk for work in works}
     assert {int(pk) for pk in re.findall(r"#(\d+)", named_events)} == set(event_ids[:-1])
 

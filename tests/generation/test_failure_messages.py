@@ -65,3 +65,33 @@ def test_a_folder_goes_after_any_character_that_cannot_be_part_of_a_path(setting
 
     settings.DATA_DIR = "/srv/my data"
     assert without_server_paths("could not load [/srv/my data/adapters/x.png]") == "could not load [adapters/x.png]"
+
+
+def test_the_platforms_reasons_are_shown_in_the_readers_language_whoever_wrote_them(client_for, settings, django_capture_on_commit_callbacks):
+    from django.urls import reverse
+    from django.utils import translation
+
+    from licensing.services import work_withdraw
+
+    artist, works = opted_in_artist(4)
+    with django_capture_on_commit_callbacks(execute=False):
+        version = services.style_training_start(artist=artist, actor=artist.user, preset="quick")
+    services.training_job_claim(adapter_version_id=version.pk, worker="w")
+    settings.TRAINING_MAX_ATTEMPTS = 1
+    AdapterVersion.objects.filter(pk=version.pk).update(status=AdapterVersion.Status.QUEUED)
+    with translation.override("en"):  # the worker's language
+        services.training_job_claim(adapter_version_id=version.pk, worker="w")  # fails: past its tries
+    with translation.override("ja"), django_capture_on_commit_callbacks(execute=False):  # a withdrawal on the Japanese pages
+        work_withdraw(work=works[0], actor=artist.user)
+
+    client = client_for(artist.user)
+    client.cookies[settings.LANGUAGE_COOKIE_NAME] = "ja"
+    japanese = client.get(reverse("generation:style")).content.decode()
+    assert "学習が予期せず 1 回停止しました" in japanese and "stopped unexpectedly" not in japanese
+    assert f"同意が撤回された作品 #{works[0].pk}" in japanese
+    client.cookies[settings.LANGUAGE_COOKIE_NAME] = "en"
+    english = client.get(reverse("generation:style")).content.decode()
+    assert "The training stopped unexpectedly 1 times" in english
+    assert f"Trained on withdrawn work(s) #{works[0].pk}" in english and "撤回" not in english
+    state = client.get(reverse("api-adapter-version", args=[version.pk]), HTTP_ACCEPT_LANGUAGE="en").json()
+    assert state["retired_reason"].startswith(f"Trained on withdrawn work(s) #{works[0].pk}")

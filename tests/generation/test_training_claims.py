@@ -286,7 +286,7 @@ def test_a_lost_message_is_sent_again_a_bounded_number_of_times_then_the_trainin
         assert services.training_jobs_recover(worker="w") == []
     queued.refresh_from_db()
     assert queued.status == AdapterVersion.Status.FAILED
-    assert queued.failure_reason.startswith("The training never reached a training worker, though it was sent 3 times")
+    assert queued.failure_reason_shown.startswith("The training never reached a training worker, though it was sent 3 times")
 
 
 def test_a_broker_that_refuses_a_lost_message_leaves_the_training_waiting(settings, queued, monkeypatch, django_capture_on_commit_callbacks):
@@ -315,7 +315,7 @@ def test_a_broker_that_refuses_the_task_fails_the_training_with_a_sentence(clien
     assert response.status_code == 302
     version = AdapterVersion.objects.get(style__artist=artist)
     assert version.status == AdapterVersion.Status.FAILED
-    assert version.failure_reason.startswith("The training could not be queued")
+    assert version.failure_reason_shown.startswith("The training could not be queued")
     with django_capture_on_commit_callbacks(execute=False):
         assert client.post(reverse("generation:train"), {"preset": "quick"}).status_code == 302
     assert AdapterVersion.objects.filter(style__artist=artist, status=AdapterVersion.Status.QUEUED).count() == 1
