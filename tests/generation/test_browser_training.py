@@ -48,3 +48,43 @@ def test_artist_trains_watches_progress_and_gets_a_published_style(live_server, 
     assert version.style.published_version_id == version.pk
     assert page.failed == [], page.failed
     assert page.errors == [], page.errors
+
+
+def test_the_live_panel_says_when_a_refresh_fails_and_recovers(live_server, page, monkeypatch, django_capture_on_commit_callbacks):
+    from django.http import Http404
+
+    from generation import presentation, services, views
+
+    artist, _works = opted_in_artist(4)
+    with django_capture_on_commit_callbacks(execute=False):  # no worker: it stays queued, and the panel polls
+        services.style_training_start(artist=artist, actor=artist.user, preset="quick")
+    page.goto(live_server.url + reverse("accounts:login"))
+    page.get_by_label("Email address").fill(artist.user.email)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.goto(live_server.url + reverse("generation:style"))
+    page.locator(".job-panel").wait_for()
+    note = page.locator(".job-panel .job-connection")
+
+    job_state = presentation.job_state
+
+    def broken(version):
+        raise RuntimeError("the database is away")
+
+    monkeypatch.setattr(presentation, "job_state", broken)
+    note.wait_for(timeout=10_000)
+    assert note.inner_text() == "The progress could not be refreshed (a server error); trying again every 2 seconds."
+    monkeypatch.setattr(presentation, "job_state", job_state)
+    note.wait_for(state="detached", timeout=10_000)  # the next refresh replaced the panel, note and all
+
+    def gone(request, version_id):
+        raise Http404
+
+    monkeypatch.setattr(views, "_own_version", gone)
+    note.wait_for(timeout=10_000)
+    assert note.inner_text() == "This training is no longer shown to this account; reload the page."
+    polls = []
+    page.on("request", lambda request: polls.append(request.url) if "/job/" in request.url else None)
+    page.wait_for_timeout(5_000)
+    assert polls == []  # not asked for again
+    assert all("the server responded with a status of" in error for error in page.errors), page.errors  # no script error

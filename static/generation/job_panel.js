@@ -1,0 +1,38 @@
+// The live training panel, which htmx refreshes every 2 s. After a failed refresh htmx keeps polling but
+// leaves the panel as it was, so it would look current while it is not: say so until a refresh succeeds
+// (the new panel replaces the note). A training no longer shown to this account (404) is not asked for again.
+(function () {
+  "use strict";
+  function panelOf(event) {
+    var element = event.detail && event.detail.elt;
+    return element && element.classList && element.classList.contains("job-panel") ? element : null;
+  }
+  function tell(panel, message) {
+    var note = panel.querySelector(".job-connection");
+    if (!note) {
+      note = document.createElement("p");
+      note.className = "job-connection field-errors";
+      note.setAttribute("role", "status");
+      panel.insertBefore(note, panel.firstChild);
+    }
+    note.textContent = message;
+  }
+  document.addEventListener("htmx:responseError", function (event) {
+    var panel = panelOf(event);
+    if (!panel) { return; }
+    if (event.detail.xhr.status === 404) {
+      panel.dataset.stopped = "true";
+      tell(panel, panel.dataset.goneMessage);
+    } else {
+      tell(panel, panel.dataset.errorMessage);
+    }
+  });
+  document.addEventListener("htmx:sendError", function (event) {
+    var panel = panelOf(event);
+    if (panel) { tell(panel, panel.dataset.offlineMessage); }
+  });
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    var panel = panelOf(event);
+    if (panel && panel.dataset.stopped) { event.preventDefault(); }
+  });
+})();
