@@ -84,7 +84,7 @@ class JobReporter(TrainingCallbacks):
 
     def on_log(self, line):
         self.last_sign_of_life = time.monotonic()
-        self.log_lines.append(f"{timezone.now():%H:%M:%S} {line}")
+        self.log_lines.append(f"{timezone.now():%H:%M:%S}Z {line}")  # UTC, as every time the site shows
         job = TrainingJob.objects.get(pk=self.job_id)
         self._save(log=(job.log + "\n".join(self.log_lines) + "\n")[-LOG_CHARACTERS_KEPT:])
         self.log_lines = []

@@ -213,6 +213,7 @@ def test_style_page_shows_versions_and_the_train_form(client_for, owned):
     assert "Train my style" in page and "v1" in page and "v2" in page
     assert page.count('class="version-row" data-status="ready"') == 2
     assert 'class="job-panel" data-status="ready"' in page and "Latest training" in page
+    assert page.count(" UTC</td>") == 2  # each version's creation time says its zone
 
 
 def test_a_poll_after_the_session_ended_sends_the_whole_page_to_log_in(client, owned):

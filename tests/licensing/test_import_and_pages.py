@@ -76,6 +76,7 @@ def test_caption_editor_bulk_operations(client_for, artist):
     client.post(reverse("licensing:work_consent", args=[works[0].pk, "opt-out"]))
     page = client.get(reverse("licensing:history")).content.decode()
     assert page.count("event-granted") == 3 and page.count("event-withdrawn") == 1
+    assert page.count(" UTC</time>") == 4  # the site keeps no reader's time zone: it says which one it shows
 
 
 def test_studio_says_why_a_work_cannot_be_opted_in(client_for, artist):
