@@ -15,7 +15,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_noop
 
-from .base_models import base_model_current
+from .base_models import base_model_current, folder_fingerprint
 from .ml import WEIGHTS_NAME, sha256_file
 from .models import AdapterVersion, Style, TrainingJob
 from .storage import adapter_dir, adapter_weights_path, training_work_dir
@@ -59,9 +59,16 @@ def style_for_artist(*, artist):
     return style or Style.objects.create(artist=artist, slug=artist.slug, name=artist.display_name)
 
 
-@transaction.atomic
 def style_training_start(*, artist, actor, preset="standard", publish_when_ready=True):
     """Freeze the artist's opted-in works into a snapshot and queue an adapter version trained on exactly those."""
+    # The base's fingerprint hashes its weights (once per process; seconds for an SD-sized base): before the
+    # transaction, whose locks (SQLite's whole-database one) would hold every other write up meanwhile.
+    folder_fingerprint(settings.BASE_MODEL)
+    return _style_training_start(artist=artist, actor=actor, preset=preset, publish_when_ready=publish_when_ready)
+
+
+@transaction.atomic
+def _style_training_start(*, artist, actor, preset, publish_when_ready):
     from generation.ml.lora_training import base_kind_of
     from generation.ml.training_config import PRESETS, configured_preset
     from licensing.models import ConsentTerms

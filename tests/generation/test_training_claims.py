@@ -341,6 +341,27 @@ def test_the_queue_position_and_eta_count_every_training_ahead_in_a_fixed_number
     assert len(set(counts)) == 1, counts
 
 
+def test_the_base_is_fingerprinted_before_a_training_start_takes_any_lock(monkeypatch, django_capture_on_commit_callbacks):
+    from django.db import connection
+
+    from generation import base_models
+
+    artist, _works = opted_in_artist(4)
+    depth_outside = len(connection.atomic_blocks)  # the test's own transaction
+    depths = []
+    fingerprint = base_models.folder_fingerprint
+
+    def watched(path):
+        depths.append(len(connection.atomic_blocks))
+        return fingerprint(path)
+
+    monkeypatch.setattr(services, "folder_fingerprint", watched)
+    monkeypatch.setattr(base_models, "folder_fingerprint", watched)
+    with django_capture_on_commit_callbacks(execute=False):
+        services.style_training_start(artist=artist, actor=artist.user, preset="quick")
+    assert depths and depths[0] == depth_outside  # hashed outside; the call inside finds it cached
+
+
 def test_the_eta_counts_as_many_trainings_at_a_time_as_are_running(settings, django_capture_on_commit_callbacks):
     from generation.selectors import DEFAULT_SECONDS_PER_STEP, training_queue_state
 
