@@ -50,7 +50,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from safetensors import safe_open
 
 from . import BUILTIN_BASE_MODEL, default_threads, scenes
 from . import style_metrics as sm
@@ -58,11 +57,13 @@ from .classify import classify
 from .evaluate_base import ATTRIBUTES, DEFAULT_GUIDANCE, DEFAULT_STEPS, held_out_caption_count, held_out_scenes
 from .lora_training import (
     WEIGHTS_NAME, AdapterError, BaseModelError, TrainingDataError, _native_resolution, apply_adapters,
-    disable_adapters, image_to_tensor, load_base_pipeline, load_training_images, native_resolution_of,
+    check_adapter_file, disable_adapters, image_to_tensor, load_base_pipeline, load_training_images,
+    native_resolution_of,
 )
 from .pipeline import generate
 from .train_lora import (
-    IMAGE_SUFFIXES, DataFolderError, folder_write_problem, read_caption, run_cli, seed_argument,
+    DataFolderError, caption_files, check_image, folder_write_problem, image_files, read_caption, refuse_broken_images,
+    run_cli, seed_argument, visible_entries,
 )
 from .training_config import SEED_MAX
 
@@ -71,18 +72,19 @@ TARGET_MAX_ADHERENCE_DROP = 10.0
 LAYOUTS_PER_SIZE = 8  # sub-pixel shifts per object size drawn for the style-aware readings
 
 
-def work_images(folder) -> list[Path]:
+def work_images(folder) -> list[tuple[Path, Path | None]]:
+    """The works in `folder`, each with its caption (None: it has none), read as train_lora reads its --data: hidden
+    files left out, a caption's suffix in any case, and every image read now, not after the base has loaded."""
     folder = Path(folder)
-    try:
-        if not folder.is_dir():
-            raise ValueError(f"works folder {folder} is not a folder" if folder.exists()
-                             else f"works folder not found: {folder}")
-        paths = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    except OSError as exc:
-        raise ValueError(f"cannot read {folder}: {exc.strerror or exc}") from None
+    entries = visible_entries(folder, "works folder")
+    paths = image_files(entries)
+    refuse_broken_images(entries)
     if len(paths) < 2:
-        raise ValueError(f"need at least 2 images in {folder}, found {len(paths)}")
-    return paths
+        raise DataFolderError(f"need at least 2 images in {folder}, found {len(paths)}")
+    for path in paths:
+        check_image(path)
+    captions = caption_files(entries)
+    return [(path, captions.get(path.stem)) for path in paths]
 
 
 def sample(pipe, prompts: list[str], *, seed: int, steps: int, guidance: float, batch_size: int = 24) -> list[Image.Image]:
@@ -156,7 +158,8 @@ def evaluate_style(*, base, lora, works, n: int = 48, seed: int = 0, steps: int 
     apply_adapters(pipe, [("evaluated-style", lora_file, scale)])
     disable_adapters(pipe)
     resolution = _native_resolution(dict(pipe.unet.config), dict(pipe.vae.config), base=base)
-    work_paths = work_images(works)
+    works_found = work_images(works)
+    work_paths = [path for path, _ in works_found]
     work_pils = load_training_images(work_paths, resolution)
     works_summary = sm.summarise(work_pils, resolution)
     halves = (sm.summarise(work_pils[0::2], resolution), sm.summarise(work_pils[1::2], resolution))
@@ -164,8 +167,8 @@ def evaluate_style(*, base, lora, works, n: int = 48, seed: int = 0, steps: int 
 
     targets = held_out_scenes(n)
     adherence_prompts = [scenes.plain_caption(s) for s in targets]
-    captions = [p.with_suffix(".txt") for p in work_paths]
-    if all(c.is_file() for c in captions):
+    captions = [caption for _, caption in works_found]
+    if all(captions):
         style_prompts = [read_caption(c) for c in captions]
         prompt_source = "works' captions"
     else:
@@ -312,12 +315,9 @@ def _main(argv: list[str] | None) -> dict:
     if not lora_file.is_file():
         parser.error(f"--lora {args.lora}: no {WEIGHTS_NAME} there")
     try:
-        with safe_open(lora_file, "pt") as handle:
-            keys = list(handle.keys())
-    except Exception as exc:  # safetensors raises its own error types for a truncated or foreign file
-        parser.error(f"--lora {lora_file}: not a readable safetensors file ({exc})")
-    if not any("lora" in key for key in keys):
-        parser.error(f"--lora {lora_file}: holds no LoRA weights")
+        check_adapter_file(lora_file)
+    except AdapterError as exc:
+        parser.error(f"--lora: {exc}")
     if args.n < 2 or args.steps < 1 or args.threads < 1:
         parser.error("--n must be at least 2, --steps and --threads at least 1")
     if args.n > held_out_caption_count():

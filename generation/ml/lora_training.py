@@ -27,8 +27,10 @@ No Django here: the platform's Celery task calls `train_lora` with callbacks.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -98,6 +100,8 @@ def base_kind_of(base_path, resolution: int | None = None) -> str:
 
 class TrainingCancelled(Exception):
     """Raised when the callbacks ask to stop; the last checkpoint stays in work_dir."""
+
+    checkpoint_step: int | None = None  # the step of the checkpoint kept; None: stopped before the loop began
 
 
 class TrainingAbandoned(Exception):
@@ -312,8 +316,15 @@ def choose_device_and_dtype(device=None, dtype=None) -> tuple[torch.device, torc
     return device, dtype
 
 
+# What the loop trains on (README: --device cuda|cuda:N|mps|cpu). torch knows more names (meta, xla, lazy,
+# mkldnn, ...), on which a run fails with a traceback or blames the base model once it starts loading.
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+
+
 def device_problem(device) -> str | None:
     """Why `device` cannot be trained on here (None: it can). A name torch does not know raises its RuntimeError."""
+    if str(device).partition(":")[0] not in DEVICE_TYPES:  # before torch parses it: it warns about some names
+        return "not a device this trains on (give cpu, cuda, cuda:N or mps)"
     device = torch.device(device)
     if device.type == "cuda":
         if not torch.cuda.is_available():
@@ -324,10 +335,6 @@ def device_problem(device) -> str | None:
     elif device.type == "mps":
         if not torch.backends.mps.is_available():
             return "MPS is not available on this machine"
-    elif device.type != "cpu":
-        backend = getattr(torch, device.type, None)
-        if backend is not None and callable(getattr(backend, "is_available", None)) and not backend.is_available():
-            return f"{device.type} is not available on this machine"
     return None
 
 
@@ -758,7 +765,8 @@ def train_lora(*, base_path, examples: list[TrainingExample], out_dir, config: L
     if Path(out_dir).resolve() in (work_resolved, *work_resolved.parents):
         raise AdapterFolderError(f"the work folder {work} is inside the output folder {out_dir}, which saving "
                                  "replaces: give them apart")
-    work.mkdir(parents=True, exist_ok=True)
+    # The work folder is made by the first thing saved in it (the encoded works), so a run that fails before
+    # leaves no empty folder behind.
 
     device, dtype = choose_device_and_dtype(device, dtype)
     pipe = load_base_pipeline(base_path, device, dtype)
@@ -937,10 +945,11 @@ def train_lora(*, base_path, examples: list[TrainingExample], out_dir, config: L
                 callbacks.on_preview(step, _previews(pipe, config, device, resolution, callbacks.should_cancel))
                 grid_seconds = time.perf_counter() - grid_started
                 pipe.unet.train()
-    except TrainingCancelled:
+    except TrainingCancelled as cancelled:
         if step > last_saved or not checkpoint_path.is_file():
             save_checkpoint()
         log(f"cancelled at step {step}; checkpoint kept in {work}")
+        cancelled.checkpoint_step = step
         raise
 
     pipe.unet.eval()
@@ -972,6 +981,47 @@ def _adapter_location(weights_path) -> tuple[str, str]:
     return str(path.parent), path.name
 
 
+def check_adapter_file(path) -> None:
+    """An AdapterError in one line for a file that cannot be read, is not safetensors, holds no LoRA weights, or
+    holds weights that are not finite numbers (they would draw NaN images that pass for a result)."""
+    from safetensors import safe_open
+
+    try:
+        with open(path, "rb"):  # safetensors reports a file it may not read as missing
+            pass
+    except OSError as exc:
+        raise AdapterError(f"cannot read adapter {path}: {exc.strerror or exc}") from None
+    try:
+        with safe_open(str(path), "pt") as handle:
+            keys = sorted(handle.keys())
+            if not any("lora" in key for key in keys):
+                raise AdapterError(f"cannot load adapter {path}: it holds no LoRA weights")
+            for key in keys:
+                tensor = handle.get_tensor(key)
+                if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                    raise AdapterError(f"adapter {path} holds weights that are not finite numbers (the first: {key})")
+    except AdapterError:
+        raise
+    except Exception as exc:  # safetensors raises its own error types for a truncated or foreign file
+        raise AdapterError(f"cannot load adapter {path}: not a readable safetensors file ({exc})") from None
+
+
+@contextlib.contextmanager
+def _diffusers_load_errors_muted():
+    """diffusers logs an error as long as the exception it then raises (a line per mismatched tensor, hundreds for
+    an adapter of another base): the AdapterError says it in one line. Its warnings still show."""
+    logger = logging.getLogger("diffusers.loaders.peft")
+
+    def below_error(record: logging.LogRecord) -> bool:
+        return record.levelno < logging.ERROR
+
+    logger.addFilter(below_error)
+    try:
+        yield
+    finally:
+        logger.removeFilter(below_error)
+
+
 def apply_adapters(pipe, adapters: Iterable[tuple[str, Any, float]]) -> None:
     """Activates the given (name, weights path, scale) adapters, mixed.
 
@@ -991,11 +1041,14 @@ def apply_adapters(pipe, adapters: Iterable[tuple[str, Any, float]]) -> None:
             continue
         if not Path(source).is_file():  # diffusers would look for it on the hub
             raise AdapterError(f"no adapter file at {source}")
+        check_adapter_file(source)
         if name in sources:
             pipe.delete_adapters(name)
             del sources[name]
+        not_for_this_base = f"adapter {source} is not a LoRA for this base model: none of its weights fit its layers"
         try:
-            pipe.load_lora_weights(folder, weight_name=weight_name, adapter_name=name)
+            with _diffusers_load_errors_muted():
+                pipe.load_lora_weights(folder, weight_name=weight_name, adapter_name=name)
         except (RuntimeError, ValueError, OSError) as exc:
             lines = str(exc).splitlines() or [exc.__class__.__name__]
             # diffusers lists every mismatched tensor; the first says enough
@@ -1003,6 +1056,10 @@ def apply_adapters(pipe, adapters: Iterable[tuple[str, Any, float]]) -> None:
             if mismatch:
                 raise AdapterError(f"adapter {source} does not fit this base model: {mismatch}") from exc
             raise AdapterError(f"cannot load adapter {source}: {lines[0]}") from exc
+        except (IndexError, KeyError) as exc:  # diffusers reading LoRA names that match no layer it knows
+            raise AdapterError(not_for_this_base) from exc
+        if not any(name in names for names in pipe.get_list_adapters().values()):  # diffusers loaded nothing, silently
+            raise AdapterError(not_for_this_base)
         sources[name] = source
     pipe.set_adapters([a[0] for a in adapters], adapter_weights=[float(a[2]) for a in adapters])
     pipe.enable_lora()

@@ -4,8 +4,9 @@
         [--preset quick|standard|thorough] [--steps N] [--rank R] [--seed S]
         [--targets attention|full] [--overwrite]
 
-The data folder holds images (png, jpg, jpeg, webp, gif, bmp, tif, tiff)
-each with a caption in a text file of the same name (`cat.png` + `cat.txt`).
+The data folder holds images (any type Pillow opens: png, jpg, webp, avif,
+tiff, ppm, ...) each with a caption in a text file of the same name
+(`cat.png` + `cat.txt` or `cat.TXT`); hidden files (".name") are left out.
 Images of any size are centre-cropped and resized to the base model's
 resolution. Progress goes to stderr; the last line on stdout is JSON with the
 weights path, sha256, steps, final loss and seconds. Running the same command
@@ -17,15 +18,32 @@ from __future__ import annotations
 
 import argparse
 import codecs
+import contextlib
 import json
 import os
+import re
+import signal
 import sys
 from pathlib import Path
 
-from .training_config import SEED_MAX, SEED_MIN, preset_config
+from PIL import Image, ImageFile, UnidentifiedImageError
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+from .training_config import SEED_MAX, SEED_MIN, SETTING_MAXIMA, preset_config
 
+
+def _pillow_image_suffixes() -> frozenset[str]:
+    """The file name endings of every image type Pillow opens (.png, .avif, .ppm, ...): not those it only writes
+    (.pdf), nor its stubs, which need a decoder the application registers (GRIB, HDF5, WMF)."""
+    Image.init()  # registers every plugin, not only the common ones
+
+    def opens(image_type: str) -> bool:
+        factory = Image.OPEN.get(image_type, (None,))[0]
+        return factory is not None and not (isinstance(factory, type) and issubclass(factory, ImageFile.StubImageFile))
+
+    return frozenset(suffix for suffix, image_type in Image.registered_extensions().items() if opens(image_type))
+
+
+IMAGE_SUFFIXES = _pillow_image_suffixes()
 
 
 class DataFolderError(ValueError):
@@ -71,43 +89,91 @@ def _shown(names: list[str]) -> str:
     return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
 
 
+def visible_entries(folder: Path, what: str) -> list[Path]:
+    """The entries of a --data or --works folder (`what` names it in errors), sorted, hidden ones left out: names
+    starting with "." (.DS_Store, the "._name.png" AppleDouble file a Mac writes beside each file it copies to a
+    foreign disk), as licensing's import_works leaves them out."""
+    try:
+        if not folder.is_dir():
+            raise DataFolderError(f"{what} {folder} is not a folder" if folder.exists()
+                                  else f"{what} not found: {folder}")
+        return sorted(p for p in folder.iterdir() if not p.name.startswith("."))
+    except OSError as exc:
+        raise DataFolderError(f"cannot read {folder}: {exc.strerror or exc}") from None
+
+
+def is_image_name(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def image_files(entries: list[Path]) -> list[Path]:
+    return [p for p in entries if is_image_name(p) and p.is_file()]
+
+
+def refuse_broken_images(entries: list[Path]) -> None:
+    """A name of an image that is not a file (a broken link, a link loop, a folder) is a DataFolderError: a work
+    that was meant to be there."""
+    broken = [p.name for p in entries if is_image_name(p) and not p.is_file()]
+    if broken:
+        raise DataFolderError(f"{len(broken)} image(s) that are broken links or not files: {_shown(broken)}")
+
+
+def caption_files(entries: list[Path]) -> dict[str, Path]:
+    """Each name's caption among `entries`, by stem: `name.txt`, the suffix in any case (`name.TXT`). Two that
+    differ only in that case are a DataFolderError naming both: which one is meant cannot be told."""
+    captions: dict[str, Path] = {}
+    for path in entries:
+        if path.suffix.lower() != ".txt" or path.is_dir():
+            continue
+        if path.stem in captions:
+            raise DataFolderError(f"captions {captions[path.stem].name} and {path.name} differ only in the case of "
+                                  "their suffix: keep one")
+        captions[path.stem] = path
+    return captions
+
+
+def check_image(path: Path) -> None:
+    """Reads the whole image now, not after the base model has loaded (Pillow's verify() reads no JPEG data, so a
+    truncated one would pass it): a DataFolderError naming it when it cannot be read."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+    except UnidentifiedImageError:  # its message holds the whole path
+        raise DataFolderError(f"cannot read image {path.name}: empty, damaged or not an image") from None
+    except OSError as exc:
+        raise DataFolderError(f"cannot read image {path.name}: {exc.strerror or exc}") from None
+    except Exception as exc:  # Pillow's decoders raise what they meet (SyntaxError, ValueError, ...)
+        raise DataFolderError(f"cannot read image {path.name}: {exc or exc.__class__.__name__}") from None
+
+
 def read_data_folder(folder) -> list:
     """TrainingExamples from images with same-named .txt captions, sorted by name. An image without a
     caption, a caption without an image, or a file that cannot be read is a DataFolderError naming it."""
     from .lora_training import TrainingExample
 
     folder = Path(folder)
-    try:
-        if not folder.is_dir():
-            raise DataFolderError(f"data folder {folder} is not a folder" if folder.exists()
-                                  else f"data folder not found: {folder}")
-        entries = sorted(folder.iterdir())
-        images = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
-        captions = [p for p in entries if p.suffix.lower() == ".txt" and not p.is_dir()]
-    except OSError as exc:
-        raise DataFolderError(f"cannot read {folder}: {exc.strerror or exc}") from None
+    entries = visible_entries(folder, "data folder")
+    images = image_files(entries)
+    captions = caption_files(entries)
     if not images:
-        raise DataFolderError(f"no images in {folder} (expected {', '.join(sorted(IMAGE_SUFFIXES))} files)")
-    missing = [p.name for p in images if not p.with_suffix(".txt").is_file()]
+        raise DataFolderError(f"no images in {folder} (expected .png, .jpg or other image files with .txt captions)")
+    missing = [p.name for p in images if p.stem not in captions]
     if missing:
         raise DataFolderError(f"{len(missing)} image(s) without a .txt caption: {_shown(missing)}")
     stems = {p.stem for p in images}
     orphans = []
-    for caption in captions:
-        if caption.stem in stems:
+    for stem, caption in captions.items():
+        if stem in stems:
             continue
         # An image of that name that is not a file: a broken link (or a link loop), a folder.
-        unusable = [p.name for p in entries if p.stem == caption.stem and p.suffix.lower() in IMAGE_SUFFIXES]
+        unusable = [p.name for p in entries if p.stem == stem and is_image_name(p)]
         orphans.append(caption.name + (f" ({unusable[0]} is a broken link or not a file)" if unusable else ""))
     if orphans:
         raise DataFolderError(f"{len(orphans)} caption(s) without an image: {_shown(orphans)}")
+    refuse_broken_images(entries)
     for path in images:  # checked now, not after the base model has loaded
-        try:
-            with open(path, "rb"):
-                pass
-        except OSError as exc:
-            raise DataFolderError(f"cannot read image {path.name}: {exc.strerror or exc}") from None
-    return [TrainingExample(str(path), read_caption(path.with_suffix(".txt"))) for path in images]
+        check_image(path)
+    return [TrainingExample(str(path), read_caption(captions[path.stem])) for path in images]
 
 
 def read_caption(path: Path) -> str:
@@ -128,10 +194,27 @@ def read_caption(path: Path) -> str:
 
 
 class PrintingCallbacks:
-    """Progress lines on stderr, about every 5% of the steps."""
+    """Progress lines on stderr, about every 5% of the steps; Ctrl-C as a cancel (see `cancel_on_ctrl_c`)."""
 
     def __init__(self, stream=None):
         self.stream = stream
+        self.interrupted = False
+
+    @contextlib.contextmanager
+    def cancel_on_ctrl_c(self):
+        """While inside, the first Ctrl-C asks the loop to stop as a cancel does, keeping a checkpoint of the steps
+        done so far (at its next step, or between batches of encoding or previews); a second one stops at once."""
+        def interrupt(signum, frame):
+            self.interrupted = True
+            signal.signal(signal.SIGINT, previous)
+            # os.write, not print: a handler that prints while the loop prints raises "reentrant call".
+            os.write(2, b"stopping at the next step, keeping a checkpoint (Ctrl-C again stops at once)\n")
+
+        previous = signal.signal(signal.SIGINT, interrupt)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
 
     def _print(self, line: str) -> None:
         print(line, file=self.stream or sys.stderr, flush=True)
@@ -152,23 +235,43 @@ class PrintingCallbacks:
         pass
 
     def should_cancel(self):
-        return False
+        return self.interrupted
 
     def on_log(self, line):
         self._print(line)
 
 
-def run_cli(run, argv: list[str] | None) -> dict:
-    """Both CLIs' entry: a file or folder that cannot be read or written after the checks is one line, no traceback."""
+def out_of_memory_problem(exc: BaseException) -> str | None:
+    """"out of memory" and the allocation that failed, when `exc` says memory ran out (None: it does not). torch
+    raises a RuntimeError (CUDA's OutOfMemoryError is one), whose CUDA text goes on for lines of advice."""
+    if not (isinstance(exc, MemoryError) or re.search(r"out of memory|can't allocate memory", str(exc))):
+        return None
+    allocation = re.search(r"tried to allocate (\d[\d.]* ?\w+)", str(exc), re.IGNORECASE)
+    return "out of memory" + (f" (tried to allocate {allocation.group(1)})" if allocation else "")
+
+
+def run_cli(run, argv: list[str] | None, out_of_memory_advice: str | None = None) -> dict:
+    """Both CLIs' entry: what goes wrong after the checks is one line, no traceback: a file or folder that cannot
+    be read or written and memory running out (status 2, `out_of_memory_advice` after the latter), Ctrl-C (130)."""
     try:
         return run(argv)
     except OSError as exc:
-        print(f"error: {describe_os_error(exc)}", file=sys.stderr)
-        raise SystemExit(2)
+        error = describe_os_error(exc)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        raise SystemExit(130)
+    except (MemoryError, RuntimeError) as exc:
+        error = out_of_memory_problem(exc)
+        if error is None:  # a bug keeps its traceback
+            raise
+        if out_of_memory_advice:
+            error += f"; {out_of_memory_advice}"
+    print(f"error: {error}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def main(argv: list[str] | None = None) -> dict:
-    return run_cli(_main, argv)
+    return run_cli(_main, argv, out_of_memory_advice="lower --batch-size, --rank or --resolution")
 
 
 def _main(argv: list[str] | None) -> dict:
@@ -210,9 +313,11 @@ def _main(argv: list[str] | None) -> dict:
     args = parser.parse_args(argv)
 
     for name in ("steps", "rank", "alpha", "batch_size", "resolution", "threads"):
-        value = getattr(args, name)
+        value, maximum = getattr(args, name), SETTING_MAXIMA.get(name)
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
+        if value is not None and maximum is not None and value > maximum:
+            parser.error(f"--{name.replace('_', '-')} must be at most {maximum} (got {value})")
     if not (args.base / "model_index.json").is_file():
         parser.error(f"--base {args.base}: not a diffusers model folder (no model_index.json)")
     try:
@@ -226,8 +331,9 @@ def _main(argv: list[str] | None) -> dict:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from . import WEIGHTS_NAME
     from .lora_training import (
-        AdapterFolderError, BaseModelError, TrainingDataError, TrainingDiverged, UnknownResolution, base_kind_of,
-        check_adapter_folder, checkpoint_run_key, choose_device_and_dtype, device_problem, planned_run_key, train_lora,
+        AdapterFolderError, BaseModelError, TrainingCancelled, TrainingDataError, TrainingDiverged, UnknownResolution,
+        base_kind_of, check_adapter_folder, checkpoint_run_key, choose_device_and_dtype, device_problem,
+        planned_run_key, train_lora,
     )
 
     try:
@@ -280,12 +386,20 @@ def _main(argv: list[str] | None) -> dict:
                          f"or its checkpoint is gone from {work}); give --overwrite to replace it")
     callbacks = PrintingCallbacks()
     try:
-        result = train_lora(base_path=args.base, examples=examples, out_dir=args.out, config=config,
-                            work_dir=work, callbacks=callbacks, device=device, dtype=dtype,
-                            threads=args.threads)
+        with callbacks.cancel_on_ctrl_c():
+            result = train_lora(base_path=args.base, examples=examples, out_dir=args.out, config=config,
+                                work_dir=work, callbacks=callbacks, device=device, dtype=dtype,
+                                threads=args.threads)
     except (AdapterFolderError, BaseModelError, TrainingDataError, TrainingDiverged) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2)
+    except TrainingCancelled as exc:  # Ctrl-C: the run resumes from its checkpoint (same base, works and settings)
+        if exc.checkpoint_step is None:
+            print("interrupted while encoding the works: run the same command again to carry on", file=sys.stderr)
+        else:
+            print(f"interrupted at step {exc.checkpoint_step} of {config.steps}: run the same command again to "
+                  f"resume from the checkpoint in {work}", file=sys.stderr)
+        raise SystemExit(130)
     import resource
     import statistics
 

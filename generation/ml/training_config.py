@@ -35,6 +35,10 @@ DEFAULT_PREVIEW_PROMPTS = (
 DEFAULT_PREVIEW_SEEDS = (0, 1)
 # What torch's generators take: any 64-bit number, signed or unsigned.
 SEED_MIN, SEED_MAX = -2**63, 2**64 - 1
+# Upper bounds far above any real use (the presets train rank 32 at batch 8 at most; LoRAs for SD and SDXL use
+# ranks up to a few hundred and batches of tens; SDXL draws at 1024 px), so that a typo such as 100000000 is
+# refused in a sentence instead of failing to allocate its memory with a traceback.
+SETTING_MAXIMA = {"rank": 1024, "batch_size": 1024, "resolution": 4096}
 # The schedules of diffusers.optimization.get_scheduler that need nothing more than warm-up and total steps.
 LR_SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
 
@@ -92,6 +96,10 @@ class LoraTrainingConfig:
         for name in ("rank", "alpha", "steps", "batch_size"):
             if int(getattr(self, name)) < 1:
                 problems.append(f"{name} must be at least 1")
+        for name, maximum in SETTING_MAXIMA.items():
+            value = getattr(self, name)
+            if value is not None and value > maximum:
+                problems.append(f"{name} must be at most {maximum} (got {value})")
         if not self.learning_rate > 0:
             problems.append("learning_rate must be positive")
         for name in ("lr_warmup_steps", "weight_decay", "max_grad_norm", "preview_guidance_scale"):

@@ -21,7 +21,7 @@ from generation.ml.classify import classify
 from generation.ml.evaluate_base import held_out_scenes
 from generation.ml.evaluate_style import adherence, evaluate_style, style_readings
 from generation.ml.evaluate_style import main as evaluate_main
-from generation.ml.lora_training import LoraTrainingConfig, sha256_file, train_lora
+from generation.ml.lora_training import WEIGHTS_NAME, LoraTrainingConfig, sha256_file, train_lora
 from generation.ml.train_lora import read_data_folder
 
 torch.set_num_threads(1)  # tiny models; see test_lora_training.py
@@ -156,24 +156,18 @@ def test_evaluate_style_refuses_an_adapter_of_another_base_before_sampling(tiny_
     assert "does not fit this base model: size mismatch" in capsys.readouterr().err.strip().splitlines()[-1]
 
 
-@pytest.mark.parametrize("damage, message", [
-    ("caption", "caption 000.txt is not UTF-8 text (byte 0xe9 at offset 1)"),
-    ("image", "cannot read training image"),
-])
-def test_evaluate_style_cli_names_an_unreadable_work(damage, message, tiny_setup, tmp_path, capsys):
+def test_evaluate_style_cli_names_an_unreadable_caption(tiny_setup, tmp_path, capsys):
+    # (An unreadable image is refused before loading: see test_evaluate_style_cli_refuses_bad_input_before_loading.)
     works = tmp_path / "works"
     shutil.copytree(tiny_setup / "works", works)
     first = sorted(works.glob("*.png"))[0]
-    if damage == "caption":
-        first.with_suffix(".txt").write_bytes(b"a\xe9 star")
-    else:
-        first.write_bytes(first.read_bytes()[:200])  # truncated mid-file
+    first.with_suffix(".txt").write_bytes(b"a\xe9 star")
     with pytest.raises(SystemExit) as exit_info:
         evaluate_main(["--base", str(tiny_setup / "base"), "--lora", str(tiny_setup / "adapter"),
                        "--works", str(works), "--n", "2", "--steps", "1"])
     assert exit_info.value.code == 2
     last_line = capsys.readouterr().err.strip().splitlines()[-1]
-    assert last_line.startswith("error: ") and message in last_line
+    assert last_line.startswith("error: ") and "caption 000.txt is not UTF-8 text (byte 0xe9 at offset 1)" in last_line
 
 
 def test_demo_works_are_deterministic_and_upload_sized(tmp_path):
@@ -266,14 +260,32 @@ def refuse_loading(monkeypatch) -> None:
                                         "18446744073709551620, past 2**64 - 1"),
     ("base-without-a-sample-size", "--base: {tmp}/base: its unet/config.json gives no sample_size, so the base's own "
                                    "resolution is unknown"),
+    # The works are read now, not after loading the base, the adapter and the VAE pass, and named as train_lora does.
+    ("empty-work", "--works: cannot read image 000.png: empty, damaged or not an image"),
+    ("truncated-work", "--works: cannot read image 000.png: "),
+    ("unreadable-work", "--works: cannot read image 000.png: Permission denied"),
+    ("broken-link-work", "--works: 1 image(s) that are broken links or not files: lost.png"),
+    ("lora-not-finite", "--lora: adapter {lora} holds weights that are not finite numbers (the first: "),
+    ("unreadable-lora", "--lora: cannot read adapter {lora}: Permission denied"),
 ])
 def test_evaluate_style_cli_refuses_bad_input_before_loading(case, message, tiny_setup, tmp_path, capsys, monkeypatch):
-    from tests.ml.test_lora_training import deny
+    from tests.ml.test_lora_training import adapter_with, deny
 
     works, base, grid, extra = tmp_path / "works", tiny_setup / "base", None, []
+    lora = tiny_setup / "adapter"
     shutil.copytree(tiny_setup / "works", works)
     first = sorted(works.glob("*.png"))[0]
     (tmp_path / "afile").write_text("notes")
+    if case == "empty-work":
+        first.write_bytes(b"")
+    elif case == "truncated-work":
+        first.write_bytes(first.read_bytes()[:-40])
+    elif case == "broken-link-work":
+        (works / "lost.png").symlink_to(tmp_path / "gone.png")
+    elif case == "lora-not-finite":
+        lora = adapter_with(tmp_path / "nan.safetensors", lora / WEIGHTS_NAME, lambda t: t.fill_(float("nan")))
+    elif case == "unreadable-lora":
+        lora = lora / WEIGHTS_NAME
     if case == "grid-is-a-work":
         grid = first
     elif case == "grid-new-in-works":
@@ -304,14 +316,16 @@ def test_evaluate_style_cli_refuses_bad_input_before_loading(case, message, tiny
     refuse_loading(monkeypatch)
     if case == "unreadable-works":
         deny(monkeypatch, works)
+    elif case in ("unreadable-work", "unreadable-lora"):
+        deny(monkeypatch, first if case == "unreadable-work" else lora)
     elif case in ("grid-parent-not-writable", "grid-not-writable"):
         deny(monkeypatch, tmp_path / "locked" if case == "grid-parent-not-writable" else grid, reading=False)
     with pytest.raises(SystemExit) as exit_info:
-        evaluate_main(["--base", str(base), "--lora", str(tiny_setup / "adapter"), "--works", str(works),
+        evaluate_main(["--base", str(base), "--lora", str(lora), "--works", str(works),
                        *(["--grid", str(grid)] if grid else []), *extra])
     assert exit_info.value.code == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
-    expected = message.format(grid=grid, works=works, tmp=tmp_path)
+    expected = message.format(grid=grid, works=works, tmp=tmp_path, lora=lora)
     assert last.startswith("python -m generation.ml.evaluate_style: error: ") and expected in last, last
     monkeypatch.undo()
     assert sorted((str(p), p.read_bytes() if p.is_file() else None) for p in tmp_path.rglob("*")) == before
@@ -344,3 +358,30 @@ def test_evaluate_style_reads_deep_grey_works_as_grey(tiny_setup, tmp_path, monk
     evaluate_style(base=tiny_setup / "base", lora=tiny_setup / "adapter", works=works, n=2, steps=1)
     loaded = np.asarray(seen[0][0], dtype=int)
     assert abs(loaded[1, 1, 0] - 128) <= 2 and abs(loaded[16, 16, 0] - 32) <= 2
+
+
+def test_hidden_files_are_not_works_and_a_caption_in_capitals_is_a_caption(tiny_setup, tmp_path):
+    works = tmp_path / "works"
+    shutil.copytree(tiny_setup / "works", works)
+    for caption in works.glob("*.txt"):
+        caption.rename(caption.with_suffix(".TXT"))
+    for hidden in (".hidden.png", "._000.png", "._000.txt"):  # what a Mac leaves on a foreign disk
+        (works / hidden).write_bytes(b"\0\5\26\7 not an image")
+    assert [p.name for p, _ in evaluate_style_module.work_images(works)] == sorted(
+        p.name for p in (tiny_setup / "works").glob("*.png"))
+    result = evaluate_style(base=tiny_setup / "base", lora=tiny_setup / "adapter", works=works, n=2, steps=1)
+    assert result["n_works"] == 6 and result["style_prompts"] == "works' captions"
+
+
+def test_evaluate_style_refuses_a_file_whose_lora_keys_fit_no_layer_in_one_line(tiny_setup, tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    save_file({"unet.lora_bogus.weight": torch.zeros(2, 2)}, tmp_path / "odd.safetensors")
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate_main(["--base", str(tiny_setup / "base"), "--lora", str(tmp_path / "odd.safetensors"),
+                       "--works", str(tiny_setup / "works"), "--n", "2", "--steps", "1"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (f"error: adapter {tmp_path / 'odd.safetensors'} is not a LoRA for this "
+                                            "base model: none of its weights fit its layers")

@@ -654,7 +654,7 @@ def test_cli_trains_in_the_precision_asked_for(tiny_base, works, tmp_path, capsy
     ("latin-1-caption", "caption b.txt is not UTF-8 text (byte 0xe9 at offset 3)"),
     ("bad-base", "not a diffusers model folder"),
     ("bad-dtype", "invalid choice: 'fp8'"),
-    ("bad-device", "--device: Invalid device string: 'gpu0'"),
+    ("bad-device", "--device: Invalid device string: 'cuda:x'"),
     ("work-is-a-file", "(--work, default <out>.work) exists and is not a folder"),
     ("work-inside-out", "is inside the output folder"),
 ])
@@ -676,7 +676,7 @@ def test_cli_errors_are_one_line(case, message, tiny_base, tmp_path, capsys):
             base.mkdir()
     with pytest.raises(SystemExit) as exit_info:
         cli_main(["--base", str(base), "--data", str(data), "--out", str(tmp_path / "adapter")]
-                 + {"bad-dtype": ["--dtype", "fp8"], "bad-device": ["--device", "gpu0"],
+                 + {"bad-dtype": ["--dtype", "fp8"], "bad-device": ["--device", "cuda:x"],
                     "work-is-a-file": ["--work", str(data / "a.txt")],
                     "work-inside-out": ["--work", str(tmp_path / "adapter" / "work")]}.get(case, []))
     assert exit_info.value.code == 2
@@ -1030,3 +1030,260 @@ def test_cli_replaces_an_adapter_of_another_run_only_with_overwrite(tiny_base, d
     assert (out / lt.WEIGHTS_NAME).read_bytes() == kept and sorted(p.name for p in out.iterdir()) == [lt.WEIGHTS_NAME]
     replaced = cli_main([*arguments, "--steps", "3", "--seed", "6", "--overwrite"])
     assert replaced["resumed_from_step"] == 0 and replaced["sha256"] != resumed["sha256"]
+
+
+# ---------------------------------------------------------------- unusual devices, sizes, folders and adapters
+
+
+@pytest.mark.parametrize("device", ["meta", "lazy", "xla", "mkldnn", "gpu0"])
+def test_cli_refuses_a_device_type_it_does_not_train_on_in_one_line(device, tiny_base, data_folder, tmp_path, capsys,
+                                                                   monkeypatch):
+    # torch knows these names; the loop trains on cpu, cuda and mps only. meta ended in a traceback, lazy in 40
+    # lines, and xla and mkldnn blamed the base model once it had started loading.
+    refuse_loading(monkeypatch)
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["--base", str(tiny_base), "--data", str(data_folder), "--out", str(tmp_path / "adapter"),
+                  "--device", device])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == (f"python -m generation.ml.train_lora: error: --device {device}: not a device this trains on "
+                       "(give cpu, cuda, cuda:N or mps)")
+    assert not any("Warning" in line for line in err)  # torch warns about "mkldnn" as it parses the name
+    assert lt.device_problem("cpu") is None
+
+
+@pytest.mark.parametrize("setting, value, bound", [("rank", 100_000_000, 1024), ("batch_size", 100_000_000, 1024),
+                                                   ("resolution", 8192, 4096)])
+def test_sizes_that_cannot_fit_in_memory_are_refused_before_training(setting, value, bound, tiny_base, data_folder,
+                                                                     tmp_path, capsys, monkeypatch):
+    with pytest.raises(ValueError, match=re.escape(f"{setting} must be at most {bound} (got {value})")):
+        tc.preset_config("standard", **{setting: value})
+    for kind in tc.PRESETS:  # every preset, on either kind of base, stays within the bounds
+        for preset in tc.PRESETS[kind].values():
+            assert preset.rank <= 1024 and preset.batch_size <= 1024
+    tc.preset_config("standard", **{setting: bound})  # the bound itself is allowed
+    refuse_loading(monkeypatch)
+    flag = "--" + setting.replace("_", "-")
+    last = cli_error(capsys, ["--base", str(tiny_base), "--data", str(data_folder), "--out", str(tmp_path / "adapter"),
+                              flag, str(value)])
+    assert last == f"python -m generation.ml.train_lora: error: {flag} must be at most {bound} (got {value})"
+
+
+@pytest.mark.parametrize("error, line", [
+    (MemoryError(), "error: out of memory; lower --batch-size, --rank or --resolution"),
+    (RuntimeError("[enforce fail at alloc_cpu.cpp:121] data. DefaultCPUAllocator: can't allocate memory: you tried to "
+                  "allocate 400000000000 bytes. Error code 12 (Cannot allocate memory)"),
+     "error: out of memory (tried to allocate 400000000000 bytes); lower --batch-size, --rank or --resolution"),
+    (torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB. GPU 0 has a total capacity of "
+                                 "139.72 GiB of which 1.2 GiB is free.\nOf the allocated memory ..."),
+     "error: out of memory (tried to allocate 20.00 GiB); lower --batch-size, --rank or --resolution"),
+])
+def test_cli_turns_running_out_of_memory_into_one_line(error, line, tiny_base, data_folder, tmp_path, capsys,
+                                                       monkeypatch):
+    def out_of_memory(**kwargs):
+        raise error
+
+    monkeypatch.setattr(lt, "train_lora", out_of_memory)
+    assert cli_error(capsys, ["--base", str(tiny_base), "--data", str(data_folder), "--out",
+                              str(tmp_path / "adapter")]) == line
+
+
+def test_other_runtime_errors_are_not_taken_for_running_out_of_memory(tiny_base, data_folder, tmp_path, monkeypatch):
+    def broken(**kwargs):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+
+    monkeypatch.setattr(lt, "train_lora", broken)
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):  # a bug keeps its traceback
+        cli_main(["--base", str(tiny_base), "--data", str(data_folder), "--out", str(tmp_path / "adapter")])
+
+
+def test_ctrl_c_stops_like_a_cancel_and_the_same_command_resumes(tiny_base, data_folder, tmp_path, capsys,
+                                                                 monkeypatch):
+    import os
+    import signal
+
+    from generation.ml import train_lora as cli
+
+    arguments = ["--base", str(tiny_base), "--data", str(data_folder), "--out", str(tmp_path / "adapter"),
+                 "--preset", "quick", "--steps", "4", "--rank", "4", "--threads", "1"]
+    progress = cli.PrintingCallbacks.on_progress
+
+    def ctrl_c_at_step_2(self, step, total, loss, eta_seconds):
+        progress(self, step, total, loss, eta_seconds)
+        if step == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(cli.PrintingCallbacks, "on_progress", ctrl_c_at_step_2)
+        with pytest.raises(SystemExit) as exit_info:
+            cli_main(arguments)
+    assert exit_info.value.code == 130
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    work = (tmp_path / "adapter.work").resolve()
+    assert err.strip().splitlines()[-1] == (f"interrupted at step 2 of 4: run the same command again to resume from "
+                                            f"the checkpoint in {work}")
+    assert not (tmp_path / "adapter").exists()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C is Python's own again
+    resumed = cli_main(arguments)
+    assert resumed["resumed_from_step"] == 2 and resumed["steps"] == 4
+
+
+def test_a_failed_run_leaves_no_empty_work_folder_and_keeps_an_earlier_one(tiny_base, works, tmp_path):
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    empty = folder / "empty.png"
+    empty.write_bytes(b"")
+    examples = [*works[:2], TrainingExample(str(empty), "a red star")]
+    with pytest.raises(lt.TrainingDataError, match="cannot read training image"):
+        train_lora(base_path=tiny_base, examples=examples, out_dir=folder / "adapter", config=config(steps=1),
+                   work_dir=folder / "adapter.work")
+    assert sorted(p.name for p in folder.iterdir()) == ["empty.png"]
+    train_lora(base_path=tiny_base, examples=works[:2], out_dir=folder / "earlier", config=config(steps=1),
+               work_dir=folder / "work")
+    kept = sorted(p.name for p in (folder / "work").iterdir())
+    with pytest.raises(lt.TrainingDataError):
+        train_lora(base_path=tiny_base, examples=examples, out_dir=folder / "adapter", config=config(steps=1),
+                   work_dir=folder / "work")
+    assert sorted(p.name for p in (folder / "work").iterdir()) == kept == ["cache.pt", lt.CHECKPOINT_NAME]
+
+
+def test_hidden_files_and_macos_appledouble_files_are_not_works(data_folder):
+    names = sorted(p.name for p in data_folder.glob("*.png"))
+    for hidden in (".hidden.png", "._" + names[0]):  # a Mac copying to a foreign disk writes "._" + each name
+        (data_folder / hidden).write_bytes(b"\0\5\26\7 not an image")
+    (data_folder / ("._" + names[0])).with_suffix(".txt").write_bytes(b"\0\5\26\7")
+    assert [Path(e.image_path).name for e in read_data_folder(data_folder)] == names
+
+
+def test_a_caption_suffix_in_capitals_is_a_caption(data_folder):
+    first = sorted(data_folder.glob("*.png"))[0]
+    caption = first.with_suffix(".txt")
+    caption.rename(first.with_suffix(".TXT"))
+    examples = read_data_folder(data_folder)
+    assert [e.caption for e in examples][0] == first.with_suffix(".TXT").read_text().strip()
+    first.with_suffix(".txt").write_text("another caption")
+    with pytest.raises(DataFolderError, match=rf"^captions {first.stem}.TXT and {first.stem}.txt differ only in "
+                                              r"the case of their suffix: keep one$"):
+        read_data_folder(data_folder)
+
+
+@pytest.mark.parametrize("suffix", [".ppm", ".avif", ".TGA"])
+def test_every_image_type_pillow_opens_is_a_work(suffix, tiny_base, data_folder):
+    from PIL import features
+
+    if suffix == ".avif" and not features.check("avif"):
+        pytest.skip("this Pillow was built without AVIF")
+    scenes.illustration(7).image.save(data_folder / f"extra{suffix}")
+    (data_folder / "extra.txt").write_text("a green tree")
+    examples = read_data_folder(data_folder)
+    assert f"extra{suffix}" in [Path(e.image_path).name for e in examples]
+    assert lt.load_training_images([data_folder / f"extra{suffix}"], 32)[0].size == (32, 32)
+
+
+def test_a_broken_link_named_as_an_image_is_an_error_with_or_without_a_caption(data_folder):
+    import os
+
+    os.symlink(data_folder / "gone.png", data_folder / "lost.png")
+    with pytest.raises(DataFolderError, match=r"^1 image\(s\) that are broken links or not files: lost.png$"):
+        read_data_folder(data_folder)
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("empty", "cannot read image {name}: empty, damaged or not an image"),
+    ("truncated", "cannot read image {name}: "),
+    ("unreadable", "cannot read image {name}: Permission denied"),
+])
+def test_cli_reads_every_image_before_loading_the_base(damage, message, tiny_base, data_folder, tmp_path, capsys,
+                                                       monkeypatch):
+    image = sorted(data_folder.glob("*.png"))[0]
+    if damage == "empty":
+        image.write_bytes(b"")
+    elif damage == "truncated":
+        image.write_bytes(image.read_bytes()[:-40])
+    refuse_loading(monkeypatch)
+    if damage == "unreadable":
+        deny(monkeypatch, image)
+    last = cli_error(capsys, ["--base", str(tiny_base), "--data", str(data_folder), "--out", str(tmp_path / "adapter")])
+    expected = "python -m generation.ml.train_lora: error: --data: " + message.format(name=image.name)
+    assert last.startswith(expected), last
+    assert not (tmp_path / "adapter.work").exists() and not (tmp_path / "adapter").exists()
+
+
+@pytest.fixture(scope="module")
+def own_adapter(tiny_base, works, tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("own-adapter")
+    return Path(train_lora(base_path=tiny_base, examples=works[:4], out_dir=folder / "adapter",
+                           config=config(steps=2), work_dir=folder / "work").weights_path)
+
+
+def adapter_with(path: Path, source: Path, change) -> Path:
+    """A copy of the adapter at `source` (its metadata kept) whose first tensor `change` alters."""
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(source, "pt") as handle:
+        metadata = handle.metadata()
+    tensors = load_file(source)
+    first = sorted(tensors)[0]
+    tensors[first] = change(tensors[first].clone())
+    save_file(tensors, path, metadata=metadata)
+    return path
+
+
+@pytest.mark.parametrize("contents", ["bogus-lora-key", "no-module-prefix"])
+def test_a_file_whose_lora_keys_fit_no_layer_is_refused_in_one_line(contents, tiny_base, own_adapter, tmp_path):
+    from safetensors.torch import save_file
+
+    key = {"bogus-lora-key": "unet.lora_bogus.weight", "no-module-prefix": "lora_only"}[contents]
+    save_file({key: torch.zeros(2, 2)}, tmp_path / "odd.safetensors")
+    pipe = load_base_pipeline(tiny_base)
+    apply_adapters(pipe, [("own", own_adapter, 1.0)])
+    before = images_of(pipe)
+    with pytest.raises(lt.AdapterError, match=r"odd.safetensors is not a LoRA for this base model"):
+        apply_adapters(pipe, [("odd", tmp_path / "odd.safetensors", 1.0)])
+    apply_adapters(pipe, [("own", own_adapter, 1.0)])
+    assert np.array_equal(images_of(pipe), before) and lt.loaded_adapters(pipe) == {"own": str(own_adapter)}
+
+
+def test_an_adapter_of_another_base_is_refused_without_diffusers_logging_each_mismatch(tiny_base, works, tmp_path):
+    import logging
+
+    wider = tmp_path / "wider-base"
+    build_pipeline(dataclasses.replace(TINY_CONFIG, unet_channels=(16, 16, 48))).save_pretrained(wider)
+    foreign = train_lora(base_path=wider, examples=works[:4], out_dir=tmp_path / "foreign",
+                         config=config(steps=1), work_dir=tmp_path / "w1")
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    diffusers_logger = logging.getLogger("diffusers")
+    diffusers_logger.addHandler(handler)
+    pipe = load_base_pipeline(tiny_base)
+    peft_logger = logging.getLogger("diffusers.loaders.peft")
+    filters = list(peft_logger.filters)
+    try:
+        with pytest.raises(lt.AdapterError, match="does not fit this base model: size mismatch"):
+            apply_adapters(pipe, [("style", foreign.weights_path, 1.0)])
+    finally:
+        diffusers_logger.removeHandler(handler)
+    assert [r.getMessage()[:60] for r in records if r.levelno >= logging.ERROR] == []
+    assert peft_logger.filters == filters  # muted while loading only
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_an_adapter_whose_weights_are_not_finite_is_refused(value, tiny_base, own_adapter, tmp_path):
+    broken = adapter_with(tmp_path / "broken.safetensors", own_adapter, lambda t: t.fill_(value))
+    with pytest.raises(lt.AdapterError, match=r"broken.safetensors holds weights that are not finite numbers \(the "
+                                              r"first: unet\..*\)$"):
+        lt.check_adapter_file(broken)
+    pipe = load_base_pipeline(tiny_base)
+    with pytest.raises(lt.AdapterError, match="not finite"):
+        apply_adapters(pipe, [("broken", broken, 1.0)])
+    assert lt.loaded_adapters(pipe) == {}
+
+
+def test_an_unreadable_adapter_is_reported_as_such(tiny_base, own_adapter, monkeypatch):
+    pipe = load_base_pipeline(tiny_base)
+    deny(monkeypatch, own_adapter)
+    unreadable = rf"^cannot read adapter {re.escape(str(own_adapter))}: Permission denied$"
+    with pytest.raises(lt.AdapterError, match=unreadable):
+        apply_adapters(pipe, [("own", own_adapter, 1.0)])

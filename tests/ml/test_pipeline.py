@@ -236,6 +236,23 @@ def test_sampling_cli_takes_an_adapter_folder_or_file_and_refuses_one_that_does_
     assert not (tmp_path / "x.png").exists()
 
 
+@pytest.mark.parametrize("contents, message", [
+    ({"unet.lora_bogus.weight": torch.zeros(2, 2)}, "is not a LoRA for this base model"),
+    ({"unet.conv_in.lora_A.weight": torch.full((4, 4, 3, 3), float("nan"))}, "holds weights that are not finite"),
+])
+def test_sampling_cli_refuses_a_file_that_is_no_usable_lora_in_one_line(contents, message, tiny_folder, tmp_path,
+                                                                         capsys):
+    from safetensors.torch import save_file
+
+    save_file(contents, tmp_path / "odd.safetensors")
+    with pytest.raises(SystemExit) as exit_info:
+        sample.main(["--model", str(tiny_folder), "--prompt", PROMPT, "--steps", "1", "--lora",
+                     str(tmp_path / "odd.safetensors"), "--out", str(tmp_path / "x.png")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert message in err[-1] and not (tmp_path / "x.png").exists()
+
+
 def test_builtin_model_path_is_inside_the_package():
     assert BUILTIN_BASE_MODEL.name == "base_model" and BUILTIN_BASE_MODEL.parent.name == "ml"
 
