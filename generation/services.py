@@ -193,6 +193,7 @@ def training_job_claim(*, adapter_version_id, worker):
         job.losses = [point for point in job.losses if point[0] <= job.checkpoint_step]
         job.previews = [preview for preview in job.previews if preview["step"] <= job.checkpoint_step]
         job.step = job.resumed_from_step = job.checkpoint_step
+        job.eta_seconds = None  # the dead run's, until this one reports
     job.save()
     version.status = AdapterVersion.Status.TRAINING
     version.started_at = version.started_at or now

@@ -217,6 +217,7 @@ def test_a_resumed_job_drops_what_was_recorded_after_its_checkpoint(settings, qu
     assert [step for step, _loss in resumed.losses] == [1, 2, 3, 4]
     assert [preview["step"] for preview in resumed.previews] == [3]
     assert resumed.step == resumed.resumed_from_step == 4
+    assert resumed.eta_seconds is None  # the dead run's estimate is no guide; the new run reports its own
 
 
 def test_recovery_requeues_a_silent_training_once_per_stale_period(settings, queued, django_capture_on_commit_callbacks):
