@@ -210,7 +210,11 @@ class PrintingCallbacks:
             # os.write, not print: a handler that prints while the loop prints raises "reentrant call".
             os.write(2, b"stopping at the next step, keeping a checkpoint (Ctrl-C again stops at once)\n")
 
-        previous = signal.signal(signal.SIGINT, interrupt)
+        previous = signal.getsignal(signal.SIGINT)
+        if previous is signal.SIG_IGN:  # started with Ctrl-C ignored (in the background, under nohup): so it stays
+            yield
+            return
+        signal.signal(signal.SIGINT, interrupt)
         try:
             yield
         finally:

@@ -1113,10 +1113,16 @@ def test_ctrl_c_stops_like_a_cancel_and_the_same_command_resumes(tiny_base, data
         if step == 2:
             os.kill(os.getpid(), signal.SIGINT)
 
-    with monkeypatch.context() as patched:
-        patched.setattr(cli.PrintingCallbacks, "on_progress", ctrl_c_at_step_2)
-        with pytest.raises(SystemExit) as exit_info:
-            cli_main(arguments)
+    # Ctrl-C as an interactive shell leaves it to Python (a test run in the background starts with it ignored).
+    original = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with monkeypatch.context() as patched:
+            patched.setattr(cli.PrintingCallbacks, "on_progress", ctrl_c_at_step_2)
+            with pytest.raises(SystemExit) as exit_info:
+                cli_main(arguments)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C is Python's own again
+    finally:
+        signal.signal(signal.SIGINT, original)
     assert exit_info.value.code == 130
     err = capsys.readouterr().err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
@@ -1124,9 +1130,22 @@ def test_ctrl_c_stops_like_a_cancel_and_the_same_command_resumes(tiny_base, data
     assert err.strip().splitlines()[-1] == (f"interrupted at step 2 of 4: run the same command again to resume from "
                                             f"the checkpoint in {work}")
     assert not (tmp_path / "adapter").exists()
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C is Python's own again
     resumed = cli_main(arguments)
     assert resumed["resumed_from_step"] == 2 and resumed["steps"] == 4
+
+
+def test_a_run_started_with_ctrl_c_ignored_keeps_it_ignored():
+    import signal
+
+    from generation.ml.train_lora import PrintingCallbacks
+
+    original = signal.signal(signal.SIGINT, signal.SIG_IGN)  # started in the background, or under nohup
+    try:
+        with PrintingCallbacks().cancel_on_ctrl_c():
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, original)
 
 
 def test_a_failed_run_leaves_no_empty_work_folder_and_keeps_an_earlier_one(tiny_base, works, tmp_path):
