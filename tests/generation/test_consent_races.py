@@ -7,6 +7,7 @@ no training is ever frozen with a withdrawn work and left unretired.
 import threading
 import time
 from contextlib import contextmanager
+from unittest import mock
 
 import pytest
 from django.db import connection, connections
@@ -45,25 +46,40 @@ def in_thread(function, name=None):
 
 
 @contextmanager
-def withdrawal_held_open(work, actor):
-    """Withdraw `work` in a thread, held open after its receiver has run (recorded, not yet committed) until
-    the block ends; yields the withdrawal's result box."""
-    recorded, release = threading.Event(), threading.Event()
-    receiver = hooks.withdrawal_receiver()
+def held_open(action, *, pause_after, replace):
+    """Run `action` in a thread that waits once it has called `pause_after` (its locks taken, nothing committed)
+    until the block ends; `replace(wrapper)` is the context that puts the waiting wrapper in its place. Yields
+    the thread's result box."""
+    reached, release = threading.Event(), threading.Event()
 
-    def slow_receiver(work_ids, event_ids):
-        receiver(work_ids, event_ids)
-        recorded.set()
+    def run_and_wait(*args, **kwargs):
+        result = pause_after(*args, **kwargs)
+        reached.set()
         release.wait(20)
+        return result
 
-    with hooks.replaced_withdrawal_receiver(slow_receiver):
-        withdrawal, withdrawal_box = in_thread(lambda: work_withdraw(work=work, actor=actor))
-        assert recorded.wait(20)
+    with replace(run_and_wait):
+        thread, box = in_thread(action)
+        assert reached.wait(20)
         try:
-            yield withdrawal_box
+            yield box
         finally:
             release.set()
-            withdrawal.join(20)
+            thread.join(20)
+
+
+def withdrawal_held_open(work, actor):
+    """Withdraw `work`, held open after its receiver has run (recorded, not yet committed)."""
+    return held_open(lambda: work_withdraw(work=work, actor=actor), pause_after=hooks.withdrawal_receiver(),
+                     replace=hooks.replaced_withdrawal_receiver)
+
+
+def training_finish_held_open(settings, job, version, inside):
+    """Finish `job`, held open once the services' `inside` has run (the version locked, nothing committed)."""
+    return held_open(
+        lambda: services.training_job_finish(job=job, result=finished_result(adapter_dir(version)), adapter_root=settings.ADAPTER_ROOT),
+        pause_after=getattr(services, inside), replace=lambda wrapper: mock.patch.object(services, inside, wrapper),
+    )
 
 
 def test_a_training_started_during_a_withdrawal_never_holds_the_work():
@@ -207,23 +223,10 @@ def test_a_training_that_goes_live_during_a_withdrawal_is_unpublished_and_its_re
     monkeypatch.setattr(services, "_enqueue_training", lambda version_id: None)
     version = services.style_training_start(artist=artist, actor=artist.user, preset="quick", publish_when_ready=True)
     job = services.training_job_claim(adapter_version_id=version.pk, worker="w")
-    published, release = threading.Event(), threading.Event()
-    publish = services.adapter_version_publish
-
-    def publish_and_hold(**kwargs):
-        style = publish(**kwargs)
-        published.set()
-        release.wait(20)  # published, not yet committed
-        return style
-
-    monkeypatch.setattr(services, "adapter_version_publish", publish_and_hold)
-    finish, finish_box = in_thread(lambda: services.training_job_finish(
-        job=job, result=finished_result(adapter_dir(version)), adapter_root=settings.ADAPTER_ROOT))
-    assert published.wait(20)
-    withdrawal, withdrawal_box = in_thread(lambda: work_withdraw(work=works[0], actor=artist.user))
-    withdrawal.join(1.5)  # waits for the finishing training's lock on the version
-    release.set()
-    finish.join(20)
+    # Held once published, not yet committed.
+    with training_finish_held_open(settings, job, version, inside="adapter_version_publish") as finish_box:
+        withdrawal, withdrawal_box = in_thread(lambda: work_withdraw(work=works[0], actor=artist.user))
+        withdrawal.join(1.5)  # waits for the finishing training's lock on the version
     withdrawal.join(20)
     assert "error" not in finish_box and "error" not in withdrawal_box, (finish_box, withdrawal_box)
     version.refresh_from_db()
@@ -240,26 +243,14 @@ def test_a_choice_made_while_a_training_finishes_stands_without_a_deadlock(monke
     monkeypatch.setattr(services, "_enqueue_training", lambda version_id: None)
     version = services.style_training_start(artist=artist, actor=artist.user, preset="quick", publish_when_ready=True)
     job = services.training_job_claim(adapter_version_id=version.pk, worker="w")
-    checking, release = threading.Event(), threading.Event()
-    sha256_file = services.sha256_file
-
-    def slow_checksum(path):  # the finishing training holds its version's lock here
-        checking.set()
-        release.wait(20)
-        return sha256_file(path)
-
-    monkeypatch.setattr(services, "sha256_file", slow_checksum)
-    finish, finish_box = in_thread(lambda: services.training_job_finish(
-        job=job, result=finished_result(adapter_dir(version)), adapter_root=settings.ADAPTER_ROOT))
-    assert checking.wait(20)
-    if choice == "unpublish":
-        chosen, chosen_box = in_thread(lambda: services.style_unpublish(style=older.style))
-    else:
-        chosen, chosen_box = in_thread(lambda: services.adapter_version_publish(adapter_version=older))
-    chosen.join(1.5)
-    assert chosen.is_alive(), "the choice must wait for the finishing training's lock"
-    release.set()
-    finish.join(20)
+    # Held at its checksum, before it publishes.
+    with training_finish_held_open(settings, job, version, inside="sha256_file") as finish_box:
+        if choice == "unpublish":
+            chosen, chosen_box = in_thread(lambda: services.style_unpublish(style=older.style))
+        else:
+            chosen, chosen_box = in_thread(lambda: services.adapter_version_publish(adapter_version=older))
+        chosen.join(1.5)
+        assert chosen.is_alive(), "the choice must wait for the finishing training's lock"
     chosen.join(20)
     assert "error" not in finish_box and "error" not in chosen_box, (finish_box, chosen_box)
     version.refresh_from_db()
