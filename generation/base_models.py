@@ -56,3 +56,18 @@ def base_model_current():
         defaults={"name": path.name, "kind": base_model_kind(path)},
     )
     return base
+
+
+def current_base_sha256():
+    """The fingerprint of the base generation samples from now: BASE_MODEL's folder as it is here or, on a host
+    without the folder (a web host may have none), the one last recorded for that path; None if none was."""
+    path = Path(settings.BASE_MODEL)
+    if (path / "model_index.json").is_file():
+        return folder_fingerprint(path)
+    recorded = BaseModel.objects.filter(path=str(path.resolve())).order_by("-created_at", "-pk")
+    return recorded.values_list("sha256", flat=True).first()
+
+
+def trained_on_current_base(adapter_version):
+    """Whether the version's base is, weight for weight, the one generation samples from now."""
+    return adapter_version.base_model.sha256 == current_base_sha256()

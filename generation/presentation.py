@@ -10,6 +10,7 @@ from django.conf import settings
 from django.urls import reverse
 from django.utils.translation import gettext_lazy
 
+from . import base_models
 from .models import AdapterVersion
 from .selectors import training_queue_state
 
@@ -70,9 +71,10 @@ def loss_curve_points(losses, width=LOSS_CURVE_SIZE[0], height=LOSS_CURVE_SIZE[1
     )
 
 
-def job_state(version):
+def job_state(version, *, current_base_sha256=None):
     """A dict of everything a person (or API client) needs to follow one version's training."""
     job = version.job
+    current_base_sha256 = current_base_sha256 or base_models.current_base_sha256()
     state = {
         "id": version.pk,
         "number": version.number,
@@ -100,6 +102,8 @@ def job_state(version):
         "work_count": version.snapshot.work_count,
         "snapshot_fingerprint": version.snapshot.fingerprint,
         "weights_sha256": version.weights_sha256,
+        "base_model_sha256": version.base_model.sha256,
+        "on_current_base": version.base_model.sha256 == current_base_sha256,
         "created_at": version.created_at,
         "finished_at": version.finished_at,
     }
@@ -116,14 +120,19 @@ def style_page_context(*, artist, styles):
     terms = ConsentTerms.current(ConsentTerms.Kind.TRAINING)
     versions = [version for style in styles for version in style.versions.all()]
     latest = max(versions, key=lambda version: (version.created_at, version.pk), default=None)
+    current_base_sha256 = base_models.current_base_sha256()
     return {
         "artist": artist,
         "styles": styles,
         "presets": PRESET_CHOICES,
         "trainable_works": works_for_training(artist=artist, terms=terms).count() if terms else 0,
-        "latest_job": job_state(latest) if latest else None,
+        "latest_job": job_state(latest, current_base_sha256=current_base_sha256) if latest else None,
         "versions": [
-            {"version": version, "state": job_state(version), "is_published": version.style.published_version_id == version.pk}
+            {
+                "version": version,
+                "state": job_state(version, current_base_sha256=current_base_sha256),
+                "is_published": version.style.published_version_id == version.pk,
+            }
             for version in versions
         ],
     }

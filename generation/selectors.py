@@ -3,25 +3,30 @@
 import heapq
 from statistics import median
 
-from django.db.models import F, Q
+from django.db.models import F, Prefetch, Q
 from django.utils import timezone
 
-from .models import AdapterVersion, TrainingJob
+from .base_models import current_base_sha256
+from .models import AdapterVersion, Style, TrainingJob
 
 DEFAULT_SECONDS_PER_STEP = 0.5
 
 
 def usable_adapter_versions(*, style_ids=None):
-    """Published, ready adapter versions of artists still here (not left, account active), no work withdrawn.
+    """Published, ready adapter versions of artists still here (not left, account active), no work withdrawn,
+    trained on the base model generation samples from now.
 
     Retirement already happens inside every withdrawal; the consent check here is the second lock
     on the same door, so a missed retirement can never let a withdrawn work reach an image.
+    An adapter of another base would not fit its layers (or would fit and draw nonsense), so after
+    BASE_MODEL changes a style is out of generation until it is trained again.
     """
     from licensing.models import ConsentEvent, Work
 
     candidates = AdapterVersion.objects.filter(
         status=AdapterVersion.Status.READY,
         published_for__isnull=False,
+        base_model__sha256=current_base_sha256(),  # None (no base known here) matches nothing
         style__artist__left_at__isnull=True,
         style__artist__user__is_active=True,  # an account staff deactivated is off the platform too
     ).select_related("style", "style__artist", "snapshot", "base_model")
@@ -91,6 +96,12 @@ def training_queue_state(*, adapter_version):
 
 
 def styles_of_artist(*, artist):
-    from .models import Style
+    """The artist's styles with every version's training, for the style page."""
+    return Style.objects.filter(artist=artist).prefetch_related(
+        "versions", "versions__job", "versions__snapshot", "versions__base_model"
+    ).select_related("published_version")
 
-    return Style.objects.filter(artist=artist).prefetch_related("versions", "versions__job", "versions__snapshot").select_related("published_version")
+
+def styles_with_version_ids(*, artist):
+    """The artist's styles and their versions' ids only: a list needs no training logs."""
+    return Style.objects.filter(artist=artist).prefetch_related(Prefetch("versions", queryset=AdapterVersion.objects.only("pk", "style_id", "number")))

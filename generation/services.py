@@ -15,7 +15,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_noop
 
-from .base_models import base_model_current, folder_fingerprint
+from .base_models import base_model_current, folder_fingerprint, trained_on_current_base
 from .ml import WEIGHTS_NAME, sha256_file
 from .models import AdapterVersion, Style, TrainingJob
 from .storage import adapter_dir, adapter_weights_path, training_work_dir
@@ -277,7 +277,7 @@ def training_job_finish(*, job, result, adapter_root):
         version, AdapterVersion.Status.READY, metrics=metrics, weights_sha256=result.sha256,
         weights_path=str(weights.relative_to(adapter_root)),
     )
-    if version.publish_when_ready:
+    if version.publish_when_ready and trained_on_current_base(version):  # BASE_MODEL may have changed since the start
         adapter_version_publish(adapter_version=version)
     return version
 
@@ -293,6 +293,8 @@ def adapter_version_publish(*, adapter_version):
     style = Style.objects.select_for_update().get(pk=version.style_id)
     if version.status != AdapterVersion.Status.READY:
         raise ValidationError(_("Only a ready version can be published; this one is %(status)s.") % {"status": version.get_status_display()})
+    if not trained_on_current_base(version):
+        raise ValidationError(_("This version was trained on an earlier base model than the one images are made with now; train your style again to publish it."))
     style.published_version = version
     style.save(update_fields=["published_version"])
     under_way.update(publish_when_ready=False)

@@ -11,7 +11,7 @@ from .selectors import styles_of_artist
 
 
 def _own_version(request, version_id):
-    return get_object_or_404(AdapterVersion.objects.select_related("style", "job"), pk=version_id, style__artist__user=request.user)
+    return get_object_or_404(AdapterVersion.objects.select_related("style", "job", "snapshot", "base_model"), pk=version_id, style__artist__user=request.user)
 
 
 def _run(request, action, success_message):

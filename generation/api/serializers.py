@@ -47,6 +47,10 @@ class TrainingStateSerializer(serializers.Serializer):
     work_count = serializers.IntegerField()
     snapshot_fingerprint = serializers.CharField()
     weights_sha256 = serializers.CharField()
+    base_model_sha256 = serializers.CharField(help_text="Fingerprint of the base model this version was trained on.")
+    on_current_base = serializers.BooleanField(
+        help_text="Trained on the base model images are made with now; a version of an earlier base cannot be published or used."
+    )
     created_at = serializers.DateTimeField()
     finished_at = serializers.DateTimeField(allow_null=True)
 

@@ -14,7 +14,7 @@ from illustration_platform.accounts.roles import IsArtistOrNotFound
 from .. import services
 from ..models import AdapterVersion, Style
 from ..presentation import job_state
-from ..selectors import styles_of_artist
+from ..selectors import styles_with_version_ids
 from ..storage import preview_path
 from .serializers import StyleSerializer, TrainingStateSerializer, TrainRequestSerializer
 
@@ -28,11 +28,11 @@ def _call(action):
 
 
 def _own_version(request, version_id):
-    return get_object_or_404(AdapterVersion.objects.select_related("style", "job", "snapshot"), pk=version_id, style__artist__user=request.user)
+    return get_object_or_404(AdapterVersion.objects.select_related("style", "job", "snapshot", "base_model"), pk=version_id, style__artist__user=request.user)
 
 
 def _state_response(version, code=status.HTTP_200_OK):
-    version = AdapterVersion.objects.select_related("job", "snapshot").get(pk=version.pk)
+    version = AdapterVersion.objects.select_related("job", "snapshot", "base_model").get(pk=version.pk)
     return Response(TrainingStateSerializer(job_state(version)).data, status=code)
 
 
@@ -43,7 +43,7 @@ class StyleListView(APIView):
 
     @extend_schema(responses=StyleSerializer(many=True))
     def get(self, request):
-        return Response(StyleSerializer(styles_of_artist(artist=request.user.artist), many=True).data)
+        return Response(StyleSerializer(styles_with_version_ids(artist=request.user.artist), many=True).data)
 
 
 class TrainView(APIView):

@@ -30,6 +30,8 @@ def test_publish_rolls_back_and_unpublish(api_client_for, owned):
     response = client.post(reverse("api-style-unpublish", args=[first.style_id]))
     assert response.json()["published_version"] is None
     assert not usable_adapter_versions().exists()
+    (style,) = client.get(reverse("api-styles")).json()
+    assert style["versions"] == [second.pk, first.pk] and style["published_version"] is None  # newest first
 
 
 def test_only_ready_versions_can_be_published(api_client_for, owned):
@@ -223,3 +225,83 @@ def test_a_poll_after_the_session_ended_sends_the_whole_page_to_log_in(client, o
     assert response.status_code == 204 and response.content == b""
     assert response["HX-Redirect"] == reverse("accounts:login") + "?next=/studio/style/"
     assert client.get(panel).status_code == 302  # a plain visit still goes to log in
+
+
+@pytest.fixture(scope="module")
+def another_base(tmp_path_factory):
+    """A base of the same shape with other weights: what BASE_MODEL points at after the operator changes it."""
+    import torch
+
+    from generation.ml.architecture import TINY_CONFIG, build_pipeline
+
+    folder = tmp_path_factory.mktemp("another-base")
+    torch.manual_seed(1)
+    build_pipeline(TINY_CONFIG).save_pretrained(folder)
+    return folder
+
+
+def test_versions_of_an_earlier_base_leave_generation_and_cannot_be_published(
+    api_client_for, client_for, owned, settings, another_base, tiny_base_model
+):
+    artist, first, second = owned
+    earlier_base = settings.BASE_MODEL
+    settings.BASE_MODEL = another_base
+    assert not usable_adapter_versions().exists()
+
+    client = api_client_for(artist.user)
+    response = client.post(reverse("api-adapter-version-publish", args=[first.pk]))
+    assert response.status_code == 400
+    assert response.json()["error"]["message"] == (
+        "This version was trained on an earlier base model than the one images are made with now; "
+        "train your style again to publish it."
+    )
+    state = client.get(reverse("api-adapter-version", args=[second.pk])).json()
+    assert state["on_current_base"] is False and state["base_model_sha256"] == second.base_model.sha256
+
+    page = client_for(artist.user).get(reverse("generation:style")).content.decode()
+    assert "Not in use: trained on an earlier base model" in page  # the published one
+    assert reverse("generation:publish", args=[first.pk]) not in page
+
+    third = ready_version(artist)  # trained again, on the base of now
+    assert list(usable_adapter_versions()) == [third]
+    assert client.get(reverse("api-adapter-version", args=[third.pk])).json()["on_current_base"] is True
+
+    settings.BASE_MODEL = earlier_base  # changed back: the earlier versions fit again
+    assert client.post(reverse("api-adapter-version-publish", args=[first.pk])).status_code == 200
+    assert list(usable_adapter_versions()) == [first]
+
+
+def test_a_training_meant_to_go_live_stays_unpublished_when_the_base_changed_while_it_ran(settings, another_base):
+    from generation.services import training_job_claim, training_job_finish
+    from generation.storage import adapter_dir
+
+    from .conftest import finished_result
+
+    artist, _works = opted_in_artist(4)
+    published = ready_version(artist)
+    version = ready_version(artist, publish=False)
+    AdapterVersion.objects.filter(pk=version.pk).update(
+        status=AdapterVersion.Status.QUEUED, weights_sha256="", weights_path="", publish_when_ready=True
+    )
+    job = training_job_claim(adapter_version_id=version.pk, worker="test")
+    settings.BASE_MODEL = another_base
+    finished = training_job_finish(job=job, result=finished_result(adapter_dir(version)), adapter_root=settings.ADAPTER_ROOT)
+    assert finished.status == AdapterVersion.Status.READY
+    finished.style.refresh_from_db()
+    assert finished.style.published_version_id == published.pk
+
+
+def test_a_host_without_the_base_folder_judges_versions_by_the_base_last_recorded(
+    api_client_for, client_for, settings, tmp_path, tiny_base_model
+):
+    import shutil
+
+    settings.BASE_MODEL = shutil.copytree(tiny_base_model, tmp_path / "base")
+    artist, _works = opted_in_artist(4)
+    version = ready_version(artist)
+    shutil.move(settings.BASE_MODEL, tmp_path / "elsewhere")  # a web host has no copy of the model
+    assert list(usable_adapter_versions()) == [version]
+    assert client_for(artist.user).get(reverse("generation:style")).status_code == 200
+    assert api_client_for(artist.user).get(reverse("api-adapter-version", args=[version.pk])).json()["on_current_base"] is True
+    settings.BASE_MODEL = tmp_path / "never-recorded"
+    assert not usable_adapter_versions().exists()
