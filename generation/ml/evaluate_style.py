@@ -57,7 +57,7 @@ from .classify import classify
 from .evaluate_base import ATTRIBUTES, DEFAULT_GUIDANCE, DEFAULT_STEPS, held_out_caption_count, held_out_scenes
 from .lora_training import (
     WEIGHTS_NAME, AdapterError, BaseModelError, TrainingDataError, _native_resolution, apply_adapters,
-    check_adapter_file, disable_adapters, image_to_tensor, load_base_pipeline, load_training_images,
+    checked_adapter_file, disable_adapters, image_to_tensor, load_base_pipeline, load_training_images,
     native_resolution_of,
 )
 from .pipeline import generate
@@ -311,11 +311,8 @@ def _main(argv: list[str] | None) -> dict:
         native_resolution_of(args.base)
     except BaseModelError as exc:
         parser.error(f"--base: {exc}")
-    lora_file = args.lora if args.lora.is_file() else args.lora / WEIGHTS_NAME
-    if not lora_file.is_file():
-        parser.error(f"--lora {args.lora}: no {WEIGHTS_NAME} there")
     try:
-        check_adapter_file(lora_file)
+        checked_adapter_file(args.lora)
     except AdapterError as exc:
         parser.error(f"--lora: {exc}")
     if args.n < 2 or args.steps < 1 or args.threads < 1:

@@ -981,6 +981,17 @@ def _adapter_location(weights_path) -> tuple[str, str]:
     return str(path.parent), path.name
 
 
+def checked_adapter_file(path) -> Path:
+    """The weights file of an adapter given as its folder or as the file itself, checked as below: for a CLI
+    to refuse a bad adapter before it spends seconds loading the base."""
+    path = Path(path)
+    weights = path / WEIGHTS_NAME if path.is_dir() else path
+    if not weights.is_file():
+        raise AdapterError(f"no {WEIGHTS_NAME} in {path}" if path.is_dir() else f"no such folder or file {path}")
+    check_adapter_file(weights)
+    return weights
+
+
 def check_adapter_file(path) -> None:
     """An AdapterError in one line for a file that cannot be read, is not safetensors, holds no LoRA weights, or
     holds weights that are not finite numbers (they would draw NaN images that pass for a result)."""

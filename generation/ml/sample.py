@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from . import BUILTIN_BASE_MODEL, default_threads
-from .lora_training import AdapterError, apply_adapters
+from .lora_training import AdapterError, apply_adapters, checked_adapter_file
 from .pipeline import generate, load_pipeline
 
 
@@ -49,8 +49,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not (args.model / "model_index.json").is_file():
         parser.error(f"--model {args.model}: not a diffusers model folder (no model_index.json)")
-    if args.lora is not None and not args.lora.exists():
-        parser.error(f"--lora {args.lora}: no such folder or file")
+    if args.lora is not None:
+        try:
+            checked_adapter_file(args.lora)
+        except AdapterError as exc:
+            parser.error(f"--lora: {exc}")
     if args.steps < 1 or args.count < 1 or args.upscale < 1:
         parser.error("--steps, --count and --upscale must be at least 1")
     for side in ("width", "height"):  # diffusers' pipelines draw multiples of 8 only

@@ -192,7 +192,7 @@ def test_sampling_cli_upscales_on_request_and_says_so(tiny_folder, tmp_path):
     [
         (["--model", "/nonexistent/model"], "no model_index.json"),
         (["--steps", "0"], "at least 1"),
-        (["--lora", "/nonexistent/lora"], "--lora /nonexistent/lora: no such folder or file"),
+        (["--lora", "/nonexistent/lora"], "--lora: no such folder or file /nonexistent/lora"),
         (["--width", "30"], "--width must be a multiple of 8, at least 8 (got 30)"),
         (["--guidance", "-1"], "--guidance must be a number of at least 0"),
         (["--guidance", "nan"], "--guidance must be a number of at least 0"),
@@ -229,7 +229,7 @@ def test_sampling_cli_takes_an_adapter_folder_or_file_and_refuses_one_that_does_
     assert (tmp_path / "folder.png").read_bytes() != (tmp_path / "plain.png").read_bytes()
     capsys.readouterr()
     for lora, message in [(tmp_path / "foreign", "does not fit this base model: size mismatch"),
-                          (tmp_path / "w1", "no adapter file at")]:
+                          (tmp_path / "w1", "--lora: no pytorch_lora_weights.safetensors in")]:
         with pytest.raises(SystemExit) as exit_info:
             sample.main([*common, "--lora", str(lora), "--out", str(tmp_path / "x.png")])
         assert exit_info.value.code == 2 and message in capsys.readouterr().err.strip().splitlines()[-1]
@@ -251,6 +251,16 @@ def test_sampling_cli_refuses_a_file_that_is_no_usable_lora_in_one_line(contents
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert message in err[-1] and not (tmp_path / "x.png").exists()
+
+
+def test_sampling_cli_refuses_an_unusable_adapter_before_loading_the_base(tiny_folder, tmp_path, capsys, monkeypatch):
+    (tmp_path / "broken.safetensors").write_bytes(b"not safetensors")
+    monkeypatch.setattr(sample, "load_pipeline", lambda *args: pytest.fail("the base was loaded first"))
+    with pytest.raises(SystemExit) as exit_info:
+        sample.main(["--model", str(tiny_folder), "--prompt", PROMPT, "--lora", str(tmp_path / "broken.safetensors"),
+                     "--out", str(tmp_path / "x.png")])
+    assert exit_info.value.code == 2
+    assert "--lora: cannot load adapter" in capsys.readouterr().err.strip().splitlines()[-1]
 
 
 def test_builtin_model_path_is_inside_the_package():
