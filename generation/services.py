@@ -13,7 +13,7 @@ from django.db import transaction
 from django.db.models import F, Max, Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_noop
+from django.utils.translation import gettext_noop, ngettext
 
 from .base_models import base_model_current, folder_fingerprint, trained_on_current_base
 from .ml import WEIGHTS_NAME, sha256_file
@@ -72,7 +72,7 @@ def _style_training_start(*, artist, actor, preset, publish_when_ready):
     from generation.ml.lora_training import base_kind_of
     from generation.ml.training_config import PRESETS, configured_preset
     from licensing.models import ConsentTerms
-    from licensing.selectors import works_for_training
+    from licensing.selectors import works_for_training, works_needing_reconsent
     from licensing.services import dataset_snapshot_create
 
     if preset not in PRESETS["builtin"]:
@@ -84,10 +84,17 @@ def _style_training_start(*, artist, actor, preset, publish_when_ready):
     terms = ConsentTerms.current(ConsentTerms.Kind.TRAINING)
     available = works_for_training(artist=artist, terms=terms).count() if terms else 0
     if available < settings.STYLE_MIN_WORKS:
-        raise ValidationError(
-            _("At least %(minimum)d opted-in works are needed to train a style; %(available)d are opted in.")
-            % {"minimum": settings.STYLE_MIN_WORKS, "available": available}
-        )
+        refusal = _("At least %(minimum)d opted-in works are needed to train a style; %(available)d are opted in.") % {
+            "minimum": settings.STYLE_MIN_WORKS, "available": available,
+        }
+        awaiting = works_needing_reconsent(artist=artist, terms=terms).count()
+        if awaiting:  # opted in under older terms: the studio lists them as opted in
+            refusal += " " + ngettext(
+                "%(count)d more work awaits your consent to the current terms, in your studio.",
+                "%(count)d more works await your consent to the current terms, in your studio.",
+                awaiting,
+            ) % {"count": awaiting}
+        raise ValidationError(refusal)
     snapshot = dataset_snapshot_create(artist=artist)
     base = base_model_current()
     config = configured_preset(preset, base_kind_of(base.path), settings.TRAINING_PRESET_OVERRIDES)
@@ -322,8 +329,11 @@ def _lock_versions_before_style(style_id, also=None):
 
 
 def _discard_retired_files(versions):
-    """Under RETIRED_ADAPTER_FILES=delete, remove a retired version's weights, checkpoint, cache and previews."""
+    """A retired version never resumes: its checkpoint and cached encodings go whatever the setting (the cache holds
+    the works' latents, which decode to near copies of images their artist withdrew or deleted). Under
+    RETIRED_ADAPTER_FILES=delete its weights and previews go too; under keep they stay, for audit."""
     if settings.RETIRED_ADAPTER_FILES != "delete":
+        _remove_on_commit(work_folders=[training_work_dir(version) / "state" for version in versions])
         return
     TrainingJob.objects.filter(adapter_version__in=versions).update(previews=[])  # the page lists no image that is gone
     adapter_folders = {adapter_dir(version) for version in versions}
@@ -357,6 +367,10 @@ def adapter_versions_retire_for_works(*, work_ids, event_ids):
         Style.objects.select_for_update().filter(pk__in={v.style_id for v in candidates})
         .values_list("pk", "published_version_id")
     )
+    newest_ready = {}
+    for version in candidates:
+        if version.status == AdapterVersion.Status.READY:
+            newest_ready[version.style_id] = max(version.number, newest_ready.get(version.style_id, 0))
     now = timezone.now()
     retired, styles = [], {}
     for version in candidates:
@@ -364,9 +378,10 @@ def adapter_versions_retire_for_works(*, work_ids, event_ids):
         if not held:
             continue
         was_published = published[version.style_id] == version.pk
-        # A training under way was meant to go live; its retrain keeps that wish. A cancelled or failed
-        # version is retired too, but nobody asked for it again: no retrain on its account.
-        wanted = version.is_active or version.status == AdapterVersion.Status.READY
+        # What the artist uses or waits for is retrained: the published version, a training under way (its retrain
+        # keeps its wish to go live) and the newest ready one. An older ready version was passed over, and a
+        # cancelled or failed one nobody asked for again: retired too, with no retrain on their account.
+        wanted = version.is_active or was_published or version.number == newest_ready.get(version.style_id)
         publish = was_published or (version.is_active and version.publish_when_ready)
         version.status = AdapterVersion.Status.RETIRED
         version.retired_reason = gettext_noop("Trained on withdrawn work(s) %(works)s (consent event(s) %(events)s).")
@@ -375,11 +390,13 @@ def adapter_versions_retire_for_works(*, work_ids, event_ids):
             "events": ", ".join(f"#{event_of_work[pk]}" for pk in held),
         }
         version.retired_at = now
-        version.save(update_fields=["status", "retired_reason", "retired_params", "retired_at"])
+        version.finished_at = version.finished_at or now  # a training retired on its way ends here
+        version.save(update_fields=["status", "retired_reason", "retired_params", "retired_at", "finished_at"])
         if was_published:
             Style.objects.filter(pk=version.style_id).update(published_version=None)
         if wanted:
-            style_state = styles.setdefault(version.style_id, {"style": version.style, "preset": version.preset, "publish": False})
+            style_state = styles.setdefault(version.style_id, {"style": version.style, "publish": False})
+            style_state["preset"] = version.preset  # the newest one's (id order): the artist's latest choice
             style_state["publish"] |= publish
         retired.append(version)
     _discard_retired_files(retired)

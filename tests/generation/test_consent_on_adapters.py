@@ -10,12 +10,17 @@ from generation.services import (
 )
 from generation.storage import adapter_dir, training_work_dir
 from licensing.hooks import replaced_withdrawal_receiver
-from licensing.services import artist_leave, work_delete, work_update, work_withdraw
+from licensing.services import artist_leave, work_delete, work_opt_in, work_update, work_withdraw
 from tests.factories import StaffFactory
 
 from .conftest import finished_result, opted_in_artist, ready_version
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("generation_roots", "training_terms")]
+
+
+def trainings_sent(callbacks):
+    """The on-commit callbacks that send a training task (others remove files)."""
+    return [callback for callback in callbacks if callback.__qualname__ == "_enqueue_training.<locals>.enqueue"]
 
 
 def test_withdrawing_a_work_retires_unpublishes_and_queues_a_retrain(django_capture_on_commit_callbacks):
@@ -36,7 +41,7 @@ def test_withdrawing_a_work_retires_unpublishes_and_queues_a_retrain(django_capt
     assert retrain.publish_when_ready is True  # it replaces a published version
     assert works[2].pk not in retrain.snapshot.work_ids
     assert sorted(retrain.snapshot.work_ids) == sorted(work.pk for work in works if work.pk != works[2].pk)
-    assert len(callbacks) == 1  # the retrain's task is enqueued once, after commit
+    assert len(trainings_sent(callbacks)) == 1  # the retrain's task is enqueued once, after commit
 
 
 def test_a_version_without_the_work_stays_usable(django_capture_on_commit_callbacks):
@@ -60,7 +65,7 @@ def test_no_retrain_when_too_few_works_remain(settings, django_capture_on_commit
     version.refresh_from_db()
     assert version.status == AdapterVersion.Status.RETIRED
     assert AdapterVersion.objects.filter(style=version.style).count() == 1
-    assert callbacks == []
+    assert trainings_sent(callbacks) == []
 
 
 def test_deleting_a_work_and_leaving_retire_too(django_capture_on_commit_callbacks):
@@ -131,6 +136,43 @@ def test_a_failing_receiver_rolls_the_withdrawal_back():
     assert works[0].is_opted_in
 
 
+def test_the_selector_refuses_it_still_when_the_work_is_opted_in_again():
+    artist, works = opted_in_artist(4)
+    version = ready_version(artist)
+    with replaced_withdrawal_receiver(lambda work_ids, event_ids: None):
+        work_withdraw(work=works[0], actor=artist.user)
+    work_opt_in(work=works[0], actor=artist.user)
+    works[0].refresh_from_db()
+    assert works[0].is_opted_in
+    assert not usable_adapter_versions().exists()  # the new grant is not the one the snapshot froze
+    later = ready_version(artist)  # a snapshot taken under the new grant
+    assert list(usable_adapter_versions()) == [later]
+
+
+def test_no_retrain_for_an_older_version_the_artist_passed_over(django_capture_on_commit_callbacks):
+    artist, works = opted_in_artist(5)
+    older = ready_version(artist, publish=False)
+    work_update(work=works[0], caption="")  # out of the next snapshot
+    newer = ready_version(artist)
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        work_withdraw(work=works[0], actor=artist.user)
+    older.refresh_from_db()
+    assert older.status == AdapterVersion.Status.RETIRED
+    assert trainings_sent(callbacks) == [] and AdapterVersion.objects.count() == 2
+    assert list(usable_adapter_versions()) == [newer]
+
+
+def test_the_retrain_takes_the_preset_of_the_newest_version_it_replaces(django_capture_on_commit_callbacks):
+    artist, works = opted_in_artist(5)
+    ready_version(artist, publish=False)  # quick
+    published = ready_version(artist)
+    AdapterVersion.objects.filter(pk=published.pk).update(preset="thorough")
+    with django_capture_on_commit_callbacks(execute=False):
+        work_withdraw(work=works[0], actor=artist.user)
+    retrain = AdapterVersion.objects.get(status=AdapterVersion.Status.QUEUED)
+    assert retrain.preset == "thorough" and retrain.publish_when_ready
+
+
 def test_failed_and_cancelled_versions_holding_the_work_are_retired_too(django_capture_on_commit_callbacks):
     artist, works = opted_in_artist(5)
     failed = ready_version(artist, publish=False)
@@ -183,7 +225,7 @@ def test_a_withdrawal_stands_when_the_retrain_cannot_be_queued(settings, tmp_pat
     assert not works[0].is_opted_in
     assert version.status == AdapterVersion.Status.RETIRED
     assert AdapterVersion.objects.filter(style=version.style).count() == 1
-    assert callbacks == []
+    assert trainings_sent(callbacks) == []
 
 
 def test_a_late_checksum_mismatch_does_not_undo_a_retirement(settings, django_capture_on_commit_callbacks):
@@ -222,6 +264,27 @@ def test_deleting_retired_files_takes_the_checkpoint_cache_and_previews(settings
     assert TrainingJob.objects.get(pk=job.pk).previews == []
 
 
+def test_a_retired_training_loses_its_checkpoint_and_cache_but_keeps_weights_and_previews_for_audit(
+    settings, django_capture_on_commit_callbacks
+):
+    assert settings.RETIRED_ADAPTER_FILES == "keep"
+    artist, works = opted_in_artist(5)
+    published = ready_version(artist)
+    version = style_training_start(artist=artist, actor=artist.user, preset="quick")
+    training_job_claim(adapter_version_id=version.pk, worker="test")
+    folder = training_work_dir(version)
+    for name in ("state/cache.pt", "state/checkpoint.pt", "previews/step-000006-0.png"):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(b"bytes")
+    with django_capture_on_commit_callbacks(execute=True):
+        work_delete(work=works[0], actor=artist.user)
+    assert not (folder / "state").exists()  # the deleted work's latents are gone with it
+    assert (folder / "previews" / "step-000006-0.png").exists()
+    assert (settings.ADAPTER_ROOT / published.weights_path).exists()
+    version.refresh_from_db()
+    assert version.status == AdapterVersion.Status.RETIRED and version.finished_at == version.retired_at
+
+
 def test_a_changed_slug_keeps_the_artists_one_style(django_capture_on_commit_callbacks):
     artist, works = opted_in_artist(5)
     first = ready_version(artist)
@@ -249,7 +312,7 @@ def test_a_work_held_only_by_a_cancelled_training_retires_it_without_a_retrain(d
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         work_withdraw(work=works[0], actor=artist.user)
     assert dict(AdapterVersion.objects.values_list("number", "status")) == {1: "retired"}
-    assert callbacks == []  # nobody asked for that training again
+    assert trainings_sent(callbacks) == []  # nobody asked for that training again
 
 
 def test_no_retrain_for_an_account_staff_deactivated(django_capture_on_commit_callbacks):
