@@ -3,7 +3,7 @@
 import heapq
 from statistics import median
 
-from django.db.models import F, Prefetch, Q
+from django.db.models import F, Max, Prefetch, Q
 from django.utils import timezone
 
 from .base_models import current_base_sha256
@@ -39,7 +39,16 @@ def usable_adapter_versions(*, style_ids=None):
             pk__in=work_ids, status=Work.Status.ACTIVE, current_consent__kind=ConsentEvent.Kind.GRANTED
         ).values_list("pk", flat=True)
     )
-    usable = [version.pk for version in candidates if set(version.snapshot.work_ids) <= still_consented]
+    # Consent granted again after a withdrawal is a new grant: it does not reach back to the snapshots of before.
+    last_withdrawal = dict(
+        ConsentEvent.objects.filter(work_id__in=work_ids, kind=ConsentEvent.Kind.WITHDRAWN)
+        .values("work_id").annotate(last=Max("pk")).values_list("work_id", "last")
+    )
+
+    def consented_since_snapshot(entry):
+        return entry["work_id"] in still_consented and last_withdrawal.get(entry["work_id"], 0) < entry["consent_event_id"]
+
+    usable = [version.pk for version in candidates if all(map(consented_since_snapshot, version.snapshot.entries))]
     return AdapterVersion.objects.filter(pk__in=usable).select_related("style", "style__artist", "base_model")
 
 
