@@ -44,9 +44,8 @@ class ConsentTermsAdmin(admin.ModelAdmin):
 
 @admin.action(description=_("Delete the selected works (withdraws their consent, retires their adapters)"), permissions=["change"])
 def delete_works(modeladmin, request, queryset):
-    for work in queryset:
-        services.work_delete(work=work, actor=request.user)
-    messages.success(request, _("Deleted %(count)d work(s).") % {"count": len(queryset)})
+    deleted = services.works_delete(works=list(queryset), actor=request.user)
+    messages.success(request, _("Deleted %(count)d work(s).") % {"count": len(deleted)})
 
 
 @admin.register(Work)

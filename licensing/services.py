@@ -217,14 +217,23 @@ def work_delete(*, work, actor):
     The row stays so that consent events and snapshots that name it remain meaningful (audit); the image
     files themselves are removed from storage once the transaction commits.
     """
+    works_delete(works=[work], actor=actor)
+    return Work.objects.get(pk=work.pk)
+
+
+def works_delete(*, works, actor):
+    """Delete several works in one withdrawal: adapters holding any of them retire at once, and one retrain
+    follows, not one per work. Works already deleted are left as they are."""
     with transaction.atomic():
-        Artist.objects.select_for_update().filter(pk=work.artist_id).first()  # artist, then work: the one lock order
-        work = Work.objects.select_for_update().get(pk=work.pk)
-        if work.is_deleted:
-            return work
-        works_withdraw(works=[work], actor=actor, reason=_("The work was deleted."))
-        _work_remove(work)
-    return work
+        # artists, then works: the one lock order
+        list(Artist.objects.select_for_update().filter(pk__in={work.artist_id for work in works}).order_by("pk"))
+        locked = list(
+            Work.objects.select_for_update().filter(pk__in=[work.pk for work in works]).exclude(status=Work.Status.DELETED).order_by("pk")
+        )
+        works_withdraw(works=locked, actor=actor, reason=_("The work was deleted."))
+        for work in locked:
+            _work_remove(work)
+    return locked
 
 
 def _work_remove(work):

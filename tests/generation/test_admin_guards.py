@@ -69,6 +69,20 @@ def test_a_work_is_removed_in_the_admin_only_through_the_withdrawal(staff_client
     assert version.status == AdapterVersion.Status.RETIRED
 
 
+def test_deleting_several_works_in_the_admin_is_one_withdrawal_and_one_retrain(staff_client, django_capture_on_commit_callbacks):
+    artist, works = opted_in_artist(8)
+    version = ready_version(artist)
+    chosen = [work.pk for work in works[:3]]
+    with django_capture_on_commit_callbacks(execute=False):
+        staff_client.post(reverse("admin:licensing_work_changelist"), {"action": "delete_works", "_selected_action": chosen})
+    assert sorted(AdapterVersion.objects.values_list("number", "status")) == [(1, "retired"), (2, "queued")]
+    retrain = AdapterVersion.objects.get(number=2)
+    assert retrain.snapshot.work_count == 5 and retrain.publish_when_ready
+    assert Work.objects.filter(pk__in=chosen, status=Work.Status.DELETED).count() == 3
+    version.refresh_from_db()
+    assert all(f"#{pk}" in version.retired_reason_shown for pk in chosen)
+
+
 def test_staff_who_may_only_view_cannot_run_the_actions(client):
     from django.contrib.auth.models import Permission
 
