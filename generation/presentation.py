@@ -115,7 +115,7 @@ def job_state(version, *, current_base_sha256=None):
 
 def style_page_context(*, artist, styles):
     from licensing.models import ConsentTerms
-    from licensing.selectors import works_for_training
+    from licensing.selectors import works_for_training, works_needing_reconsent
 
     terms = ConsentTerms.current(ConsentTerms.Kind.TRAINING)
     versions = [version for style in styles for version in style.versions.all()]
@@ -126,6 +126,7 @@ def style_page_context(*, artist, styles):
         "styles": styles,
         "presets": PRESET_CHOICES,
         "trainable_works": works_for_training(artist=artist, terms=terms).count() if terms else 0,
+        "works_awaiting_reconsent": works_needing_reconsent(artist=artist, terms=terms).count(),
         "latest_job": job_state(latest, current_base_sha256=current_base_sha256) if latest else None,
         "versions": [
             {

@@ -1,6 +1,9 @@
+from urllib.parse import urlencode
+
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from illustration_platform.accounts.roles import Role, role_required
@@ -14,11 +17,14 @@ def _own_version(request, version_id):
     return get_object_or_404(AdapterVersion.objects.select_related("style", "job", "snapshot", "base_model"), pk=version_id, style__artist__user=request.user)
 
 
-def _run(request, action, success_message):
+def _run(request, action, success_message, refused_query=None):
+    """Run a service and go back to the style page; on a refusal, with the form's choices in `refused_query`."""
     try:
         action()
     except ValidationError as refusal:
         messages.error(request, refusal.messages[0])
+        if refused_query:
+            return redirect(f"{reverse('generation:style')}?{urlencode(refused_query)}")
     else:
         messages.success(request, success_message)
     return redirect("generation:style")
@@ -28,7 +34,12 @@ def _run(request, action, success_message):
 def style_page(request):
     artist = request.user.artist
     styles = list(styles_of_artist(artist=artist))
-    return render(request, "generation/style.html", presentation.style_page_context(artist=artist, styles=styles))
+    context = presentation.style_page_context(artist=artist, styles=styles)
+    # A refused "Train my style" comes back with what was chosen.
+    preset = request.GET.get("preset")
+    context["chosen_preset"] = preset if preset in dict(presentation.PRESET_CHOICES) else "standard"
+    context["publish_when_ready"] = request.GET.get("publish_when_ready") != "off"
+    return render(request, "generation/style.html", context)
 
 
 @role_required(Role.ARTIST)
@@ -49,6 +60,7 @@ def train(request):
         request,
         lambda: services.style_training_start(artist=request.user.artist, actor=request.user, preset=preset, publish_when_ready=publish),
         presentation.TRAINING_QUEUED_MESSAGE,
+        refused_query={"preset": preset, "publish_when_ready": "on" if publish else "off"},
     )
 
 

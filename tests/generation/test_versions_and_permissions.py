@@ -51,6 +51,22 @@ def test_training_needs_enough_opted_in_works(api_client_for, settings):
     assert not AdapterVersion.objects.exists()
 
 
+def test_works_awaiting_consent_to_new_terms_are_named_where_training_is_refused(api_client_for, client_for):
+    from licensing.models import ConsentTerms
+
+    artist, _works = opted_in_artist(5)
+    current = ConsentTerms.current(ConsentTerms.Kind.TRAINING)
+    ConsentTerms.objects.create(kind=current.kind, version=current.version + 1, title="New", text="New.", is_active=True)
+    response = api_client_for(artist.user).post(reverse("api-style-train"), {"preset": "quick"}, format="json")
+    assert response.status_code == 400
+    assert response.json()["error"]["message"] == (
+        "At least 4 opted-in works are needed to train a style; 0 are opted in. "
+        "5 more works await your consent to the current terms, in your studio."
+    )
+    page = client_for(artist.user).get(reverse("generation:style")).content.decode()
+    assert "5 works were opted in under older terms and need your consent again" in page
+
+
 def test_unknown_preset_is_refused(api_client_for):
     artist, _works = opted_in_artist(4)
     response = api_client_for(artist.user).post(reverse("api-style-train"), {"preset": "fastest"}, format="json")
@@ -216,6 +232,21 @@ def test_style_page_shows_versions_and_the_train_form(client_for, owned):
     assert page.count('class="version-row" data-status="ready"') == 2
     assert 'class="job-panel" data-status="ready"' in page and "Latest training" in page
     assert page.count(" UTC</td>") == 2  # each version's creation time says its zone
+
+
+def test_a_refused_training_keeps_the_choices_of_the_form(client_for, settings):
+    settings.STYLE_MIN_WORKS = 6
+    artist, _works = opted_in_artist(4)
+    client = client_for(artist.user)
+    response = client.post(reverse("generation:train"), {"preset": "thorough"}, follow=True)  # publishing unticked
+    page = response.content.decode()
+    assert "At least 6 opted-in works are needed" in page
+    assert '<option value="thorough" selected>' in page and '<option value="standard">' in page
+    assert '<input type="checkbox" name="publish_when_ready">' in page
+    fresh = client.get(reverse("generation:style")).content.decode()
+    assert '<option value="standard" selected>' in fresh and 'name="publish_when_ready" checked>' in fresh
+    odd = client.get(reverse("generation:style"), {"preset": "<script>"}).content.decode()
+    assert '<option value="standard" selected>' in odd
 
 
 def test_a_poll_after_the_session_ended_sends_the_whole_page_to_log_in(client, owned):
