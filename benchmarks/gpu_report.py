@@ -111,6 +111,8 @@ def main(argv=None) -> dict:
 
     import torch
 
+    from generation.ml.devices import has_native_bf16
+
     if not torch.cuda.is_available():
         parser.error("no CUDA device: this report is for a GPU")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -118,7 +120,7 @@ def main(argv=None) -> dict:
     scratch.mkdir(parents=True, exist_ok=True)
     report = Report(args.out)
     report.results["machine"] = {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
-                                 "cuda": torch.version.cuda, "bf16": torch.cuda.is_bf16_supported()}
+                                 "cuda": torch.version.cuda, "bf16": has_native_bf16("cuda")}
     report.log(json.dumps(report.results["machine"]))
 
     from benchmarks.lora_training import write_data

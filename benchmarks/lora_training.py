@@ -299,7 +299,7 @@ def step_flops(base: Path, batch: int, resolution: int, rank: int) -> dict[str, 
     from torch.utils.flop_counter import FlopCounterMode
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from generation.ml.lora_training import UNET_TARGET_SETS
+    from generation.ml.lora_training import UNET_TARGET_SETS, _vae_factor
 
     with torch.device("meta"):
         unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(base / "unet"))
@@ -310,7 +310,7 @@ def step_flops(base: Path, batch: int, resolution: int, rank: int) -> dict[str, 
         module.requires_grad_(False)
     unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",
                                 target_modules=list(UNET_TARGET_SETS["attention"])))
-    latent = resolution // 2 ** (len(vae.config.block_out_channels) - 1)
+    latent = resolution // _vae_factor(dict(vae.config))
     meta = dict(device="meta")
     latents = torch.zeros(batch, unet.config.in_channels, latent, latent, **meta)
     tokens = torch.zeros(batch, text_config.max_position_embeddings, dtype=torch.long, **meta)
@@ -425,9 +425,12 @@ def main(argv=None) -> dict:
     if args.works < 1 or args.batch < 1 or args.rank < 1:
         parser.error("--works, --batch and --rank must be at least 1")
     if args.resolution is None:
-        unet = json.loads((args.base / "unet" / "config.json").read_text())
-        vae = json.loads((args.base / "vae" / "config.json").read_text())
-        args.resolution = unet["sample_size"] * 2 ** (len(vae["block_out_channels"]) - 1)
+        from generation.ml.lora_training import UnknownResolution, native_resolution_of
+
+        try:
+            args.resolution = native_resolution_of(args.base)
+        except UnknownResolution as exc:
+            parser.error(f"--base: {exc}; give --resolution")
 
     if args.mixed_precision == "auto":
         from generation.ml.lora_training import choose_device_and_dtype

@@ -97,6 +97,9 @@ class _Progress:
     def on_checkpoint(self, step):
         pass
 
+    def on_resume(self, step):
+        pass
+
     def before_saving(self):
         pass
 
@@ -216,7 +219,6 @@ def main(argv: list[str] | None = None) -> dict:
     if unknown or not slugs:
         parser.error(f"--styles: unknown {', '.join(unknown) or '(none given)'}; choose from {', '.join(scenes.DEMO_STYLES)}")
 
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see train_lora.main
     import torch
 
     torch.set_num_threads(args.threads)

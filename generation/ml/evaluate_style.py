@@ -34,14 +34,11 @@ Without captions the held-out captions of `evaluate_base` are used.
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads; see train_lora.main
-
 import argparse
 import dataclasses
 import json
 import math
+import os
 import random
 import sys
 import time

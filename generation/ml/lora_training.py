@@ -34,6 +34,7 @@ import logging
 import os
 import re
 import shutil
+import socket
 import statistics
 import tempfile
 import time
@@ -47,12 +48,13 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps
 
 from . import WEIGHTS_NAME, sha256_file
+from .devices import choose_device_and_dtype
 from .images import to_rgb
 from .training_config import UNET_TARGET_SETS, LoraTrainingConfig
 
 TEXT_ENCODER_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
 CHECKPOINT_NAME = "checkpoint.pt"
-CACHE_FORMAT = 3  # 3: mirrored images get their own, left/right-swapped captions
+CACHE_FORMAT = 3  # part of the cache's key; 3: mirrored images get their own, left/right-swapped captions
 
 
 # ---------------------------------------------------------------- interface
@@ -102,6 +104,12 @@ class TrainingCancelled(Exception):
     """Raised when the callbacks ask to stop; the last checkpoint stays in work_dir."""
 
     checkpoint_step: int | None = None  # the step of the checkpoint kept; None: stopped before the loop began
+
+
+def stop_if_cancelled(should_cancel: Callable[[], bool], doing: str) -> None:
+    """Raises TrainingCancelled ("cancelled while <doing>") when `should_cancel()` says so."""
+    if should_cancel():
+        raise TrainingCancelled(f"cancelled while {doing}")
 
 
 class TrainingAbandoned(Exception):
@@ -168,6 +176,11 @@ class TrainingCallbacks:
 
     def on_checkpoint(self, step: int) -> None:
         pass
+
+    def on_resume(self, step: int) -> None:
+        """Called once, before the first step, with the step the run really goes on from: that of the checkpoint
+        resumed, or 0 when there was none or it could not be used (unreadable, or of another base, works or
+        settings). What a caller recorded after that step will be done again."""
 
     def should_cancel(self) -> bool:
         """True stops the run, keeping a checkpoint; raise TrainingAbandoned to stop writing nothing."""
@@ -298,24 +311,6 @@ def image_to_tensor(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
 
-def choose_device_and_dtype(device=None, dtype=None) -> tuple[torch.device, torch.dtype]:
-    """CUDA when present (bf16 where supported, else fp16), otherwise CPU fp32."""
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else ("mps" if torch.backends.mps.is_available() else "cpu")
-    device = torch.device(device)
-    if dtype is None:
-        if device.type == "cuda":
-            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        elif device.type == "mps":
-            dtype = torch.float16
-        else:
-            dtype = torch.float32
-    elif isinstance(dtype, str):
-        dtype = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16,
-                 "float16": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}[dtype]
-    return device, dtype
-
-
 # What the loop trains on (README: --device cuda|cuda:N|mps|cpu). torch knows more names (meta, xla, lazy,
 # mkldnn, ...), on which a run fails with a traceback or blames the base model once it starts loading.
 DEVICE_TYPES = ("cpu", "cuda", "mps")
@@ -339,25 +334,14 @@ def device_problem(device) -> str | None:
 
 
 def load_base_pipeline(base_path, device=None, dtype=None):
-    """The base pipeline, through the base model's own loader when present."""
+    """The base pipeline, through the loader sampling uses (`pipeline.load_pipeline`)."""
+    from .pipeline import load_pipeline  # here: diffusers takes seconds to import
+
     base = Path(base_path)
     if not (base / "model_index.json").is_file():
         raise BaseModelError(f"{base} is not a diffusers model folder (no model_index.json)")
-    device, dtype = choose_device_and_dtype(device, dtype)
     try:
-        from .pipeline import load_pipeline  # the base model's loader
-    except ImportError:  # pragma: no cover - only before pipeline.py exists
-        load_pipeline = None
-    try:
-        if load_pipeline is not None:
-            pipe = load_pipeline(base, device=device, dtype=dtype)
-        else:
-            from diffusers import DiffusionPipeline
-
-            pipe = DiffusionPipeline.from_pretrained(
-                base, local_files_only=True, torch_dtype=dtype,
-                safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-            ).to(device)
+        pipe = load_pipeline(base, device=device, dtype=dtype)
     except BaseModelError:
         raise
     except Exception as exc:
@@ -399,10 +383,10 @@ ENCODE_BATCH_MAX = 16
 
 
 @torch.no_grad()
-def encode_images(pipe, images: list[Image.Image], device, dtype,
+def encode_images(pipe, images: list[Image.Image], device,
                   should_cancel: Callable[[], bool] = lambda: False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and std of the VAE's latent distribution (unscaled), float32 on CPU; a cancel is
-    heard between batches (minutes of encoding on a CPU for an SD-sized base)."""
+    """Mean and std of the VAE's latent distribution (unscaled), float32 on CPU, encoded in the VAE's own
+    precision; a cancel is heard between batches (minutes of encoding on a CPU for an SD-sized base)."""
     vae = pipe.vae
     width, height = images[0].size
     batch = max(1, min(ENCODE_BATCH_MAX, ENCODE_PIXELS // (width * height)))
@@ -414,8 +398,7 @@ def encode_images(pipe, images: list[Image.Image], device, dtype,
     means, stds = [], []
     try:
         for start in range(0, len(images), batch):
-            if should_cancel():
-                raise TrainingCancelled("cancelled while encoding the works")
+            stop_if_cancelled(should_cancel, "encoding the works")
             pixels = torch.stack([image_to_tensor(im) for im in images[start:start + batch]])
             dist = vae.encode(pixels.to(device, dtype=vae.dtype)).latent_dist
             means.append(dist.mean.float().cpu())
@@ -441,17 +424,15 @@ def mirror_caption(caption: str) -> str:
     return _LEFT_OR_RIGHT.sub(swap, caption).translate(_LEFT_OR_RIGHT_KANJI)
 
 
-def _data_fingerprint(examples: list[TrainingExample]) -> tuple[str, list[str]]:
+def _data_fingerprint(examples: list[TrainingExample]) -> str:
     digest = hashlib.sha256()
-    hashes = []
     for example in examples:
         try:
-            h = sha256_file(example.image_path)
+            image_hash = sha256_file(example.image_path)
         except OSError as exc:
             raise TrainingDataError(f"cannot read training image {example.image_path}: {exc.strerror or exc}") from exc
-        hashes.append(h)
-        digest.update(h.encode() + b"\0" + example.caption.encode() + b"\0")
-    return digest.hexdigest(), hashes
+        digest.update(image_hash.encode() + b"\0" + example.caption.encode() + b"\0")
+    return digest.hexdigest()
 
 
 def _check_examples(examples: list[TrainingExample]) -> None:
@@ -465,11 +446,12 @@ def _check_examples(examples: list[TrainingExample]) -> None:
 
 
 def build_cache(pipe, examples: list[TrainingExample], resolution: int, flip: bool,
-                device, dtype, cache_path: Path, key: str, log,
+                device, cache_path: Path, key: str, log,
                 should_cancel: Callable[[], bool] = lambda: False,
                 before_saving: Callable[[], None] = lambda: None) -> dict[str, torch.Tensor]:
     """Latents (mean, std; plain and mirrored) and text embeddings, encoded once
-    and kept in `cache_path` under `key` (a fingerprint of base, data, resolution)."""
+    and kept in `cache_path` under `key` (a fingerprint of base, data, resolution, precision).
+    A cancel is heard once the works are read, between the batches of their encoding, and before the captions'."""
     if cache_path.is_file():
         try:
             cached = torch.load(cache_path, map_location="cpu", weights_only=True)
@@ -479,11 +461,13 @@ def build_cache(pipe, examples: list[TrainingExample], resolution: int, flip: bo
         except Exception:  # a corrupt cache is rebuilt, never trusted
             pass
     images = load_training_images([example.image_path for example in examples], resolution)
-    mean, std = encode_images(pipe, images, device, dtype, should_cancel)
-    cache = {"key": key, "format": CACHE_FORMAT, "mean": mean, "std": std}
+    stop_if_cancelled(should_cancel, "reading the works")
+    mean, std = encode_images(pipe, images, device, should_cancel)
+    cache = {"key": key, "mean": mean, "std": std}
     if flip:
         mirrored = [ImageOps.mirror(im) for im in images]
-        cache["mean_flip"], cache["std_flip"] = encode_images(pipe, mirrored, device, dtype, should_cancel)
+        cache["mean_flip"], cache["std_flip"] = encode_images(pipe, mirrored, device, should_cancel)
+    stop_if_cancelled(should_cancel, "encoding the works")
     sdxl = _is_sdxl(pipe)
 
     def encoded(texts: list[str]) -> dict[str, torch.Tensor]:
@@ -519,12 +503,10 @@ def add_lora(pipe, config: LoraTrainingConfig) -> list[torch.nn.Parameter]:
     pipe.unet.add_adapter(LoraConfig(r=config.rank, lora_alpha=config.alpha, init_lora_weights="gaussian",
                                      target_modules=list(UNET_TARGET_SETS[config.unet_targets])))
     modules = [pipe.unet]
-    if config.train_text_encoder:
-        for encoder in (pipe.text_encoder, getattr(pipe, "text_encoder_2", None)):
-            if encoder is not None:
-                encoder.add_adapter(LoraConfig(r=config.rank, lora_alpha=config.alpha, init_lora_weights="gaussian",
-                                               target_modules=TEXT_ENCODER_TARGETS))
-                modules.append(encoder)
+    if config.train_text_encoder:  # SD 1.x/2.x only: train_lora refuses it on SDXL
+        pipe.text_encoder.add_adapter(LoraConfig(r=config.rank, lora_alpha=config.alpha, init_lora_weights="gaussian",
+                                                 target_modules=TEXT_ENCODER_TARGETS))
+        modules.append(pipe.text_encoder)
     params = []
     for module in modules:
         for p in module.parameters():
@@ -540,9 +522,6 @@ def lora_state(pipe, config: LoraTrainingConfig) -> dict[str, dict[str, torch.Te
     state = {"unet": {k: v.detach().cpu().clone() for k, v in get_peft_model_state_dict(pipe.unet).items()}}
     if config.train_text_encoder:
         state["text_encoder"] = {k: v.detach().cpu().clone() for k, v in get_peft_model_state_dict(pipe.text_encoder).items()}
-        if getattr(pipe, "text_encoder_2", None) is not None:
-            state["text_encoder_2"] = {k: v.detach().cpu().clone()
-                                       for k, v in get_peft_model_state_dict(pipe.text_encoder_2).items()}
     return state
 
 
@@ -583,6 +562,41 @@ def canonicalise_safetensors(path) -> None:
         os.fsync(handle.fileno())
 
 
+def _this_machine() -> str:
+    """A short hash of this machine's name, in the names of the folders a save makes beside the adapter."""
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def _process_running(pid: int) -> bool:
+    """Whether a process of this id runs on this machine (another user's too)."""
+    try:
+        os.kill(pid, 0)  # signal 0 sends nothing: it only asks
+    except ProcessLookupError:
+        return False
+    except (OSError, OverflowError):  # another user's process, or not a process id at all: taken as running
+        return True
+    return True
+
+
+def _remove_leftovers_of_killed_saves(out: Path) -> None:
+    """Removes what a save into `out` killed half-way left beside it (its temporary folder, the earlier adapter
+    it had moved aside): only folders named as `save_adapter` names them, by a process of this machine that has
+    ended, holding nothing but an adapter. A save going on, or one of another machine sharing the folder, keeps
+    its own."""
+    made_by_a_save = re.compile(
+        rf"\.{re.escape(out.name)}\.(?:old-)?(?P<machine>[0-9a-f]{{8}})-(?P<pid>\d+)-\w+(?:\.tmp)?")
+    for folder in out.parent.iterdir():
+        named = made_by_a_save.fullmatch(folder.name)
+        if (not named or named["machine"] != _this_machine() or _process_running(int(named["pid"]))
+                or folder.is_symlink() or not folder.is_dir()):
+            continue
+        try:
+            check_adapter_folder(folder)
+        except AdapterFolderError:  # someone put files there: not ours to delete
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def save_adapter(pipe, config: LoraTrainingConfig, out_dir) -> tuple[str, str]:
     """Saves the LoRA with its metadata into a temporary folder beside
     `out_dir`, fsyncs, and renames it into place; returns (path, sha256)."""
@@ -590,7 +604,9 @@ def save_adapter(pipe, config: LoraTrainingConfig, out_dir) -> tuple[str, str]:
 
     out = Path(out_dir).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    _remove_leftovers_of_killed_saves(out)
+    saver = f"{_this_machine()}-{os.getpid()}"  # tells a later save whether this one is still going on
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.{saver}-", suffix=".tmp", dir=out.parent))
     tmp.chmod(0o755)  # mkdtemp's 0700 would hide the adapter from a server running as another user
     old = None
     try:
@@ -604,9 +620,6 @@ def save_adapter(pipe, config: LoraTrainingConfig, out_dir) -> tuple[str, str]:
         if config.train_text_encoder:
             kwargs["text_encoder_lora_layers"] = get_peft_model_state_dict(pipe.text_encoder)
             kwargs["text_encoder_lora_adapter_metadata"] = _adapter_metadata(pipe.text_encoder)
-            if getattr(pipe, "text_encoder_2", None) is not None:
-                kwargs["text_encoder_2_lora_layers"] = get_peft_model_state_dict(pipe.text_encoder_2)
-                kwargs["text_encoder_2_lora_adapter_metadata"] = _adapter_metadata(pipe.text_encoder_2)
         broken = [key for name, layers in kwargs.items() if name.endswith("_layers")
                   for key, tensor in layers.items() if not torch.isfinite(tensor).all()]
         if broken:  # the last step can blow the weights up after the last loss was checked
@@ -619,7 +632,7 @@ def save_adapter(pipe, config: LoraTrainingConfig, out_dir) -> tuple[str, str]:
         digest = sha256_file(weights)
         _fsync_dir(tmp)
         if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}-{time.monotonic_ns()}"
+            old = out.parent / f".{out.name}.old-{saver}-{time.monotonic_ns()}"
             os.replace(out, old)
             # Checked again once moved aside, where nothing new arrives by its old
             # path: files may have come in during the run (the except below moves it back).
@@ -689,10 +702,9 @@ def _previews(pipe, config: LoraTrainingConfig, device, resolution: int,
         return []
     generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
 
-    def stop_if_cancelled(_pipe, _index, _timestep, tensors):
+    def stop_between_sampling_steps(_pipe, _index, _timestep, tensors):
         # A cancel is heard between sampling steps: a preview grid takes minutes on a CPU for an SD-sized base.
-        if should_cancel():
-            raise TrainingCancelled("cancelled while drawing previews")
+        stop_if_cancelled(should_cancel, "drawing previews")
         return tensors
     was_training, was_slicing = pipe.unet.training, pipe.vae.use_slicing
     pipe.unet.eval()
@@ -706,7 +718,7 @@ def _previews(pipe, config: LoraTrainingConfig, device, resolution: int,
             images = pipe(prompt=prompts, generator=generators, height=resolution, width=resolution,
                           num_inference_steps=config.preview_inference_steps,
                           guidance_scale=config.preview_guidance_scale,
-                          callback_on_step_end=stop_if_cancelled).images
+                          callback_on_step_end=stop_between_sampling_steps).images
     finally:
         pipe.unet.train(was_training)
         pipe.vae.use_slicing = was_slicing
@@ -725,7 +737,7 @@ def planned_run_key(base_path, examples: list[TrainingExample], config: LoraTrai
     """The key `train_lora` gives this run's checkpoints (same base, works, resolution, precision and
     settings), worked out from the base's config files without loading it."""
     resolution = config.resolution or native_resolution_of(base_path)
-    data_fp, _ = _data_fingerprint(list(examples))
+    data_fp = _data_fingerprint(list(examples))
     return _run_key(_cache_key(base_fingerprint(base_path), data_fp, resolution, config.flip, dtype), config)
 
 
@@ -734,7 +746,7 @@ def checkpoint_run_key(work_dir) -> str | None:
     Memory-mapped: the tensors are not read."""
     path = Path(work_dir) / CHECKPOINT_NAME
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception:
         return None
     return checkpoint.get("run_key") if isinstance(checkpoint, dict) else None
@@ -769,7 +781,10 @@ def train_lora(*, base_path, examples: list[TrainingExample], out_dir, config: L
     # leaves no empty folder behind.
 
     device, dtype = choose_device_and_dtype(device, dtype)
+    # Set-up is not interrupted inside a stage (loading an SD-sized base, hashing it, reading the works); a cancel
+    # asked during one is heard when it ends, before anything is written.
     pipe = load_base_pipeline(base_path, device, dtype)
+    stop_if_cancelled(callbacks.should_cancel, "loading the base model")
     resolution = config.resolution or _native_resolution(dict(pipe.unet.config), dict(pipe.vae.config), base=base_path)
     latent_factor = _vae_factor(dict(pipe.vae.config))
     if resolution % latent_factor:
@@ -782,11 +797,14 @@ def train_lora(*, base_path, examples: list[TrainingExample], out_dir, config: L
 
     # 1. The cache: every work and caption encoded once.
     base_fp = base_fingerprint(base_path)
-    data_fp, _ = _data_fingerprint(examples)
+    stop_if_cancelled(callbacks.should_cancel, "fingerprinting the base model")
+    data_fp = _data_fingerprint(examples)
+    stop_if_cancelled(callbacks.should_cancel, "fingerprinting the works")
     cache_key = _cache_key(base_fp, data_fp, resolution, config.flip, dtype)
     encode_started = time.perf_counter()
-    cache = build_cache(pipe, examples, resolution, config.flip, device, dtype, work / "cache.pt", cache_key, log,
+    cache = build_cache(pipe, examples, resolution, config.flip, device, work / "cache.pt", cache_key, log,
                         callbacks.should_cancel, callbacks.before_saving)
+    stop_if_cancelled(callbacks.should_cancel, "encoding the works")  # the cache is whole: the next run uses it
     encode_seconds = time.perf_counter() - encode_started
     run_key = _run_key(cache_key, config)
 
@@ -818,7 +836,8 @@ def train_lora(*, base_path, examples: list[TrainingExample], out_dir, config: L
     checkpoint_path = work / CHECKPOINT_NAME
     if checkpoint_path.is_file():
         try:
-            checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+            # Tensors and plain data only: unpickling anything else could run code planted in the work folder.
+            checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
         except Exception as exc:
             log(f"ignoring an unreadable checkpoint ({exc.__class__.__name__})")
             checkpoint = None
@@ -835,6 +854,7 @@ def train_lora(*, base_path, examples: list[TrainingExample], out_dir, config: L
             log(f"resumed from the checkpoint at step {step}")
         elif checkpoint is not None:
             log("the checkpoint in the work folder belongs to another base, data or config; starting afresh")
+    callbacks.on_resume(step)
 
     def save_checkpoint() -> None:
         callbacks.before_saving()

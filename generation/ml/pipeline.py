@@ -14,6 +14,7 @@ import torch
 from diffusers import DiffusionPipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
 
 from . import BUILTIN_BASE_MODEL
+from .devices import pick_device, pick_dtype
 
 __all__ = ["BUILTIN_BASE_MODEL", "load_pipeline", "pick_device", "pick_dtype", "generate"]
 
@@ -21,22 +22,6 @@ PIPELINE_CLASSES: dict[str, type[DiffusionPipeline]] = {
     "StableDiffusionPipeline": StableDiffusionPipeline,
     "StableDiffusionXLPipeline": StableDiffusionXLPipeline,
 }
-
-
-def pick_device(device: str | torch.device | None = None) -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def pick_dtype(device: torch.device, dtype: torch.dtype | None = None) -> torch.dtype:
-    """fp32 on the CPU (half precision is slow or unsupported there); bf16 on
-    GPUs that have it (no fp16 overflow in the SDXL VAE), else fp16."""
-    if dtype is not None:
-        return dtype
-    if device.type != "cuda":
-        return torch.float32
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
 def pipeline_class(path: str | Path) -> type[DiffusionPipeline]:
@@ -51,8 +36,9 @@ def pipeline_class(path: str | Path) -> type[DiffusionPipeline]:
 
 
 def load_pipeline(path: str | Path = BUILTIN_BASE_MODEL, device=None, dtype=None) -> DiffusionPipeline:
-    """Loads a StableDiffusionPipeline or StableDiffusionXLPipeline folder,
-    on CUDA in half precision when present, else on the CPU in fp32."""
+    """Loads a StableDiffusionPipeline or StableDiffusionXLPipeline folder, by default on CUDA (bf16 on a GPU
+    that has it natively, else fp16), else on Apple's MPS in fp16, else on the CPU in fp32: `devices.pick_dtype`,
+    the rule training follows too."""
     cls = pipeline_class(path)
     device = pick_device(device)
     dtype = pick_dtype(device, dtype)

@@ -203,7 +203,8 @@ class PrintingCallbacks:
     @contextlib.contextmanager
     def cancel_on_ctrl_c(self):
         """While inside, the first Ctrl-C asks the loop to stop as a cancel does, keeping a checkpoint of the steps
-        done so far (at its next step, or between batches of encoding or previews); a second one stops at once."""
+        done so far (at its next step, between the stages of its set-up, or between batches of encoding or
+        previews); a second one stops at once."""
         def interrupt(signum, frame):
             self.interrupted = True
             signal.signal(signal.SIGINT, previous)
@@ -234,6 +235,9 @@ class PrintingCallbacks:
 
     def on_checkpoint(self, step):
         pass
+
+    def on_resume(self, step):
+        pass  # the loop logs where it resumed
 
     def before_saving(self):
         pass
@@ -310,8 +314,8 @@ def _main(argv: list[str] | None) -> dict:
                              "of the same run, whose checkpoint is in --work, may replace it)")
     parser.add_argument("--device", help="cuda, cpu, ... (default: CUDA when present)")
     parser.add_argument("--dtype", choices=("fp32", "fp16", "bf16"),
-                        help="weights' precision (default: bf16 on a GPU that has it, else fp16; fp32 on the CPU); "
-                             "the LoRA itself trains in fp32")
+                        help="weights' precision (default: bf16 on a GPU that has it natively, compute capability 8.0 "
+                             "and later, else fp16; fp32 on the CPU); the LoRA itself trains in fp32")
     parser.add_argument("--threads", type=int, default=default_threads(),
                         help=f"CPU threads (default {default_threads()}: half this machine's cores)")
     args = parser.parse_args(argv)
@@ -329,10 +333,6 @@ def _main(argv: list[str] | None) -> dict:
     except DataFolderError as exc:
         parser.error(f"--data: {exc}")
 
-    # Idle OpenMP threads sleep instead of spinning: on a machine whose cores
-    # are shared (a generation worker beside training), spinning threads made
-    # a 2-thread step 16x slower here (0.4 vs 6.4 steps/s); passive, 5.3.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from . import WEIGHTS_NAME
     from .lora_training import (
         AdapterFolderError, BaseModelError, TrainingCancelled, TrainingDataError, TrainingDiverged, UnknownResolution,
@@ -399,7 +399,7 @@ def _main(argv: list[str] | None) -> dict:
         raise SystemExit(2)
     except TrainingCancelled as exc:  # Ctrl-C: the run resumes from its checkpoint (same base, works and settings)
         if exc.checkpoint_step is None:
-            print("interrupted while encoding the works: run the same command again to carry on", file=sys.stderr)
+            print("interrupted before the first step: run the same command again to carry on", file=sys.stderr)
         else:
             print(f"interrupted at step {exc.checkpoint_step} of {config.steps}: run the same command again to "
                   f"resume from the checkpoint in {work}", file=sys.stderr)

@@ -115,6 +115,9 @@ class LoraTrainingConfig:
             problems.append(f"lr_scheduler must be one of {', '.join(LR_SCHEDULERS)}")
         if not SEED_MIN <= int(self.seed) <= SEED_MAX:
             problems.append(f"seed must be from -2**63 to 2**64 - 1 (got {self.seed})")
+        seeds_out_of_range = [seed for seed in self.preview_seeds if not SEED_MIN <= seed <= SEED_MAX]
+        if seeds_out_of_range:  # the previews' generators would refuse them at the first preview, deep into the run
+            problems.append(f"preview_seeds must be from -2**63 to 2**64 - 1 (got {', '.join(map(str, seeds_out_of_range))})")
         # diffusers' pipelines draw (the previews, generation) only at multiples of 8 px
         if self.resolution is not None and (self.resolution < 8 or self.resolution % 8):
             problems.append(f"resolution must be a multiple of 8 px, at least 8 (got {self.resolution})")

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -179,10 +181,10 @@ def test_works_are_encoded_in_batches_that_fit_a_pixel_budget(tiny_base, side, b
     rng = np.random.default_rng(0)
     images = [Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)) for _ in range(sum(batches))]
     seen = watch_vae_encode(pipe)
-    mean, std = lt.encode_images(pipe, images, "cpu", torch.float32)
+    mean, std = lt.encode_images(pipe, images, "cpu")
     assert [batch for batch, _, _ in seen] == batches
     assert mean.shape[0] == std.shape[0] == len(images)
-    alone, _ = lt.encode_images(pipe, images[-1:], "cpu", torch.float32)
+    alone, _ = lt.encode_images(pipe, images[-1:], "cpu")
     assert torch.allclose(mean[-1:], alone, atol=1e-5)
 
 
@@ -198,7 +200,7 @@ def test_an_fp16_vae_marked_force_upcast_encodes_in_fp32(tmp_path, force_upcast,
     pipe = load_base_pipeline(tmp_path / "sdxl", "cpu", torch.float16)
     pipe.vae.register_to_config(force_upcast=force_upcast)
     seen = watch_vae_encode(pipe)
-    mean, _ = lt.encode_images(pipe, [Image.new("RGB", (32, 32), "red")], "cpu", torch.float16)
+    mean, _ = lt.encode_images(pipe, [Image.new("RGB", (32, 32), "red")], "cpu")
     assert [(pixels, weights) for _, pixels, weights in seen] == [(encoded_in, encoded_in)]
     assert pipe.vae.dtype == torch.float16 and mean.dtype == torch.float32 and torch.isfinite(mean).all()
 
@@ -336,7 +338,7 @@ def test_alpha_different_from_rank_survives_save_and_load(tiny_base, works, tmp_
     assert stored["unet.lora_alpha"] == 16 and stored["unet.r"] == 4
 
     # The trained weights in memory (from the final checkpoint), on a fresh base.
-    checkpoint = torch.load(tmp_path / "work" / lt.CHECKPOINT_NAME, weights_only=False)
+    checkpoint = torch.load(tmp_path / "work" / lt.CHECKPOINT_NAME, weights_only=True)
     in_memory = load_base_pipeline(tiny_base)
     in_memory.unet.add_adapter(LoraConfig(r=4, lora_alpha=16, init_lora_weights="gaussian",
                                           target_modules=list(tc.UNET_TARGET_SETS[targets])))
@@ -360,8 +362,13 @@ def test_alpha_different_from_rank_survives_save_and_load(tiny_base, works, tmp_
 
 
 class CancelAt(TrainingCallbacks):
-    def __init__(self, step):
-        self.stop_at, self.seen, self.checkpoints = step, 0, []
+    """Asks to stop once step `step` is done (None: never); records the checkpoints and where the run resumed."""
+
+    def __init__(self, step=None):
+        self.stop_at, self.seen, self.checkpoints, self.resumed = step, 0, [], []
+
+    def on_resume(self, step):
+        self.resumed.append(step)
 
     def on_progress(self, step, total, loss, eta):
         self.seen = step
@@ -370,7 +377,7 @@ class CancelAt(TrainingCallbacks):
         self.checkpoints.append(step)
 
     def should_cancel(self):
-        return self.seen >= self.stop_at
+        return self.stop_at is not None and self.seen >= self.stop_at
 
 
 def test_cancel_leaves_a_checkpoint_and_resume_matches_an_uninterrupted_run(tiny_base, works, tmp_path):
@@ -379,24 +386,63 @@ def test_cancel_leaves_a_checkpoint_and_resume_matches_an_uninterrupted_run(tiny
     with pytest.raises(TrainingCancelled):
         train_lora(base_path=tiny_base, examples=works, out_dir=tmp_path / "adapter", config=cfg,
                    work_dir=tmp_path / "work", callbacks=callbacks)
-    assert callbacks.checkpoints == [5, 7]
+    assert callbacks.checkpoints == [5, 7] and callbacks.resumed == [0]
     assert not (tmp_path / "adapter").exists()
-    checkpoint = torch.load(tmp_path / "work" / lt.CHECKPOINT_NAME, weights_only=False)
+    checkpoint = torch.load(tmp_path / "work" / lt.CHECKPOINT_NAME, weights_only=True)
     assert checkpoint["step"] == 7 and len(checkpoint["losses"]) == 7
 
+    resuming = CancelAt()
     resumed = train_lora(base_path=tiny_base, examples=works, out_dir=tmp_path / "adapter", config=cfg,
-                         work_dir=tmp_path / "work")
+                         work_dir=tmp_path / "work", callbacks=resuming)
     assert resumed.resumed_from_step == 7 and resumed.steps == 12 and len(resumed.losses) == 12
+    assert resuming.resumed == [7]
 
     straight = train_lora(base_path=tiny_base, examples=works, out_dir=tmp_path / "straight", config=cfg,
                           work_dir=tmp_path / "work2")
     assert resumed.losses == straight.losses
     assert resumed.sha256 == straight.sha256
 
-    # A checkpoint of another config is not resumed from.
+    # A checkpoint of another config is not resumed from, and the callbacks hear so.
+    restarting = CancelAt()
     other = train_lora(base_path=tiny_base, examples=works, out_dir=tmp_path / "other", config=config(steps=12, seed=3),
-                       work_dir=tmp_path / "work")
+                       work_dir=tmp_path / "work", callbacks=restarting)
     assert other.resumed_from_step == 0 and other.sha256 != straight.sha256
+    assert restarting.resumed == [0]
+
+
+class Payload:
+    """Pickles as a call of os.mkdir: what a planted checkpoint could run while it is read."""
+
+    def __init__(self, folder):
+        self.folder = str(folder)
+
+    def __reduce__(self):
+        return os.mkdir, (self.folder,)
+
+
+def test_a_checkpoint_that_would_run_code_is_ignored_not_run(tiny_base, works, tmp_path):
+    cfg = config(steps=2)
+    ran = tmp_path / "the-payload-ran"
+    work = tmp_path / "work"
+    work.mkdir()
+    run_key = lt.planned_run_key(tiny_base, works, cfg, torch.float32)
+    torch.save({"run_key": run_key, "step": 1, "payload": Payload(ran)}, work / lt.CHECKPOINT_NAME)
+    assert lt.checkpoint_run_key(work) is None and not ran.exists()
+
+    class Recorder(CancelAt):
+        def __init__(self):
+            super().__init__()
+            self.lines = []
+
+        def on_log(self, line):
+            self.lines.append(line)
+
+    callbacks = Recorder()
+    result = train_lora(base_path=tiny_base, examples=works, out_dir=tmp_path / "adapter", config=cfg, work_dir=work,
+                        callbacks=callbacks)
+    assert not ran.exists()
+    assert result.resumed_from_step == 0 and callbacks.resumed == [0] and result.steps == 2
+    assert "ignoring an unreadable checkpoint (UnpicklingError)" in callbacks.lines
 
 
 class CancelWhileDrawingPreviews(CancelAt):
@@ -417,18 +463,77 @@ class CancelWhileDrawingPreviews(CancelAt):
 
 
 def test_a_cancel_is_heard_during_the_previews_and_the_encoding(tiny_base, works, tmp_path):
+    from PIL import Image
+
     cfg = config(steps=12, checkpoint_every=5, preview_every=4)
     callbacks = CancelWhileDrawingPreviews(4)
     with pytest.raises(TrainingCancelled, match="cancelled while drawing previews"):
         train_lora(base_path=tiny_base, examples=works, out_dir=tmp_path / "adapter", config=cfg,
                    work_dir=tmp_path / "work", callbacks=callbacks)
     assert callbacks.previews == [] and callbacks.checks_after_the_step == 1  # the first sampling step stopped it
-    assert torch.load(tmp_path / "work" / lt.CHECKPOINT_NAME, weights_only=False)["step"] == 4
+    assert torch.load(tmp_path / "work" / lt.CHECKPOINT_NAME, weights_only=True)["step"] == 4
 
+    # Between the encoding's batches: one Stable Diffusion-sized work a batch.
+    pipe = load_base_pipeline(tiny_base)
+    encoded = watch_vae_encode(pipe)
     with pytest.raises(TrainingCancelled, match="cancelled while encoding the works"):
-        train_lora(base_path=tiny_base, examples=works, out_dir=tmp_path / "adapter", config=cfg,
-                   work_dir=tmp_path / "fresh-work", callbacks=CancelAt(0))
-    assert not (tmp_path / "fresh-work" / "cache.pt").exists()
+        lt.encode_images(pipe, [Image.new("RGB", (512, 512))] * 3, "cpu", should_cancel=lambda: len(encoded) == 1)
+    assert len(encoded) == 1
+
+
+# The stages of a run's set-up, in order: none can be interrupted half-way.
+SET_UP_STAGES = ["load_base_pipeline", "base_fingerprint", "_data_fingerprint", "load_training_images",
+                 "encode_images", "encode_text"]
+
+
+@pytest.mark.parametrize("cancelled_during", SET_UP_STAGES)
+def test_a_cancel_during_the_set_up_is_heard_when_the_stage_ends(cancelled_during, tiny_base, works, tmp_path,
+                                                                   monkeypatch):
+    """Loading an SD-sized base, fingerprinting it and reading and encoding the works take minutes on a CPU:
+    a cancel asked in one stage stops the run before the next, with nothing half-written."""
+    stages_begun, asked = [], []
+    for name in SET_UP_STAGES:
+        def watched(*args, _name=name, _stage=getattr(lt, name), **kwargs):
+            stages_begun.append(_name)
+            result = _stage(*args, **kwargs)
+            if _name == cancelled_during:
+                asked.append(True)
+            return result
+        monkeypatch.setattr(lt, name, watched)
+
+    class CancelWhenAsked(CancelAt):
+        def should_cancel(self):
+            return bool(asked)
+
+    callbacks = CancelWhenAsked()
+    with pytest.raises(TrainingCancelled) as cancelled:
+        train_lora(base_path=tiny_base, examples=works, out_dir=tmp_path / "adapter", config=config(steps=3),
+                   work_dir=tmp_path / "work", callbacks=callbacks)
+    assert stages_begun[-1] == cancelled_during  # the next stage never began
+    assert cancelled.value.checkpoint_step is None and callbacks.seen == 0 and callbacks.checkpoints == []
+    assert not (tmp_path / "adapter").exists()
+    if cancelled_during == "encode_text":  # the works' cache was complete: kept for the next run, nothing else
+        assert [p.name for p in (tmp_path / "work").iterdir()] == ["cache.pt"]
+    else:
+        assert not (tmp_path / "work").exists()
+
+
+def test_a_cancel_asked_during_the_compile_is_heard_right_after_the_first_step(tiny_base, works, tmp_path,
+                                                                               monkeypatch):
+    """The first step of a compiled UNet holds the whole compile (minutes): the cancel waits for it, no longer."""
+    callbacks = CancelAt()
+
+    def compile_asking_to_cancel(module):
+        def compiled(*args, **kwargs):
+            callbacks.stop_at = 0  # asked while the first step compiles
+            return module(*args, **kwargs)
+        return compiled
+
+    monkeypatch.setattr(torch, "compile", compile_asking_to_cancel)
+    with pytest.raises(TrainingCancelled) as cancelled:
+        train_lora(base_path=tiny_base, examples=works, out_dir=tmp_path / "adapter",
+                   config=config(steps=4, compile_unet=True), work_dir=tmp_path / "work", callbacks=callbacks)
+    assert cancelled.value.checkpoint_step == 1 and callbacks.seen == 1 and callbacks.checkpoints == [1]
 
 
 def test_the_eta_is_not_thrown_by_slow_first_steps():
@@ -470,20 +575,36 @@ def test_an_fp16_base_trains_with_loss_scaling_and_resumes_exactly(tiny_base, wo
     fp16 = dict(base_path=tiny_base, examples=works, config=cfg, device="cpu", dtype=torch.float16)
     with pytest.raises(TrainingCancelled):
         train_lora(out_dir=tmp_path / "adapter", work_dir=tmp_path / "work", callbacks=CancelAt(5), **fp16)
-    checkpoint = torch.load(tmp_path / "work" / lt.CHECKPOINT_NAME, weights_only=False)
+    checkpoint = torch.load(tmp_path / "work" / lt.CHECKPOINT_NAME, weights_only=True)
     assert checkpoint["step"] == 5 and checkpoint["scaler"]["scale"] > 1
     resumed = train_lora(out_dir=tmp_path / "adapter", work_dir=tmp_path / "work", **fp16)
     straight = train_lora(out_dir=tmp_path / "straight", work_dir=tmp_path / "work2", **fp16)
     assert resumed.resumed_from_step == 5 and resumed.sha256 == straight.sha256
     assert all(np.isfinite(resumed.losses))
-    final_states = [torch.load(tmp_path / work / lt.CHECKPOINT_NAME, weights_only=False)["scaler"]
+    final_states = [torch.load(tmp_path / work / lt.CHECKPOINT_NAME, weights_only=True)["scaler"]
                     for work in ("work", "work2")]
     assert final_states[0] == final_states[1]  # its scale and its count of steps since the last overflow
     with safe_open(resumed.weights_path, "pt") as handle:
         assert {handle.get_tensor(key).dtype for key in handle.keys()} == {torch.float32}
     # fp32 (and bf16) keep fp32's range: no scaling, nothing to keep.
     train_lora(base_path=tiny_base, examples=works, config=cfg, out_dir=tmp_path / "fp32", work_dir=tmp_path / "work3")
-    assert torch.load(tmp_path / "work3" / lt.CHECKPOINT_NAME, weights_only=False)["scaler"] == {}
+    assert torch.load(tmp_path / "work3" / lt.CHECKPOINT_NAME, weights_only=True)["scaler"] == {}
+
+
+def test_every_kind_of_checkpoint_resumes_to_the_same_adapter(tiny_base, works, tmp_path):
+    """A text-encoder LoRA, the fp16 grad scaler, mirrored works and caption dropout all in one checkpoint, read
+    back with weights_only (tensors and plain data only)."""
+    cfg = config(steps=6, checkpoint_every=3, train_text_encoder=True, flip=True, caption_dropout=0.3)
+    run = dict(base_path=tiny_base, examples=works, config=cfg, device="cpu", dtype=torch.float16)
+    with pytest.raises(TrainingCancelled):
+        train_lora(out_dir=tmp_path / "adapter", work_dir=tmp_path / "work", callbacks=CancelAt(4), **run)
+    checkpoint = torch.load(tmp_path / "work" / lt.CHECKPOINT_NAME, weights_only=True)
+    assert checkpoint["step"] == 4 and checkpoint["scaler"] and set(checkpoint["lora"]) == {"unet", "text_encoder"}
+    resuming = CancelAt()
+    resumed = train_lora(out_dir=tmp_path / "adapter", work_dir=tmp_path / "work", callbacks=resuming, **run)
+    straight = train_lora(out_dir=tmp_path / "straight", work_dir=tmp_path / "work2", **run)
+    assert resuming.resumed == [4] and resumed.resumed_from_step == 4
+    assert resumed.losses == straight.losses and resumed.sha256 == straight.sha256
 
 
 def test_a_failed_save_leaves_no_partial_adapter(tiny_base, works, tmp_path, monkeypatch):
@@ -508,6 +629,53 @@ def test_a_failed_save_leaves_no_partial_adapter(tiny_base, works, tmp_path, mon
         train_lora(base_path=tiny_base, examples=works, out_dir=tmp_path / "fresh", config=config(steps=4),
                    work_dir=tmp_path / "w3")
     assert not (tmp_path / "fresh").exists()
+
+
+KILLED_WHILE_SAVING = """
+import os, sys
+from generation.ml import lora_training as lt
+
+pipe = lt.load_base_pipeline(sys.argv[1])
+cfg = lt.LoraTrainingConfig(rank=4, alpha=4, learning_rate=1e-3, steps=1, batch_size=1)
+lt.add_lora(pipe, cfg)
+lt.save_adapter(pipe, cfg, sys.argv[2])
+check = lt.check_adapter_folder
+# Killed once the new adapter is written and the earlier one moved aside, before the new one takes its place.
+lt.check_adapter_folder = lambda folder, named=None: os._exit(9) if named is not None else check(folder)
+lt.save_adapter(pipe, cfg, sys.argv[2])
+"""
+
+
+def test_a_save_cleans_what_a_save_killed_half_way_left_beside_the_adapter(tiny_base, tmp_path):
+    parent = tmp_path / "adapters"
+    out = parent / "v3"
+    killed = subprocess.run([sys.executable, "-c", KILLED_WHILE_SAVING, str(tiny_base), str(out)],
+                            cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True)
+    assert killed.returncode == 9, killed.stderr
+    left = sorted(p.name for p in parent.iterdir())
+    assert len(left) == 2 and left[0].startswith(".v3.") and left[0].endswith(".tmp") and ".v3.old-" in left[1], left
+    # Kept: the same leftover of a process still running (a save going on now), one holding something else than
+    # an adapter, and names the loop does not make.
+    running = parent / left[1].replace(f"-{killed_pid(left[1])}-", f"-{os.getpid()}-")
+    shutil.copytree(parent / left[1], running)
+    holding_notes = parent / (left[1] + "7")
+    shutil.copytree(parent / left[1], holding_notes)
+    (holding_notes / "notes.txt").write_text("mine")
+    for other in (".v3.notes.tmp", ".v3.old-notes", ".v4.old-1-2"):
+        (parent / other).mkdir()
+
+    pipe = load_base_pipeline(tiny_base)
+    cfg = config()
+    lt.add_lora(pipe, cfg)
+    lt.save_adapter(pipe, cfg, out)
+    assert sorted(p.name for p in parent.iterdir()) == sorted(
+        ["v3", running.name, holding_notes.name, ".v3.notes.tmp", ".v3.old-notes", ".v4.old-1-2"])
+    assert [p.name for p in out.iterdir()] == [lt.WEIGHTS_NAME]
+
+
+def killed_pid(name: str) -> int:
+    """The process id in the name of a folder that save_adapter moved aside: the last number but one."""
+    return int(re.findall(r"\d+", name)[-2])
 
 
 def test_mixing_adapters_and_reloading_by_name(tiny_base, works, tmp_path):
@@ -575,6 +743,8 @@ def test_settings_of_the_wrong_type_are_refused_in_one_sentence(overrides, messa
     ({"snr_gamma": 0}, "snr_gamma must be positive, or null for the plain loss"),
     ({"preview_inference_steps": 0}, "preview_inference_steps must be at least 1"),
     ({"preview_prompts": []}, "preview_prompts and preview_seeds must not be empty while preview_every is not 0"),
+    ({"preview_seeds": [0, 2**64]}, "preview_seeds must be from -2**63 to 2**64 - 1 (got 18446744073709551616)"),
+    ({"preview_seeds": [-2**63 - 1, 1]}, "preview_seeds must be from -2**63 to 2**64 - 1 (got -9223372036854775809)"),
 ])
 def test_settings_out_of_range_are_refused_before_training(overrides, message):
     # Each of these passed the config once and failed (or trained wrongly) only inside the loop.
@@ -602,6 +772,7 @@ def test_preset_overrides_are_checked_over_every_kind_of_base():
         ({"standard": {"batch_size": 0}}, "'standard': batch_size must be at least 1"),
         ({"thorough": {"lr_warmup_steps": 1.0}}, "'thorough': lr_warmup_steps must be a whole number (got 1.0)"),
         ({"quick": 600}, "the settings of 'quick' must be a JSON object"),
+        ({"standard": {"preview_seeds": [2**64]}}, "'standard': preview_seeds must be from -2**63 to 2**64 - 1"),
         ({"huge": {}}, "unknown preset 'huge'; choose from quick, standard, thorough"),
         ("600", "must be a JSON object of presets and their settings"),
     ]:

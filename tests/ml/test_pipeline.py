@@ -24,8 +24,8 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProject
 
 from generation.ml import BUILTIN_BASE_MODEL, sample, scenes
 from generation.ml.architecture import NOISE_SCHEDULE, TINY_CONFIG, build_pipeline
-from generation.ml.lora_training import LoraTrainingConfig, TrainingExample, train_lora
-from generation.ml.pipeline import generate, load_pipeline, pick_dtype
+from generation.ml.lora_training import LoraTrainingConfig, TrainingExample, choose_device_and_dtype, train_lora
+from generation.ml.pipeline import generate, load_pipeline, pick_device, pick_dtype
 from generation.ml.tokenizer import build_tokenizer
 
 PROMPT = "a red star on a blue background, top left"
@@ -142,6 +142,48 @@ def test_dtype_is_fp32_on_cpu_and_half_on_cuda():
     assert pick_dtype(torch.device("cpu"), torch.bfloat16) == torch.bfloat16
     if torch.cuda.is_available():
         assert pick_dtype(torch.device("cuda")) in (torch.float16, torch.bfloat16)
+
+
+@pytest.fixture
+def gpus(monkeypatch) -> dict[int, tuple[int, int]]:
+    """Simulated CUDA GPUs: fill in {index: compute capability}. torch's own bf16 check says yes on every one,
+    as `is_bf16_supported()` does where bf16 is only emulated (a T4, a V100)."""
+    capabilities: dict[int, tuple[int, int]] = {}
+
+    def capability(device=None):
+        index = device if isinstance(device, int) else torch.device(device or "cuda").index
+        return capabilities[0 if index is None else index]  # no index: the current GPU, 0 here
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: bool(capabilities))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: len(capabilities))
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", capability)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    return capabilities
+
+
+@pytest.mark.parametrize("capabilities, device, expected", [
+    ({0: (7, 5)}, None, torch.float16),  # T4: bf16 only emulated, fp16 with loss scaling is the fast one
+    ({0: (7, 0)}, "cuda", torch.float16),  # V100
+    ({0: (8, 0)}, None, torch.bfloat16),  # A100
+    ({0: (9, 0)}, "cuda:0", torch.bfloat16),  # H100, H200
+    ({0: (8, 0), 1: (7, 5)}, "cuda:1", torch.float16),  # judged by the GPU asked for, not the current one
+    ({0: (7, 5), 1: (8, 6)}, "cuda:1", torch.bfloat16),
+])
+def test_bf16_only_on_a_gpu_that_has_it_natively_and_on_the_gpu_asked_for(gpus, capabilities, device, expected):
+    gpus.update(capabilities)
+    assert choose_device_and_dtype(device) == (torch.device(device or "cuda"), expected)  # training
+    assert pick_dtype(pick_device(device)) == expected  # sampling
+
+
+def test_training_and_sampling_pick_the_same_device_and_precision(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for mps, expected in ((True, (torch.device("mps"), torch.float16)), (False, (torch.device("cpu"), torch.float32))):
+        monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+        assert choose_device_and_dtype() == expected
+        assert (pick_device(), pick_dtype(pick_device())) == expected
+    assert choose_device_and_dtype("cpu", "bf16") == (torch.device("cpu"), torch.bfloat16)
+    assert pick_dtype(torch.device("cpu"), "bf16") == torch.bfloat16
 
 
 def test_sdxl_shaped_folder_samples_through_the_same_loader(tmp_path):
