@@ -78,6 +78,16 @@ class JobReporter(TrainingCallbacks):
         job = TrainingJob.objects.get(pk=self.job_id)
         self._save(previews=job.previews + entries)
 
+    def on_resume(self, step):
+        """The loop goes on from `step`: its checkpoint's, or 0 when it could not use the file (unreadable, or of
+        another run). The claim trimmed the record by the database's checkpoint step; the file has the last word,
+        so what was recorded after `step` goes, to be done again."""
+        self.last_sign_of_life = time.monotonic()
+        self._check_claim()
+        self.losses = [point for point in self.losses if point[0] <= step]
+        previews = [preview for preview in TrainingJob.objects.get(pk=self.job_id).previews if preview["step"] <= step]
+        self._save(step=step, resumed_from_step=step, checkpoint_step=step, eta_seconds=None, losses=self.losses, previews=previews)
+
     def on_checkpoint(self, step):
         self.last_sign_of_life = time.monotonic()
         self._save(step=step, checkpoint_step=step)  # the loop logs the checkpoint itself

@@ -569,6 +569,37 @@ def test_the_retry_bound_removes_the_dead_runs_checkpoint(settings, queued, djan
     assert not state.exists()
 
 
+def test_a_resumed_job_whose_checkpoint_cannot_be_used_starts_its_record_afresh(settings, queued, monkeypatch, django_capture_on_commit_callbacks):
+    from generation.training import run_training_job
+
+    job = services.training_job_claim(adapter_version_id=queued.pk, worker="a")
+    run = JobReporter(job)
+    for step in range(1, 8):
+        run.last_report = 0.0
+        run.on_progress(step, 12, 1.0 / step, 5.0)
+    run.on_checkpoint(4)
+    TrainingJob.objects.filter(pk=job.pk).update(previews=[{"step": 3, "prompt": "p", "seed": 0, "file": "step-000003-0.png"}])
+    state = training_work_dir(queued) / "state"
+    state.mkdir(parents=True, exist_ok=True)
+    (state / CHECKPOINT_NAME).write_bytes(b"not a checkpoint")  # the database says step 4; the file cannot say anything
+    go_silent(job, settings.TRAINING_STALE_SECONDS + 1)
+    seen = []
+    on_progress = JobReporter.on_progress
+
+    def record_first_report(reporter, step, total, loss, eta_seconds):
+        if not seen:
+            seen.append(TrainingJob.objects.values("step", "resumed_from_step", "losses", "previews").get(pk=job.pk))
+        on_progress(reporter, step, total, loss, eta_seconds)
+
+    monkeypatch.setattr(JobReporter, "on_progress", record_first_report)
+    with django_capture_on_commit_callbacks(execute=True):
+        finished = run_training_job(adapter_version_id=queued.pk, worker="b")
+    assert seen[0] == {"step": 0, "resumed_from_step": 0, "losses": [], "previews": []}
+    assert finished.status == AdapterVersion.Status.READY and finished.job.resumed_from_step == 0
+    assert [step for step, _loss in finished.job.losses] == sorted({step for step, _loss in finished.job.losses})
+    assert finished.metrics["resumed_from_step"] == 0
+
+
 def test_a_database_that_drops_out_mid_run_keeps_the_checkpoint_and_the_job_resumes(settings, queued, monkeypatch, django_capture_on_commit_callbacks):
     from django.db import OperationalError as DatabaseDown
 
