@@ -263,7 +263,10 @@ class Trainer:
         self.last_checkpoint = time.monotonic()
 
     def load_checkpoint(self) -> None:
-        checkpoint = torch.load(self.out / CHECKPOINT, weights_only=False)
+        try:  # tensors and plain data only: unpickling anything else could run code planted in --out
+            checkpoint = torch.load(self.out / CHECKPOINT, weights_only=True)
+        except Exception as exc:
+            raise SystemExit(f"--resume: cannot read the checkpoint {self.out / CHECKPOINT} ({exc.__class__.__name__})") from None
         if checkpoint["config"] != self.config.to_dict():
             raise SystemExit("the checkpoint was made with another model shape (--tiny differs)")
         self.state = checkpoint["state"]

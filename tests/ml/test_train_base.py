@@ -64,6 +64,22 @@ def test_resume_without_checkpoint_is_a_clear_error(tmp_path, capsys):
     assert "no checkpoint" in capsys.readouterr().err
 
 
+class RunsCode:
+    def __reduce__(self):
+        import os
+
+        return (os.mkdir, ("ran",))
+
+
+def test_resume_reads_a_checkpoint_as_data_only(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    torch.save({"state": RunsCode()}, tmp_path / train_base.CHECKPOINT)
+    with pytest.raises(SystemExit) as exit_info:
+        train_base.main(["--out", str(tmp_path), *TINY, "--resume"])
+    assert "--resume: cannot read the checkpoint" in str(exit_info.value) and "UnpicklingError" in str(exit_info.value)
+    assert not (tmp_path / "ran").exists()
+
+
 def test_the_autoencoder_samples_its_mean(trained):
     # Trained on the latent mean, its variance head is fixed to a tiny
     # constant, so sample() (diffusers' scripts, the LoRA loop) keeps the image.
