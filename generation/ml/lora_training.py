@@ -1040,17 +1040,23 @@ def check_adapter_file(path) -> None:
 @contextlib.contextmanager
 def _diffusers_load_errors_muted():
     """diffusers logs an error as long as the exception it then raises (a line per mismatched tensor, hundreds for
-    an adapter of another base): the AdapterError says it in one line. Its warnings still show."""
+    an adapter of another base): the AdapterError says it in one line. Its warnings still show.
+    transformers, loading a text-encoder LoRA, reports every base weight as "MISSING ... newly initialized" (a
+    line each, about 200 for SD's CLIP) though none is: its warnings are muted meanwhile."""
     logger = logging.getLogger("diffusers.loaders.peft")
+    transformers_logger = logging.getLogger("transformers")
+    transformers_level = transformers_logger.level
 
     def below_error(record: logging.LogRecord) -> bool:
         return record.levelno < logging.ERROR
 
     logger.addFilter(below_error)
+    transformers_logger.setLevel(logging.ERROR)
     try:
         yield
     finally:
         logger.removeFilter(below_error)
+        transformers_logger.setLevel(transformers_level)
 
 
 def apply_adapters(pipe, adapters: Iterable[tuple[str, Any, float]]) -> None:
