@@ -11,6 +11,7 @@ import time
 import traceback
 from pathlib import Path
 
+from celery.worker import state as celery_worker_state
 from django.conf import settings
 from django.db import connection
 from django.utils import timezone
@@ -221,6 +222,12 @@ def run_training_job(*, adapter_version_id, worker):
             logger.warning("training of adapter version %s lost its database; it resumes later", version.pk, exc_info=True)
             raise
         except Exception as error:
+            if celery_worker_state.should_terminate:
+                # A cold shutdown (a second Ctrl-C, SIGQUIT): Celery cancels the task by raising from its signal
+                # handler, here with the solo pool's "does not implement kill_job". Not the training's failure:
+                # it stays `training` and resumes from its checkpoint, as after a kill -9.
+                logger.warning("training of adapter version %s stopped by the worker's shutdown; it resumes later", version.pk)
+                raise
             logger.exception("training of adapter version %s failed", version.pk)
             reason, params = (error.reason, error.params) if isinstance(error, SnapshotUnusable) else (presentation.one_sentence(error), {})
             reporter.on_log(f"failed: {error if params else reason}")

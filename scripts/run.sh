@@ -11,12 +11,17 @@ export OMP_WAIT_POLICY=PASSIVE
 .venv/bin/python manage.py migrate --noinput
 .venv/bin/python manage.py seed_demo
 
+training_worker=""
 stop_all() {
   trap - EXIT INT TERM
+  # The training worker stops at once (a cold shutdown) instead of holding Ctrl-C up until its training ends:
+  # the training stays under way and resumes from its checkpoint at the next start.
+  [ -z "$training_worker" ] || kill -QUIT "$training_worker" 2>/dev/null || true
   kill $(jobs -p) 2>/dev/null || true
   wait 2>/dev/null || true
 }
 trap stop_all EXIT INT TERM
 .venv/bin/celery -A illustration_platform worker -Q training --pool solo -n "training@%h" -l info &
+training_worker=$!
 .venv/bin/celery -A illustration_platform worker -Q default,generation --pool solo -n "general@%h" -l info &
 .venv/bin/python manage.py runserver --noreload "${HOST:-127.0.0.1}:${PORT:-8000}"

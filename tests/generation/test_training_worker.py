@@ -68,16 +68,21 @@ def test_cancel_stops_within_seconds(api_client, start_training_worker):
     assert AdapterVersion.objects.get(pk=version_id).weights_path == ""
 
 
-def test_a_killed_worker_resumes_from_its_checkpoint(api_client, start_training_worker, tmp_path):
+@pytest.mark.parametrize("stop", [
+    pytest.param(lambda worker: os.killpg(worker.pid, signal.SIGKILL), id="kill -9"),
+    # Celery's cold shutdown cancels the task by raising inside it: not the training's failure either.
+    pytest.param(lambda worker: os.kill(worker.pid, signal.SIGQUIT), id="cold shutdown"),
+])
+def test_a_killed_worker_resumes_from_its_checkpoint(api_client, start_training_worker, tmp_path, stop):
     artist, _works = opted_in_artist(5)
     version_id = start_training(api_client, artist, "thorough")
     first = start_training_worker(TRAINING_STALE_SECONDS="2")
     checkpoint_every = AdapterVersion.objects.get(pk=version_id).hyperparameters["checkpoint_every"]
     wait_for(lambda: "checkpoint at step" in AdapterVersion.objects.get(pk=version_id).job.log, 180, "a checkpoint")
-    os.killpg(first.pid, signal.SIGKILL)
-    first.wait()
+    stop(first)
+    first.wait(timeout=30)
     killed_at_step = state(api_client, version_id)["step"]
-    assert state(api_client, version_id)["status"] == "training"
+    assert state(api_client, version_id)["status"] == "training" and state(api_client, version_id)["failure_reason"] == ""
     assert killed_at_step >= checkpoint_every
 
     time.sleep(3)  # past TRAINING_STALE_SECONDS: the dead worker's heartbeat is stale
