@@ -42,9 +42,16 @@ def _weights_and_configs(file_hashes):
 
 @transaction.atomic
 def demo_artist_install(*, manifest, password):
-    """Create (or find) the demo artist of one manifest, with works, consent, snapshot and published adapter."""
-    from licensing.models import Artist
-    from licensing.services import artist_become, dataset_snapshot_create, work_update, work_upload, works_opt_in_eligible
+    """Create the demo artist of one manifest, with works, consent, snapshot and published adapter; for one made
+    before, only its password and, once per adapter file, the adapter (after the demo styles were regenerated).
+
+    What was done with a demo artist since stands, as for any artist: a work withdrawn or deleted is not opted in
+    or uploaded again (no consent is ever recorded in an artist's name but at their first install), a style
+    unpublished stays so, and an artist who left is not brought back.
+    """
+    from licensing.models import Artist, ConsentTerms
+    from licensing.selectors import works_for_training
+    from licensing.services import artist_become, dataset_snapshot_create, work_opt_in, work_update, work_upload
 
     folder = manifest["folder"]
     user, _ = get_user_model().objects.get_or_create(
@@ -52,31 +59,35 @@ def demo_artist_install(*, manifest, password):
     )
     user.set_password(password)
     user.save()
-    artist = Artist.objects.filter(user=user, left_at__isnull=True).first() or artist_become(
-        user=user, display_name=manifest["artist"], slug=manifest["slug"], bio=manifest["bio"], accept_agreement=True
-    )
-    for work in manifest["works"]:
-        path = folder / work["file"]
-        if sha256_file(path) != work["sha256"]:
-            raise DemoMismatch(f"{path} does not match its manifest; regenerate with `{REGENERATE}`.")
-        uploaded = work_upload(artist=artist, data=path.read_bytes(), filename=path.name, caption=work["caption"])
-        if uploaded.status == "created":  # shown once, so the public page has the style to see; later choices stand
-            work_update(work=uploaded.work, shown_on_profile=True)
-    works_opt_in_eligible(artist=artist, actor=user)
+    artist = Artist.objects.filter(user=user).first()
+    if artist is not None and artist.has_left:
+        raise DemoMismatch(f"{user.email} left the platform; an artist who left is not brought back.")
+    if artist is None:
+        artist = artist_become(
+            user=user, display_name=manifest["artist"], slug=manifest["slug"], bio=manifest["bio"], accept_agreement=True
+        )
+        for work in manifest["works"]:
+            path = folder / work["file"]
+            if sha256_file(path) != work["sha256"]:
+                raise DemoMismatch(f"{path} does not match its manifest; regenerate with `{REGENERATE}`.")
+            uploaded = work_upload(artist=artist, data=path.read_bytes(), filename=path.name, caption=work["caption"])
+            work_update(work=uploaded.work, shown_on_profile=True)  # the public page has the style to see
+            work_opt_in(work=uploaded.work, actor=user)
 
     style = style_for_artist(artist=artist)
     style.description = manifest["style_description"]
     style.save(update_fields=["description"])
-    if style.versions.filter(weights_sha256=manifest["adapter"]["sha256"], status=AdapterVersion.Status.READY).exists():
-        return style
+    if style.versions.filter(weights_sha256=manifest["adapter"]["sha256"]).exists():
+        return style  # installed before: what became of it since (retired, unpublished) stands
     if _weights_and_configs(base_model_hashes(settings.BASE_MODEL)) != _weights_and_configs(manifest["base_model"]["sha256"]):
         raise DemoMismatch(
             f"The demo adapter of {manifest['slug']} was trained on another base model than {settings.BASE_MODEL}; "
             f"regenerate the demo styles with `{REGENERATE}`."
         )
+    opted_in = works_for_training(artist=artist, terms=ConsentTerms.current(ConsentTerms.Kind.TRAINING))
+    if sorted(opted_in.values_list("sha256", flat=True)) != sorted(work["sha256"] for work in manifest["works"]):
+        raise DemoMismatch(f"The opted-in works of {manifest['slug']} are no longer the ones its adapter was trained on.")
     snapshot = dataset_snapshot_create(artist=artist)
-    if sorted(entry["sha256"] for entry in snapshot.entries) != sorted(work["sha256"] for work in manifest["works"]):
-        raise DemoMismatch(f"The opted-in works of {manifest['slug']} are not the ones its adapter was trained on.")
     version = AdapterVersion(
         style=style, number=style.versions.count() + 1, snapshot=snapshot, base_model=base_model_current(),
         preset=manifest["training"]["preset"], hyperparameters=manifest["training"]["config"],

@@ -49,6 +49,36 @@ def test_demo_artists_get_published_usable_styles_and_reinstalling_changes_nothi
     assert works_shown(artist=artist).count() == 4 and hidden not in works_shown(artist=artist)
 
 
+def test_installing_again_leaves_what_the_demo_artist_did_since(demo_folder):
+    from licensing.models import ConsentEvent
+    from licensing.services import artist_leave, work_delete, work_withdraw
+
+    from generation.services import style_unpublish
+
+    pastel, pixel = demo_manifests(demo_folder)
+    style = demo_artist_install(manifest=pastel, password="pw-123456789")
+    artist = style.artist
+    withdrawn, deleted = list(artist.works.order_by("pk"))[:2]
+    work_withdraw(work=withdrawn, actor=artist.user)
+    work_delete(work=deleted, actor=artist.user)
+    style_unpublish(style=style)
+    events, versions = ConsentEvent.objects.count(), AdapterVersion.objects.count()
+
+    style = demo_artist_install(manifest=pastel, password="pw-123456789")
+    assert ConsentEvent.objects.count() == events  # no consent recorded in the artist's name
+    assert AdapterVersion.objects.count() == versions and style.published_version_id is None
+    assert artist.works.filter(status="active").count() == 4  # the deleted work is not uploaded again
+    withdrawn.refresh_from_db()
+    assert not withdrawn.is_opted_in
+
+    left = demo_artist_install(manifest=pixel, password="pw-123456789").artist
+    artist_leave(artist=left, actor=left.user)
+    with pytest.raises(DemoMismatch, match="left the platform; an artist who left is not brought back"):
+        demo_artist_install(manifest=pixel, password="pw-123456789")
+    left.refresh_from_db()
+    assert left.has_left
+
+
 def test_a_tampered_adapter_is_refused(demo_folder, tmp_path):
     copy = tmp_path / "demo"
     shutil.copytree(demo_folder / "pixel-art", copy / "pixel-art")
@@ -83,6 +113,6 @@ def test_seed_demo_installs_the_shipped_demo_artists(settings, capsys):
     assert len(shipped) >= 3
     usable = {version.style.artist.slug: version for version in usable_adapter_versions()}
     for manifest in shipped:
-        assert f"{manifest['slug']}@demo.local" in out
+        assert f"{manifest['slug']}@demo.local" in out and f"(style '{manifest['artist']}' published)" in out
         assert usable[manifest["slug"]].weights_sha256 == manifest["adapter"]["sha256"]
         assert usable[manifest["slug"]].snapshot.work_count == len(manifest["works"])

@@ -6,6 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from generation.demo import DemoMismatch, demo_artist_install, demo_manifests
+from generation.selectors import usable_adapter_versions
 from licensing.models import Artist
 from licensing.services import artist_become
 
@@ -18,7 +19,7 @@ DEMO_USERS = [
 
 
 class Command(BaseCommand):
-    help = "Create (or reset) the demo users and demo artists of a local run and print their credentials."
+    help = "Create the demo users and demo artists of a local run (again: reset their passwords) and print their credentials."
 
     def handle(self, *args, **options):
         if not settings.DEBUG:
@@ -33,10 +34,16 @@ class Command(BaseCommand):
             except DemoMismatch as mismatch:
                 self.stderr.write(f"Demo artist {manifest['slug']} skipped: {mismatch}")
                 continue
-            styled.append((f"{manifest['slug']}@demo.local", f"{manifest['artist']} (style '{style.name}' published)"))
+            styled.append((f"{manifest['slug']}@demo.local", f"{manifest['artist']} (style '{style.name}' {self._state(style)})"))
         self.stdout.write("Demo accounts (password for each: %s):" % DEMO_PASSWORD)
         for email, description in [(spec["email"], spec["display_name"]) for spec in DEMO_USERS] + styled:
             self.stdout.write(f"  {email:<28} {description}")
+
+    @staticmethod
+    def _state(style):
+        if usable_adapter_versions(style_ids=[style.pk]).exists():
+            return "published"
+        return "published, not usable with this base model" if style.published_version_id else "not published"
 
     def _seed_user(self, spec):
         slug = spec.pop("artist_slug", None)
