@@ -94,6 +94,9 @@ def env_database(name, default_url):
         config["CONN_MAX_AGE"] = 0
     elif not config.get("NAME"):
         raise ImproperlyConfigured(f"{name} {raw!r} names no database ({hint}).")
+    elif config["ENGINE"] == "django.db.backends.postgresql":
+        # libpq waits for ever on a server that takes the connection but never answers.
+        config.setdefault("OPTIONS", {}).setdefault("connect_timeout", 10)
     return config
 
 

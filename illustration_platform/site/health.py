@@ -1,18 +1,23 @@
 """Reachability of the parts the platform cannot work without."""
 
+import os
+import threading
 import time
 
 from django.conf import settings
 from django.db import connection
 
 
-def _timed(check):
+def _timed(check, result):
     started = time.monotonic()
     try:
         check()
     except Exception as error:  # any failure of the part means "down"; the reason is reported
-        return {"ok": False, "error": f"{type(error).__name__}: {error}".strip()[:300]}
-    return {"ok": True, "ms": round((time.monotonic() - started) * 1000, 1)}
+        result.update(ok=False, error=f"{type(error).__name__}: {error}".strip()[:300])
+    else:
+        result.update(ok=True, ms=round((time.monotonic() - started) * 1000, 1))
+    finally:
+        connection.close()  # this thread's own database connection
 
 
 def check_database():
@@ -24,10 +29,32 @@ def check_database():
 def check_broker():
     from illustration_platform.celery import app
 
-    with app.connection_for_write() as broker:
-        broker.ensure_connection(max_retries=1, timeout=settings.HEALTH_CHECK_TIMEOUT_SECONDS)
+    options = settings.CELERY_BROKER_TRANSPORT_OPTIONS
+    if settings.CELERY_BROKER_URL.startswith("filesystem://"):
+        # kombu's file-system transport connects to nothing: the folders are the broker.
+        for folder in dict.fromkeys([options["data_folder_in"], options["data_folder_out"], options["control_folder"]]):
+            if not os.access(folder, os.W_OK | os.X_OK):
+                raise OSError(f"the broker folder {folder} is missing or not writable")
+        return
+    timeout = settings.HEALTH_CHECK_TIMEOUT_SECONDS
+    socket_timeouts = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    with app.connection_for_write(connect_timeout=timeout, transport_options={**options, **socket_timeouts}) as broker:
+        broker.ensure_connection(max_retries=1, timeout=timeout)
 
 
 def health_report():
-    parts = {"database": _timed(check_database), "broker": _timed(check_broker)}
-    return {"status": "ok" if all(part["ok"] for part in parts.values()) else "unavailable", **parts}
+    """Each part is asked in a thread of its own, and one that has not answered within
+    HEALTH_CHECK_TIMEOUT_SECONDS counts as down: a server that takes connections but never answers must
+    not hold the probe, and the web worker serving it, for minutes."""
+    timeout = settings.HEALTH_CHECK_TIMEOUT_SECONDS
+    deadline = time.monotonic() + timeout
+    parts = {"database": ({}, check_database), "broker": ({}, check_broker)}
+    threads = {name: threading.Thread(target=_timed, args=(check, result), daemon=True) for name, (result, check) in parts.items()}
+    for thread in threads.values():
+        thread.start()
+    report = {}
+    for name, thread in threads.items():
+        thread.join(max(deadline - time.monotonic(), 0))
+        result = parts[name][0]
+        report[name] = dict(result) if not thread.is_alive() and result else {"ok": False, "error": f"no answer within {timeout} s"}
+    return {"status": "ok" if all(part["ok"] for part in report.values()) else "unavailable", **report}

@@ -43,3 +43,43 @@ def test_healthz_is_503_when_the_broker_is_unreachable():
     assert status == 503
     assert body["database"]["ok"] is True
     assert body["broker"]["ok"] is False
+
+
+@pytest.fixture
+def silent_server():
+    """A port that takes connections and never answers, as a hung database or broker does."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    yield listener.getsockname()[1]
+    listener.close()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("part", ["database", "broker"])
+def test_healthz_answers_within_its_timeout_when_a_part_never_answers(part, silent_server):
+    import time
+
+    hung = {
+        "database": {"DATABASE_URL": f"postgres://nobody@127.0.0.1:{silent_server}/platform"},
+        "broker": {"DATABASE_URL": running_test_database_url(), "CELERY_BROKER_URL": f"redis://127.0.0.1:{silent_server}/7"},
+    }[part]
+    started = time.monotonic()
+    status, body = healthz_in_subprocess(HEALTH_CHECK_TIMEOUT_SECONDS="2", **hung)
+    assert time.monotonic() - started < 30  # the process start included; without a deadline: 130 s and more
+    assert status == 503 and body[part] == {"ok": False, "error": "no answer within 2 s"}
+
+
+def test_healthz_says_the_embedded_broker_is_down_when_its_folder_is_gone(client, settings, tmp_path, monkeypatch):
+    import shutil
+
+    from illustration_platform.env import filesystem_broker_options
+
+    settings.CELERY_BROKER_URL = "filesystem://"
+    settings.CELERY_BROKER_TRANSPORT_OPTIONS = filesystem_broker_options(tmp_path / "broker")
+    shutil.rmtree(tmp_path / "broker")  # where a task would be written: train_adapter_version.delay() now fails
+    monkeypatch.setattr("illustration_platform.site.health.check_database", lambda: None)
+    body = client.get("/healthz").json()
+    assert body["broker"] == {"ok": False, "error": f"OSError: the broker folder {tmp_path / 'broker' / 'queue'} is missing or not writable"}
