@@ -7,15 +7,22 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
     --dir /var/lib/redis --logfile /var/log/redis/ci.log
 fi
 if [[ "${DATABASE_URL:-}" == postgres* ]] && ! pg_isready -h 127.0.0.1 -p 5432 -q; then
-  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql)" main start
+  for version in /etc/postgresql/*/; do  # one cluster per installed version; any may be the one on 5432
+    pg_ctlcluster --skip-systemctl-redirect "$(basename "$version")" main start || true
+  done
 fi
 if [ ! -x /usr/bin/chromium ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
-for _ in $(seq 30); do
-  redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break
-  sleep 1
-done
+# Wait for each, and say so when one never comes: a suite run against a service that is down fails in
+# hundreds of places that do not name it.
+wait_for() {
+  local name=$1; shift
+  for _ in $(seq 30); do "$@" >/dev/null 2>&1 && return 0; sleep 1; done
+  echo "scripts/services.sh: $name did not come up within 30 s ($*)" >&2
+  exit 1
+}
+wait_for Redis redis-cli -h 127.0.0.1 -p 6379 ping
 if [[ "${DATABASE_URL:-}" == postgres* ]]; then
-  for _ in $(seq 30); do pg_isready -h 127.0.0.1 -p 5432 -q && break; sleep 1; done
+  wait_for PostgreSQL pg_isready -h 127.0.0.1 -p 5432 -q
 fi
