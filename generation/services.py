@@ -61,6 +61,9 @@ def style_for_artist(*, artist):
 
 def style_training_start(*, artist, actor, preset="standard", publish_when_ready=True):
     """Freeze the artist's opted-in works into a snapshot and queue an adapter version trained on exactly those."""
+    if not (Path(settings.BASE_MODEL) / "model_index.json").is_file():
+        logger.error("no training can start: BASE_MODEL %s is not a diffusers folder on this host", settings.BASE_MODEL)
+        raise ValidationError(_("Training is unavailable at the moment: the platform's base model is missing. Try again later."))
     # The base's fingerprint hashes its weights (once per process; seconds for an SD-sized base): before the
     # transaction, whose locks (SQLite's whole-database one) would hold every other write up meanwhile.
     folder_fingerprint(settings.BASE_MODEL)

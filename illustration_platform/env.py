@@ -111,9 +111,18 @@ def env_broker_url(name, default_url):
     return raw
 
 
+def made_folder(path, setting):
+    """`path`, created if missing; one sentence naming the setting when it cannot be."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ImproperlyConfigured(f"{setting}: cannot create the folder {path} ({error.strerror or error}).") from None
+    return path
+
+
 def secret_key_from_file(path):
     """The local-run secret key: made once, kept in the data directory, readable only by its owner."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    made_folder(path.parent, "PLATFORM_DATA_DIR")
     if not path.exists():
         from django.core.management.utils import get_random_secret_key
 
@@ -125,8 +134,9 @@ def secret_key_from_file(path):
 
 def filesystem_broker_options(folder):
     """kombu's file-system transport: the embedded broker, a folder shared by the web server and the workers."""
+    setting = "CELERY_BROKER_FOLDER" if os.environ.get("CELERY_BROKER_FOLDER") else "PLATFORM_DATA_DIR"
     for sub in ("queue", "control"):
-        (folder / sub).mkdir(parents=True, exist_ok=True)
+        made_folder(folder / sub, setting)
     return {
         "data_folder_in": str(folder / "queue"),
         "data_folder_out": str(folder / "queue"),

@@ -27,6 +27,8 @@ BAD_ENVIRONMENTS = [
     ({"HEALTH_CHECK_TIMEOUT_SECONDS": "soon"}, "HEALTH_CHECK_TIMEOUT_SECONDS must be a whole number, got 'soon'"),
     ({"HEALTH_CHECK_TIMEOUT_SECONDS": "0"}, "HEALTH_CHECK_TIMEOUT_SECONDS must be at least 1"),
     ({"TRAINING_THREADS": "0"}, "TRAINING_THREADS must be at least 1"),
+    ({"LOG_LEVEL": "verbose"}, "LOG_LEVEL must be one of CRITICAL, DEBUG, ERROR, INFO, WARNING, got 'verbose'"),
+    ({"PLATFORM_DATA_DIR": "/proc/no-folders-here"}, "PLATFORM_DATA_DIR: cannot create the folder /proc/no-folders-here/"),
     ({"TRAINING_PRESET_OVERRIDES": '{"standard": {"stepz": 600}}'}, "TRAINING_PRESET_OVERRIDES: 'standard': unknown training setting(s): stepz"),
     ({"TRAINING_PRESET_OVERRIDES": '{"standard": {"steps": "600"}}'}, "TRAINING_PRESET_OVERRIDES: 'standard': steps must be a whole number (got '600')"),
     ({"TRAINING_PRESET_OVERRIDES": '{"fast": {"steps": 60}}'}, "TRAINING_PRESET_OVERRIDES: unknown preset 'fast'; choose from quick, standard, thorough"),

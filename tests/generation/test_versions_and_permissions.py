@@ -67,6 +67,17 @@ def test_works_awaiting_consent_to_new_terms_are_named_where_training_is_refused
     assert "5 works were opted in under older terms and need your consent again" in page
 
 
+def test_training_on_a_host_without_the_base_model_is_refused_in_a_sentence(api_client_for, settings, tmp_path):
+    settings.BASE_MODEL = tmp_path / "gone"
+    artist, _works = opted_in_artist(4)
+    response = api_client_for(artist.user).post(reverse("api-style-train"), {"preset": "quick"}, format="json")
+    assert response.status_code == 400
+    assert response.json()["error"]["message"] == (
+        "Training is unavailable at the moment: the platform's base model is missing. Try again later."
+    )
+    assert not AdapterVersion.objects.exists()
+
+
 def test_unknown_preset_is_refused(api_client_for):
     artist, _works = opted_in_artist(4)
     response = api_client_for(artist.user).post(reverse("api-style-train"), {"preset": "fastest"}, format="json")
