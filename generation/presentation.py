@@ -8,6 +8,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.translation import gettext_lazy
 
 from . import base_models
@@ -87,6 +88,7 @@ def job_state(version, *, current_base_sha256=None):
         "progress_percent": job.progress_percent,
         "eta_seconds": round(job.eta_seconds) if job.eta_seconds is not None and version.is_active else None,
         "queue_position": None,
+        "waiting_for_worker": False,
         "losses": job.losses,
         "loss_curve": loss_curve_points(job.losses),
         "final_loss": version.metrics.get("final_loss"),
@@ -108,8 +110,13 @@ def job_state(version, *, current_base_sha256=None):
         "finished_at": version.finished_at,
     }
     if version.status == AdapterVersion.Status.QUEUED:
-        state["queue_position"], state["eta_seconds"] = training_queue_state(adapter_version=version)
-        state["eta_seconds"] = round(state["eta_seconds"])
+        state["queue_position"], eta_seconds = training_queue_state(adapter_version=version)
+        # First in line and still waiting after two stale periods, when an idle worker takes a training within
+        # moments (and finds a lost message within one period): no training worker is taking any. An ETA
+        # would be a guess that never comes true.
+        waited = (timezone.now() - version.created_at).total_seconds()
+        state["waiting_for_worker"] = state["queue_position"] == 1 and waited > 2 * settings.TRAINING_STALE_SECONDS
+        state["eta_seconds"] = None if state["waiting_for_worker"] else round(eta_seconds)
     return state
 
 

@@ -35,6 +35,9 @@ class TrainingStateSerializer(serializers.Serializer):
     progress_percent = serializers.IntegerField()
     eta_seconds = serializers.IntegerField(allow_null=True)
     queue_position = serializers.IntegerField(allow_null=True)
+    waiting_for_worker = serializers.BooleanField(
+        help_text="First in line yet not taken for two TRAINING_STALE_SECONDS periods: no training worker is running (eta_seconds is then null)."
+    )
     losses = serializers.ListField(child=LossPointField())
     final_loss = serializers.FloatField(allow_null=True)
     previews = PreviewSerializer(many=True)

@@ -627,3 +627,14 @@ def test_a_database_that_drops_out_mid_run_keeps_the_checkpoint_and_the_job_resu
         finished = run_training_job(adapter_version_id=queued.pk, worker="b")
     assert finished.status == AdapterVersion.Status.READY
     assert finished.job.resumed_from_step == 4
+
+
+def test_a_training_no_worker_takes_says_so_instead_of_an_eta(settings, api_client_for, client_for, queued):
+    user = queued.style.artist.user
+    state = api_client_for(user).get(reverse("api-adapter-version", args=[queued.pk])).json()
+    assert state["queue_position"] == 1 and state["eta_seconds"] > 0 and state["waiting_for_worker"] is False
+    backdate(queued, 2 * settings.TRAINING_STALE_SECONDS + 1)
+    state = api_client_for(user).get(reverse("api-adapter-version", args=[queued.pk])).json()
+    assert state["queue_position"] == 1 and state["eta_seconds"] is None and state["waiting_for_worker"] is True
+    page = client_for(user).get(reverse("generation:style")).content.decode()
+    assert "no training worker has taken it yet" in page and "s left" not in page
