@@ -1,4 +1,5 @@
-"""The Celery app. Workers: `celery -A illustration_platform worker -Q default,training,generation`."""
+"""The Celery app. Workers (README, *Production*): `-Q default` at any concurrency; `-Q training` with
+`--pool solo`, one training at a time per worker (a training takes the machine's cores and memory)."""
 
 import os
 
