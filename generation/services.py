@@ -160,6 +160,8 @@ def _remove_on_commit(*, work_folders=(), adapter_folders=()):
     weights, then the folder if that left it empty: anything else someone put there is not ours to delete."""
 
     def remove():
+        from .ml.lora_training import remove_leftovers_of_killed_saves  # here: torch loads with it
+
         for folder in work_folders:
             shutil.rmtree(folder, ignore_errors=True)
         for folder in adapter_folders:
@@ -168,6 +170,8 @@ def _remove_on_commit(*, work_folders=(), adapter_folders=()):
                 folder.rmdir()
             except OSError:
                 pass  # not empty, or already gone
+            # What a save killed half-way left beside it holds the same weights; the version has ended for good.
+            remove_leftovers_of_killed_saves(folder, of_ended_processes_only=False)
 
     transaction.on_commit(remove)
 

@@ -578,17 +578,21 @@ def _process_running(pid: int) -> bool:
     return True
 
 
-def _remove_leftovers_of_killed_saves(out: Path) -> None:
+def remove_leftovers_of_killed_saves(out: Path, *, of_ended_processes_only: bool = True) -> None:
     """Removes what a save into `out` killed half-way left beside it (its temporary folder, the earlier adapter
-    it had moved aside): only folders named as `save_adapter` names them, by a process of this machine that has
-    ended, holding nothing but an adapter. A save going on, or one of another machine sharing the folder, keeps
-    its own."""
+    it had moved aside): only folders named as `save_adapter` names them, holding nothing but an adapter, and by
+    default only those of a process of this machine that has ended: a save going on, or one of another machine
+    sharing the folder, keeps its own. A caller whose version has ended for good (no save of it can finish)
+    removes them all."""
     made_by_a_save = re.compile(
         rf"\.{re.escape(out.name)}\.(?:old-)?(?P<machine>[0-9a-f]{{8}})-(?P<pid>\d+)-\w+(?:\.tmp)?")
+    if not out.parent.is_dir():
+        return
     for folder in out.parent.iterdir():
         named = made_by_a_save.fullmatch(folder.name)
-        if (not named or named["machine"] != _this_machine() or _process_running(int(named["pid"]))
-                or folder.is_symlink() or not folder.is_dir()):
+        if not named or folder.is_symlink() or not folder.is_dir():
+            continue
+        if of_ended_processes_only and (named["machine"] != _this_machine() or _process_running(int(named["pid"]))):
             continue
         try:
             check_adapter_folder(folder)
@@ -604,7 +608,7 @@ def save_adapter(pipe, config: LoraTrainingConfig, out_dir) -> tuple[str, str]:
 
     out = Path(out_dir).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
-    _remove_leftovers_of_killed_saves(out)
+    remove_leftovers_of_killed_saves(out)
     saver = f"{_this_machine()}-{os.getpid()}"  # tells a later save whether this one is still going on
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.{saver}-", suffix=".tmp", dir=out.parent))
     tmp.chmod(0o755)  # mkdtemp's 0700 would hide the adapter from a server running as another user

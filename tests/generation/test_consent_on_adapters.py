@@ -113,6 +113,28 @@ def test_retired_weights_are_deleted_when_configured(settings, django_capture_on
     assert not weights.exists()
 
 
+def test_deleting_retired_weights_takes_what_a_killed_save_left_beside_them(settings, django_capture_on_commit_callbacks):
+    import os
+
+    from generation.ml.lora_training import _this_machine
+
+    settings.RETIRED_ADAPTER_FILES = "delete"
+    artist, works = opted_in_artist(4)
+    version = ready_version(artist)
+    folder = adapter_dir(version)
+    saver = f"{_this_machine()}-{os.getpid()}"  # a process still running: only the version's end allows this
+    leftovers = [folder.parent / f".{folder.name}.{saver}-x1.tmp", folder.parent / f".{folder.name}.old-{saver}-12"]
+    for leftover in leftovers:
+        leftover.mkdir(parents=True)
+        (leftover / "pytorch_lora_weights.safetensors").write_bytes(b"weights")
+    other = folder.parent / f".{folder.name}.notes"
+    other.mkdir()
+    with django_capture_on_commit_callbacks(execute=True):
+        work_withdraw(work=works[0], actor=artist.user)
+    assert not folder.exists() and not any(leftover.exists() for leftover in leftovers)
+    assert other.exists()  # not a name a save makes
+
+
 def test_the_selector_refuses_an_adapter_even_when_retirement_was_missed():
     artist, works = opted_in_artist(4)
     version = ready_version(artist)
