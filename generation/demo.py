@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from generation.ml import BUILTIN_BASE_MODEL
 
-from .base_models import base_model_current
+from .base_models import base_model_current, trained_on_current_base
 from .ml import sha256_file
 from .ml.demo_styles import base_model_hashes
 from .models import AdapterVersion, TrainingJob
@@ -62,7 +62,8 @@ def demo_artist_install(*, manifest, password):
     artist = Artist.objects.filter(user=user).first()
     if artist is not None and artist.has_left:
         raise DemoMismatch(f"{user.email} left the platform; an artist who left is not brought back.")
-    if artist is None:
+    first_install = artist is None
+    if first_install:
         artist = artist_become(
             user=user, display_name=manifest["artist"], slug=manifest["slug"], bio=manifest["bio"], accept_agreement=True
         )
@@ -107,4 +108,9 @@ def demo_artist_install(*, manifest, password):
     version.save(update_fields=["weights_path"])
     steps = manifest["training"]["steps"]
     TrainingJob.objects.create(adapter_version=version, step=steps, total_steps=steps, log="Installed from the shipped demo styles.\n")
-    return adapter_version_publish(adapter_version=version)
+    published = style.published_version
+    # A regenerated adapter replaces a published one only where that one can no longer be used (another base);
+    # an unpublished style, or one the artist published from their own training, stays as the artist left it.
+    if first_install or (published is not None and not trained_on_current_base(published)):
+        return adapter_version_publish(adapter_version=version)
+    return style

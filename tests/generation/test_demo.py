@@ -79,6 +79,27 @@ def test_installing_again_leaves_what_the_demo_artist_did_since(demo_folder):
     assert left.has_left
 
 
+def test_a_regenerated_adapter_leaves_a_style_the_artist_unpublished_unpublished(demo_folder, tmp_path):
+    import hashlib
+
+    from generation.services import style_unpublish
+
+    copy = tmp_path / "demo"
+    shutil.copytree(demo_folder / "pixel-art", copy / "pixel-art")
+    (manifest,) = demo_manifests(copy)
+    style = demo_artist_install(manifest=manifest, password="pw-123456789")
+    style_unpublish(style=style)
+    adapter = copy / "pixel-art" / manifest["adapter"]["file"]
+    adapter.write_bytes(adapter.read_bytes() + b" ")  # the demo styles regenerated: another adapter file
+    manifest_path = copy / "pixel-art" / "manifest.json"
+    changed = json.loads(manifest_path.read_text())
+    changed["adapter"]["sha256"] = hashlib.sha256(adapter.read_bytes()).hexdigest()
+    manifest_path.write_text(json.dumps(changed))
+    style = demo_artist_install(manifest=demo_manifests(copy)[0], password="pw-123456789")
+    assert style.versions.filter(weights_sha256=changed["adapter"]["sha256"], status="ready").exists()
+    assert style.published_version_id is None
+
+
 def test_a_tampered_adapter_is_refused(demo_folder, tmp_path):
     copy = tmp_path / "demo"
     shutil.copytree(demo_folder / "pixel-art", copy / "pixel-art")

@@ -43,7 +43,7 @@ class Command(BaseCommand):
     def _state(style):
         if usable_adapter_versions(style_ids=[style.pk]).exists():
             return "published"
-        return "published, not usable with this base model" if style.published_version_id else "not published"
+        return "published, not in use (see the style page)" if style.published_version_id else "not published"
 
     def _seed_user(self, spec):
         slug = spec.pop("artist_slug", None)
