@@ -1,11 +1,17 @@
 """Reachability of the parts the platform cannot work without."""
 
+import logging
 import os
 import threading
 import time
 
 from django.conf import settings
 from django.db import connection
+
+logger = logging.getLogger(__name__)
+# The check of each part still waiting from an earlier probe: a part that hangs past every timeout holds one
+# thread (and connection) per process, not one per probe.
+_waiting = {}
 
 
 def _timed(check, result):
@@ -34,7 +40,8 @@ def check_broker():
         # kombu's file-system transport connects to nothing: the folders are the broker.
         for folder in dict.fromkeys([options["data_folder_in"], options["data_folder_out"], options["control_folder"]]):
             if not os.access(folder, os.W_OK | os.X_OK):
-                raise OSError(f"the broker folder {folder} is missing or not writable")
+                logger.error("the embedded broker's folder %s is missing or not writable", folder)
+                raise OSError("a folder of the embedded broker (CELERY_BROKER_FOLDER) is missing or not writable")
         return
     timeout = settings.HEALTH_CHECK_TIMEOUT_SECONDS
     socket_timeouts = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
@@ -48,13 +55,17 @@ def health_report():
     not hold the probe, and the web worker serving it, for minutes."""
     timeout = settings.HEALTH_CHECK_TIMEOUT_SECONDS
     deadline = time.monotonic() + timeout
-    parts = {"database": ({}, check_database), "broker": ({}, check_broker)}
-    threads = {name: threading.Thread(target=_timed, args=(check, result), daemon=True) for name, (result, check) in parts.items()}
-    for thread in threads.values():
+    checks = {}
+    for name, check in {"database": check_database, "broker": check_broker}.items():
+        if name in _waiting and _waiting[name][1].is_alive():
+            checks[name] = _waiting[name]  # asked again when that one ends; meanwhile it is still down
+            continue
+        result = {}
+        thread = threading.Thread(target=_timed, args=(check, result), daemon=True)
         thread.start()
+        checks[name] = _waiting[name] = (result, thread)
     report = {}
-    for name, thread in threads.items():
+    for name, (result, thread) in checks.items():
         thread.join(max(deadline - time.monotonic(), 0))
-        result = parts[name][0]
-        report[name] = dict(result) if not thread.is_alive() and result else {"ok": False, "error": f"no answer within {timeout} s"}
+        report[name] = dict(result) if result else {"ok": False, "error": f"no answer within {timeout} s"}
     return {"status": "ok" if all(part["ok"] for part in report.values()) else "unavailable", **report}

@@ -82,4 +82,30 @@ def test_healthz_says_the_embedded_broker_is_down_when_its_folder_is_gone(client
     shutil.rmtree(tmp_path / "broker")  # where a task would be written: train_adapter_version.delay() now fails
     monkeypatch.setattr("illustration_platform.site.health.check_database", lambda: None)
     body = client.get("/healthz").json()
-    assert body["broker"] == {"ok": False, "error": f"OSError: the broker folder {tmp_path / 'broker' / 'queue'} is missing or not writable"}
+    # The path is the operator's business (logged), not the probe's: the setting is named instead.
+    assert body["broker"] == {"ok": False, "error": "OSError: a folder of the embedded broker (CELERY_BROKER_FOLDER) is missing or not writable"}
+
+
+def test_a_part_that_hangs_holds_one_thread_however_many_probes(settings, monkeypatch):
+    import threading
+    import time
+
+    from illustration_platform.site import health
+
+    settings.HEALTH_CHECK_TIMEOUT_SECONDS = 1
+    release, calls = threading.Event(), []
+
+    def hang():
+        calls.append(time.monotonic())
+        release.wait(30)
+
+    monkeypatch.setattr(health, "check_database", hang)
+    monkeypatch.setattr(health, "check_broker", lambda: None)
+    for _probe in range(3):
+        report = health.health_report()
+        assert report["database"] == {"ok": False, "error": "no answer within 1 s"} and report["broker"]["ok"]
+    assert len(calls) == 1  # the later probes waited on the first one's check
+    release.set()
+    health._waiting["database"][1].join(5)
+    monkeypatch.setattr(health, "check_database", lambda: None)
+    assert health.health_report()["status"] == "ok"
