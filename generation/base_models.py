@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import threading
 from functools import lru_cache
 from pathlib import Path
 
@@ -21,8 +22,13 @@ def _folder_fingerprint(stamp):
     return digest.hexdigest()
 
 
+_hashing = threading.Lock()
+
+
 def folder_fingerprint(path):
-    """sha256 over the folder's weights and configs (name and sha256 of each); recomputed only when a file changes."""
+    """sha256 over the folder's weights and configs (name and sha256 of each); recomputed only when a file changes.
+    The first call of a process hashes every weight (seconds for an SD-sized base); concurrent first requests wait
+    for that one instead of each hashing again."""
     path = Path(path)
     stamp = tuple(
         sorted(
@@ -31,7 +37,8 @@ def folder_fingerprint(path):
             if file.is_file() and file.suffix in FINGERPRINTED_SUFFIXES
         )
     )
-    return _folder_fingerprint(stamp)
+    with _hashing:
+        return _folder_fingerprint(stamp)
 
 
 def base_model_kind(path):

@@ -160,10 +160,10 @@ def _remove_on_commit(*, work_folders=(), adapter_folders=()):
     weights, then the folder if that left it empty: anything else someone put there is not ours to delete."""
 
     def remove():
-        from .ml.lora_training import remove_leftovers_of_killed_saves  # here: torch loads with it
-
         for folder in work_folders:
             shutil.rmtree(folder, ignore_errors=True)
+        if adapter_folders:
+            from .ml.lora_training import remove_leftovers_of_killed_saves  # here, and only then: torch loads with it
         for folder in adapter_folders:
             (folder / WEIGHTS_NAME).unlink(missing_ok=True)
             try:

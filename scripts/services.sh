@@ -7,6 +7,7 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
     --dir /var/lib/redis --logfile /var/log/redis/ci.log
 fi
 if [[ "${DATABASE_URL:-}" == postgres* ]] && ! pg_isready -h 127.0.0.1 -p 5432 -q; then
+  shopt -s nullglob
   for version in /etc/postgresql/*/; do  # one cluster per installed version; any may be the one on 5432
     pg_ctlcluster --skip-systemctl-redirect "$(basename "$version")" main start || true
   done
