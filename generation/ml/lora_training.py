@@ -1009,7 +1009,7 @@ def checked_adapter_file(path) -> Path:
     """The weights file of an adapter given as its folder or as the file itself, checked as below: for a CLI
     to refuse a bad adapter before it spends seconds loading the base."""
     path = Path(path)
-    weights = path / WEIGHTS_NAME if path.is_dir() else path
+    weights = Path(*_adapter_location(path))
     if not weights.is_file():
         raise AdapterError(f"no {WEIGHTS_NAME} in {path}" if path.is_dir() else f"no such folder or file {path}")
     check_adapter_file(weights)
