@@ -50,10 +50,15 @@ def base_model_kind(path):
     return BaseModel.Kind.SD
 
 
+def base_model_on_this_host():
+    """Whether settings.BASE_MODEL is a diffusers folder here (a web host may have none)."""
+    return (Path(settings.BASE_MODEL) / "model_index.json").is_file()
+
+
 def base_model_current():
     """The BaseModel row for settings.BASE_MODEL as it is on disk now (a new row when the folder changed)."""
     path = Path(settings.BASE_MODEL)
-    if not (path / "model_index.json").is_file():
+    if not base_model_on_this_host():
         from django.core.exceptions import ImproperlyConfigured
 
         raise ImproperlyConfigured(f"BASE_MODEL {str(path)!r} is not a diffusers folder (no model_index.json).")
@@ -69,7 +74,7 @@ def current_base_sha256():
     """The fingerprint of the base generation samples from now: BASE_MODEL's folder as it is here or, on a host
     without the folder (a web host may have none), the one last recorded for that path; None if none was."""
     path = Path(settings.BASE_MODEL)
-    if (path / "model_index.json").is_file():
+    if base_model_on_this_host():
         return folder_fingerprint(path)
     recorded = BaseModel.objects.filter(path=str(path.resolve())).order_by("-created_at", "-pk")
     return recorded.values_list("sha256", flat=True).first()

@@ -15,7 +15,7 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_noop, ngettext
 
-from .base_models import base_model_current, folder_fingerprint, trained_on_current_base
+from .base_models import base_model_current, base_model_on_this_host, folder_fingerprint, trained_on_current_base
 from .ml import WEIGHTS_NAME, sha256_file
 from .models import AdapterVersion, Style, TrainingJob
 from .storage import adapter_dir, adapter_weights_path, training_work_dir
@@ -61,7 +61,7 @@ def style_for_artist(*, artist):
 
 def style_training_start(*, artist, actor, preset="standard", publish_when_ready=True):
     """Freeze the artist's opted-in works into a snapshot and queue an adapter version trained on exactly those."""
-    if not (Path(settings.BASE_MODEL) / "model_index.json").is_file():
+    if not base_model_on_this_host():
         logger.error("no training can start: BASE_MODEL %s is not a diffusers folder on this host", settings.BASE_MODEL)
         raise ValidationError(_("Training is unavailable at the moment: the platform's base model is missing. Try again later."))
     # The base's fingerprint hashes its weights (once per process; seconds for an SD-sized base): before the
