@@ -64,7 +64,7 @@ def style_training_start(*, artist, actor, preset="standard", publish_when_ready
     if not base_model_on_this_host():
         logger.error("no training can start: BASE_MODEL %s is not a diffusers folder on this host", settings.BASE_MODEL)
         raise ValidationError(_("Training is unavailable at the moment: the platform's base model is missing. Try again later."))
-    # The base's fingerprint hashes its weights (once per process; seconds for an SD-sized base): before the
+    # The base's fingerprint hashes its weights (once per host; seconds for an SD-sized base): before the
     # transaction, whose locks (SQLite's whole-database one) would hold every other write up meanwhile.
     folder_fingerprint(settings.BASE_MODEL)
     return _style_training_start(artist=artist, actor=actor, preset=preset, publish_when_ready=publish_when_ready)
