@@ -22,9 +22,11 @@ from generation.ml.lora_training import (
     TrainingAbandoned,
     TrainingCallbacks,
     TrainingCancelled,
+    TrainingDiverged,
     TrainingExample,
     train_lora,
 )
+from generation.ml.train_lora import out_of_memory_problem
 from licensing.models import Work
 
 from . import presentation, services
@@ -148,6 +150,28 @@ class SnapshotUnusable(Exception):
         self.reason, self.params = reason, params
 
 
+TRAINING_DIVERGED_REASON = gettext_noop(
+    "The training became unstable (its loss was no longer a number) and was stopped; "
+    "train again with another preset, and tell the platform's team if it happens again."
+)
+OUT_OF_MEMORY_REASON = gettext_noop(
+    "The platform's training machine ran out of memory; try again later, and tell the platform's team if it happens again."
+)
+
+
+def failure_reason(error):
+    """What the artist reads of a failure, and its parameters: the catalogue's sentence where the cause is known,
+    else the error's first line. The loop's own wording (advice on learning rate and dtype, for operators) goes
+    to the log."""
+    if isinstance(error, SnapshotUnusable):
+        return error.reason, error.params
+    if isinstance(error, TrainingDiverged):
+        return TRAINING_DIVERGED_REASON, {}
+    if out_of_memory_problem(error):
+        return OUT_OF_MEMORY_REASON, {}
+    return presentation.one_sentence(error), {}
+
+
 def training_examples(snapshot):
     """The snapshot's works as training examples, read from the RGB training copies frozen with it."""
     works = Work.objects.in_bulk(snapshot.work_ids)
@@ -229,8 +253,8 @@ def run_training_job(*, adapter_version_id, worker):
                 logger.warning("training of adapter version %s stopped by the worker's shutdown; it resumes later", version.pk)
                 raise
             logger.exception("training of adapter version %s failed", version.pk)
-            reason, params = (error.reason, error.params) if isinstance(error, SnapshotUnusable) else (presentation.one_sentence(error), {})
-            reporter.on_log(f"failed: {error if params else reason}")
+            reason, params = failure_reason(error)
+            reporter.on_log(f"failed: {presentation.one_sentence(error)}")
             return services.training_job_fail(job=job, reason=reason, params=params, detail=traceback.format_exc())
     if version.status == AdapterVersion.Status.READY:
         shutil.rmtree(training_work_dir(version) / "state", ignore_errors=True)

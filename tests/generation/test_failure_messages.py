@@ -95,3 +95,21 @@ def test_the_platforms_reasons_are_shown_in_the_readers_language_whoever_wrote_t
     assert f"Trained on withdrawn work(s) #{works[0].pk}" in english and "撤回" not in english
     state = client.get(reverse("api-adapter-version", args=[version.pk]), HTTP_ACCEPT_LANGUAGE="en").json()
     assert state["retired_reason"].startswith(f"Trained on withdrawn work(s) #{works[0].pk}")
+
+
+def test_running_out_of_memory_tells_the_artist_to_try_again_later(monkeypatch, django_capture_on_commit_callbacks):
+    from generation import training
+
+    def out_of_memory(**_kwargs):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 15.77 GiB total capacity)\nlines of advice")
+
+    monkeypatch.setattr(training, "train_lora", out_of_memory)
+    artist, _works = opted_in_artist(4)
+    with django_capture_on_commit_callbacks(execute=False):
+        version = services.style_training_start(artist=artist, actor=artist.user, preset="quick")
+    failed = run_training_job(adapter_version_id=version.pk, worker="test")
+    assert failed.status == AdapterVersion.Status.FAILED
+    assert failed.failure_reason == (
+        "The platform's training machine ran out of memory; try again later, and tell the platform's team if it happens again."
+    )
+    assert "failed: CUDA out of memory. Tried to allocate 2.00 GiB" in failed.job.log
