@@ -143,7 +143,7 @@ class TrainingJob(models.Model):
 
     @property
     def progress_percent(self):
-        return round(100 * self.step / self.total_steps) if self.total_steps else 0
+        return min(100, round(100 * self.step / self.total_steps)) if self.total_steps else 0
 
     def heartbeat_is_fresh(self, now=None):
         """Whether its worker reported within TRAINING_STALE_SECONDS: a run that is alive somewhere."""

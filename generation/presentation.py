@@ -4,12 +4,14 @@ import functools
 import os
 import re
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.translation import gettext_lazy
+from django.utils.timesince import timeuntil
+from django.utils.translation import gettext, gettext_lazy
 
 from . import base_models
 from .models import AdapterVersion
@@ -109,6 +111,11 @@ def job_state(version, *, current_base_sha256=None):
         "created_at": version.created_at,
         "finished_at": version.finished_at,
     }
+    if version.status == AdapterVersion.Status.TRAINING and not job.heartbeat_is_fresh():
+        # Its worker stopped reporting (killed, its machine gone): the last ETA will not come true. The training
+        # goes on from its checkpoint once a worker takes it again.
+        state["waiting_for_worker"] = True
+        state["eta_seconds"] = None
     if version.status == AdapterVersion.Status.QUEUED:
         state["queue_position"], eta_seconds = training_queue_state(adapter_version=version)
         # First in line and still waiting after two stale periods, when an idle worker takes a training within
@@ -117,7 +124,18 @@ def job_state(version, *, current_base_sha256=None):
         waited = (timezone.now() - version.created_at).total_seconds()
         state["waiting_for_worker"] = state["queue_position"] == 1 and waited > 2 * settings.TRAINING_STALE_SECONDS
         state["eta_seconds"] = None if state["waiting_for_worker"] else round(eta_seconds)
+    state["eta_display"] = eta_display(state["eta_seconds"])
     return state
+
+
+def eta_display(seconds):
+    """An ETA for people: seconds under a minute, else hours and minutes in the reader's language."""
+    if seconds is None:
+        return ""
+    if seconds < 60:
+        return gettext("about %(seconds)d s left") % {"seconds": seconds}
+    now = timezone.now()
+    return gettext("about %(duration)s left") % {"duration": timeuntil(now + timedelta(seconds=seconds), now, depth=2)}
 
 
 def style_page_context(*, artist, styles):

@@ -36,7 +36,11 @@ class TrainingStateSerializer(serializers.Serializer):
     eta_seconds = serializers.IntegerField(allow_null=True)
     queue_position = serializers.IntegerField(allow_null=True)
     waiting_for_worker = serializers.BooleanField(
-        help_text="First in line yet not taken for two TRAINING_STALE_SECONDS periods: no training worker is running (eta_seconds is then null)."
+        help_text=(
+            "No worker is working on it: queued, first in line and not taken for two TRAINING_STALE_SECONDS periods, or "
+            "training with its worker silent for one (it goes on from its checkpoint once a worker takes it). "
+            "eta_seconds is then null."
+        )
     )
     losses = serializers.ListField(child=LossPointField())
     final_loss = serializers.FloatField(allow_null=True)

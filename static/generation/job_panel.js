@@ -1,6 +1,8 @@
 // The live training panel, which htmx refreshes every 2 s. After a failed refresh htmx keeps polling but
 // leaves the panel as it was, so it would look current while it is not: say so until a refresh succeeds
 // (the new panel replaces the note). A training no longer shown to this account (404) is not asked for again.
+// A log the reader opened stays open across refreshes (htmx itself gives focus back to the element of the
+// same id), and "Train my style" is sent once: a second click would only be refused.
 (function () {
   "use strict";
   function panelOf(event) {
@@ -34,5 +36,26 @@
   document.addEventListener("htmx:beforeRequest", function (event) {
     var panel = panelOf(event);
     if (panel && panel.dataset.stopped) { event.preventDefault(); }
+  });
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    var panel = panelOf(event);
+    var log = panel && panel.querySelector("details.job-log");
+    if (log && log.open && typeof event.detail.serverResponse === "string") {
+      event.detail.serverResponse = event.detail.serverResponse.replace('<details class="job-log">', '<details class="job-log" open>');
+    }
+  });
+  document.addEventListener("submit", function (event) {
+    var button = event.target.querySelector("button[data-send-once]");
+    if (!button) { return; }
+    if (button.dataset.sent) { event.preventDefault(); return; }
+    button.dataset.sent = "true";
+    button.setAttribute("aria-disabled", "true");
+  });
+  window.addEventListener("pageshow", function (event) {
+    if (!event.persisted) { return; }  // back to this page from the browser's cache: the form can be sent again
+    document.querySelectorAll("button[data-send-once][data-sent]").forEach(function (button) {
+      delete button.dataset.sent;
+      button.removeAttribute("aria-disabled");
+    });
   });
 })();

@@ -12,16 +12,20 @@ from .conftest import opted_in_artist
 pytestmark = [pytest.mark.browser, pytest.mark.worker, pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("generation_roots")]
 
 
-def test_artist_trains_watches_progress_and_gets_a_published_style(live_server, page, start_training_worker, settings):
-    settings.TRAINING_PRESET_OVERRIDES = {"standard": {"steps": 16, "checkpoint_every": 8, "preview_every": 8}}
-    artist, _works = opted_in_artist(5)
-    start_training_worker()
-
+def open_style_page(page, live_server, artist):
     page.goto(live_server.url + reverse("accounts:login"))
     page.get_by_label("Email address").fill(artist.user.email)
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Log in").click()
     page.goto(live_server.url + reverse("generation:style"))
+
+
+def test_artist_trains_watches_progress_and_gets_a_published_style(live_server, page, start_training_worker, settings):
+    settings.TRAINING_PRESET_OVERRIDES = {"standard": {"steps": 16, "checkpoint_every": 8, "preview_every": 8}}
+    artist, _works = opted_in_artist(5)
+    start_training_worker()
+
+    open_style_page(page, live_server, artist)
     assert page.get_by_text("5 works are opted in and ready for training.").is_visible()
     page.get_by_label("Preset").select_option("standard")
     page.get_by_role("button", name="Train my style").click()
@@ -58,11 +62,7 @@ def test_the_live_panel_says_when_a_refresh_fails_and_recovers(live_server, page
     artist, _works = opted_in_artist(4)
     with django_capture_on_commit_callbacks(execute=False):  # no worker: it stays queued, and the panel polls
         services.style_training_start(artist=artist, actor=artist.user, preset="quick")
-    page.goto(live_server.url + reverse("accounts:login"))
-    page.get_by_label("Email address").fill(artist.user.email)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    page.goto(live_server.url + reverse("generation:style"))
+    open_style_page(page, live_server, artist)
     page.locator(".job-panel").wait_for()
     note = page.locator(".job-panel .job-connection")
 
@@ -90,3 +90,44 @@ def test_the_live_panel_says_when_a_refresh_fails_and_recovers(live_server, page
     # Only the failed loads and htmx's own report of them, no script error.
     script_errors = [error for error in page.errors if "responded with a status of" not in error and "Response Status Error" not in error]
     assert script_errors == [], page.errors
+
+
+def test_an_opened_log_stays_open_and_focused_while_the_panel_refreshes(live_server, page, django_capture_on_commit_callbacks):
+    from generation import services
+    from generation.models import TrainingJob
+
+    artist, _works = opted_in_artist(4)
+    with django_capture_on_commit_callbacks(execute=False):  # no worker: it stays queued, and the panel polls
+        version = services.style_training_start(artist=artist, actor=artist.user, preset="quick")
+    TrainingJob.objects.filter(adapter_version=version).update(log="\n".join(f"line {number}" for number in range(50)))
+    open_style_page(page, live_server, artist)
+    page.locator(".job-panel summary").click()
+    polls = []
+    page.on("requestfinished", lambda request: polls.append(request.url) if "/job/" in request.url else None)
+    page.wait_for_timeout(5_000)
+    assert len(polls) >= 2  # the panel was replaced meanwhile
+    assert page.evaluate("() => [document.querySelector('.job-panel details').open, document.activeElement.tagName]") == [True, "SUMMARY"]
+    assert page.locator(".job-panel .log").is_visible()
+
+
+def test_a_second_click_on_train_sends_nothing(live_server, page, monkeypatch):
+    import time
+
+    from generation import services, views
+
+    start = services.style_training_start
+
+    def slow_start(**kwargs):
+        time.sleep(1)  # the first request still on its way when the second click comes
+        return start(**kwargs)
+
+    monkeypatch.setattr(views.services, "style_training_start", slow_start)
+    artist, _works = opted_in_artist(4)
+    open_style_page(page, live_server, artist)
+    posts = []
+    page.on("request", lambda request: posts.append(request.url) if request.method == "POST" else None)
+    page.evaluate("() => { const button = document.querySelector('#train-heading ~ form button[type=submit]'); button.click(); setTimeout(() => button.click(), 300); }")
+    page.locator(".job-panel").wait_for()
+    assert len(posts) == 1, posts
+    assert page.get_by_text("A training of this style is already under way.").count() == 0
+    assert AdapterVersion.objects.filter(style__artist=artist).count() == 1

@@ -29,6 +29,21 @@ def queued(django_capture_on_commit_callbacks):
         return services.style_training_start(artist=artist, actor=artist.user, preset="quick", publish_when_ready=True)
 
 
+def test_a_training_whose_worker_stopped_says_so_instead_of_its_last_eta(settings, api_client_for, client_for, queued):
+    job = services.training_job_claim(adapter_version_id=queued.pk, worker="a")
+    TrainingJob.objects.filter(pk=job.pk).update(step=4, eta_seconds=12.0)
+    user = queued.style.artist.user
+    url = reverse("api-adapter-version", args=[queued.pk])
+    state = api_client_for(user).get(url).json()
+    assert state["status"] == "training" and state["eta_seconds"] == 12 and state["waiting_for_worker"] is False
+
+    go_silent(job, settings.TRAINING_STALE_SECONDS + 1)  # killed, its machine gone: nothing takes it on yet
+    state = api_client_for(user).get(url).json()
+    assert state["status"] == "training" and state["eta_seconds"] is None and state["waiting_for_worker"] is True
+    page = client_for(user).get(reverse("generation:style")).content.decode()
+    assert "its worker stopped; it goes on from its last checkpoint" in page and "s left" not in page
+
+
 def backdate(version, seconds):
     AdapterVersion.objects.filter(pk=version.pk).update(created_at=timezone.now() - timedelta(seconds=seconds))
 
