@@ -362,6 +362,28 @@ def _tokenize(tokenizer, captions: list[str]) -> torch.Tensor:
                      truncation=True, return_tensors="pt").input_ids
 
 
+def caption_report(tokenizer, captions: list[str]) -> str | None:
+    """What the text encoder will not read of the captions, in one line (None: it reads them whole): those cut at
+    its length, and words its tokenizer does not know (a word-level one, as the built-in base's, reads each as one
+    "unknown"; CLIP's splits any word into pieces it knows, so it has none)."""
+    ids = tokenizer(captions, truncation=False, verbose=False).input_ids
+    limit = tokenizer.model_max_length
+    cut = sum(len(row) > limit for row in ids)
+    unknown_id = tokenizer.unk_token_id
+    special = set(tokenizer.all_special_ids)
+    if unknown_id in {tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id}:
+        unknown_id = None  # CLIP's unknown token is its end-of-text one: there is no unknown word to count
+    words = [token for row in ids for token in row if token not in special or token == unknown_id]
+    unknown = sum(token == unknown_id for token in words) if unknown_id is not None else 0
+    parts = []
+    if cut:
+        parts.append(f"{cut} of {len(captions)} captions are longer than the text encoder's {limit} tokens and are cut there")
+    if unknown:
+        parts.append(f"{unknown} of the captions' {len(words)} words ({100 * unknown / len(words):.0f}%) are unknown to "
+                     "the base's tokenizer and read as one unknown word each")
+    return "; ".join(parts) or None
+
+
 @torch.no_grad()
 def encode_text(pipe, captions: list[str], device) -> dict[str, torch.Tensor]:
     """Per-caption conditioning, as the UNet wants it."""
@@ -476,6 +498,8 @@ def build_cache(pipe, examples: list[TrainingExample], resolution: int, flip: bo
                 "input_ids": _tokenize(pipe.tokenizer, texts) if not sdxl else torch.zeros(0)}
 
     captions = [e.caption for e in examples]
+    if report := caption_report(pipe.tokenizer, captions):
+        log(report)
     cache.update(encoded(captions))
     cache.update({f"empty_{k}": v for k, v in encoded([""]).items()})
     if flip:
