@@ -128,6 +128,35 @@ def cmyk_jpeg():
     return encode(Image.new("CMYK", (300, 300), (0, 255, 255, 0)), "JPEG", quality=95)
 
 
+def linear_rgb_profile():
+    """An ICC v2 profile with sRGB's primaries and a linear tone curve: its grey 128 is sRGB's 188."""
+    def s15(value):
+        return struct.pack(">i", round(value * 65536))
+
+    def xyz(x, y, z):
+        return b"XYZ " + bytes(4) + s15(x) + s15(y) + s15(z)
+
+    curve = b"curv" + bytes(4) + struct.pack(">I", 0)  # no points: the identity
+    text = b"linear sRGB\0"
+    desc = b"desc" + bytes(4) + struct.pack(">I", len(text)) + text + bytes(4 + 4 + 2 + 1 + 67)
+    tags = [(b"desc", desc), (b"wtpt", xyz(0.9642, 1.0, 0.8249)), (b"rXYZ", xyz(0.4361, 0.2225, 0.0139)),
+            (b"gXYZ", xyz(0.3851, 0.7169, 0.0971)), (b"bXYZ", xyz(0.1431, 0.0606, 0.7141)),
+            (b"rTRC", curve), (b"gTRC", curve), (b"bTRC", curve)]
+    offset = 128 + 4 + 12 * len(tags)
+    table, data = struct.pack(">I", len(tags)), b""
+    for signature, body in tags:
+        body += bytes(-len(body) % 4)
+        table += signature + struct.pack(">II", offset + len(data), len(body))
+        data += body
+    header = (struct.pack(">I", offset + len(data)) + b"lcms" + bytes([2, 0x10, 0, 0]) + b"mntr" + b"RGB " + b"XYZ "
+              + bytes(12) + b"acsp" + bytes(4 * 4 + 8 + 4) + s15(0.9642) + s15(1.0) + s15(0.8249) + bytes(4 + 16 + 28))
+    return header + table + data
+
+
+def grey_with_profile(fmt, profile):
+    return encode(Image.new("RGB", (300, 300), (128, 128, 128)), fmt, icc_profile=profile)
+
+
 # (file name, bytes, the message the refusal must contain, settings to override)
 def bad_corpus():
     png = good_png(3)
@@ -186,6 +215,9 @@ def normalised_corpus():
         ("one-bit.png", encode(Image.new("1", (300, 300), 1)), (300, 300), ((5, 5), (255, 255, 255))),
         ("jpeg-named.png", good_jpeg(15), (320, 320), None),
         ("still.webp", good_webp(16), (320, 320), None),
+        ("linear-profile.png", grey_with_profile("PNG", linear_rgb_profile()), (300, 300), ((5, 5), (188, 188, 188))),
+        ("linear-profile.jpg", grey_with_profile("JPEG", linear_rgb_profile()), (300, 300), ((5, 5), (188, 188, 188))),
+        ("unreadable-profile.png", grey_with_profile("PNG", b"not a profile"), (300, 300), ((5, 5), (128, 128, 128))),
     ]
 
 
