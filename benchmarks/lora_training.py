@@ -424,6 +424,13 @@ def main(argv=None) -> dict:
         parser.error("--steps must exceed --warmup by at least 2")
     if args.works < 1 or args.batch < 1 or args.rank < 1:
         parser.error("--works, --batch and --rank must be at least 1")
+    # Checked here, not once the data is drawn (--repeats 0) or inside a child run (--threads 0).
+    if args.repeats < 1 or args.threads < 1:
+        parser.error("--repeats and --threads must be at least 1")
+    if args.warmup < 0:
+        parser.error("--warmup must be 0 or more")
+    if args.resolution is not None and (args.resolution < 8 or args.resolution % 8):
+        parser.error(f"--resolution must be a multiple of 8, at least 8 (got {args.resolution})")
     if args.resolution is None:
         from generation.ml.lora_training import UnknownResolution, native_resolution_of
 

@@ -62,7 +62,7 @@ from .train_lora import (
     DataFolderError, caption_files, check_image, folder_write_problem, image_files, read_caption, refuse_broken_images,
     run_cli, seed_argument, visible_entries,
 )
-from .training_config import SEED_MAX
+from .training_config import SAMPLING_STEPS_MAX, SEED_MAX
 
 TARGET_FRACTION_CLOSED = 0.70
 TARGET_MAX_ADHERENCE_DROP = 10.0
@@ -314,12 +314,16 @@ def _main(argv: list[str] | None) -> dict:
         parser.error(f"--lora: {exc}")
     if args.n < 2 or args.steps < 1 or args.threads < 1:
         parser.error("--n must be at least 2, --steps and --threads at least 1")
+    if args.steps > SAMPLING_STEPS_MAX:  # not an "out of memory" once the base has loaded
+        parser.error(f"--steps must be at most {SAMPLING_STEPS_MAX} (got {args.steps})")
     if args.n > held_out_caption_count():
         parser.error(f"--n: only {held_out_caption_count()} held-out captions exist")
     if not (math.isfinite(args.guidance) and args.guidance >= 0 and math.isfinite(args.scale)):
         parser.error("--guidance must be a number of at least 0, --scale a finite number")
-    if args.grid is not None and (args.grid.suffix.lower() != ".png" or args.grid.is_dir()):
+    if args.grid is not None and args.grid.suffix.lower() != ".png":
         parser.error(f"--grid {args.grid}: give a .png file path")  # checked now, not after minutes of sampling
+    if args.grid is not None and args.grid.is_dir():
+        parser.error(f"--grid {args.grid}: is a folder; give a .png file path")
     try:
         n_works = len(work_images(args.works))
     except ValueError as exc:

@@ -79,3 +79,21 @@ def test_the_gpu_report_names_what_it_cannot_do(capsys, monkeypatch):
     with pytest.raises(SystemExit):
         gpu_report.main(["--out", "unused", "--runs", "sd15-bf16"])
     assert "no CUDA device" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("arguments, message", [
+    (["--repeats", "0"], "--repeats and --threads must be at least 1"),  # crashed once the data was drawn
+    (["--threads", "0"], "--repeats and --threads must be at least 1"),  # failed only inside the child run
+    (["--warmup", "-3"], "--warmup must be 0 or more"),
+    (["--resolution", "7"], "--resolution must be a multiple of 8, at least 8 (got 7)"),
+    (["--resolution", "0"], "--resolution must be a multiple of 8, at least 8 (got 0)"),
+])
+def test_the_lora_benchmark_refuses_bad_arguments_before_drawing_or_loading(arguments, message, tmp_path, capsys,
+                                                                            monkeypatch):
+    (tmp_path / "train_text_to_image_lora.py").write_text("")
+    for name in ("step_flops", "write_data", "run_child"):
+        monkeypatch.setattr(lora_benchmark, name, lambda *args, **kwargs: pytest.fail("the benchmark started"))
+    with pytest.raises(SystemExit) as exit_info:
+        lora_benchmark.main(["--reference", str(tmp_path / "train_text_to_image_lora.py"), *arguments])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(f"error: {message}")

@@ -253,6 +253,8 @@ def refuse_loading(monkeypatch) -> None:
     ("grid-parent-is-a-file", "--grid {grid}: {tmp}/afile is not a folder"),
     ("grid-parent-not-writable", "--grid {grid}: {tmp}/locked is not writable"),
     ("grid-not-writable", "--grid {grid}: {grid} is not writable"),
+    ("grid-is-a-folder", "--grid {grid}: is a folder; give a .png file path"),
+    ("steps-too-many", "--steps must be at most 1000 (got 100000000000)"),  # ended as "out of memory"
     ("works-is-a-file", "--works: works folder {tmp}/afile is not a folder"),
     ("unreadable-works", "--works: cannot read {works}: Permission denied"),
     ("seed-too-large", "--seed: 18446744073709551616 is not a seed from -2**63 to 2**64 - 1"),
@@ -303,6 +305,11 @@ def test_evaluate_style_cli_refuses_bad_input_before_loading(case, message, tiny
     elif case == "grid-not-writable":
         grid = tmp_path / "grid.png"
         grid.write_bytes(b"an earlier grid")
+    elif case == "grid-is-a-folder":
+        grid = tmp_path / "isdir.png"
+        grid.mkdir()
+    elif case == "steps-too-many":
+        extra = ["--steps", "100000000000"]
     elif case == "works-is-a-file":
         works = tmp_path / "afile"
     elif case.startswith("seed"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import socket
 import sys
 from contextlib import contextmanager
@@ -20,6 +21,7 @@ from diffusers import (
     StableDiffusionXLPipeline,
     UNet2DConditionModel,
 )
+from PIL import Image
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
 from generation.ml import BUILTIN_BASE_MODEL, sample, scenes
@@ -229,6 +231,11 @@ def test_sampling_cli_upscales_on_request_and_says_so(tiny_folder, tmp_path):
     assert record["upscaled"] == "nearest x4"
 
 
+def refuse_loading(monkeypatch) -> None:
+    """Bad input must be refused before the model loads (minutes for an SD-sized one)."""
+    monkeypatch.setattr(sample, "load_base_pipeline", lambda *args, **kwargs: pytest.fail("the model was loaded"))
+
+
 @pytest.mark.parametrize(
     "arguments, message",
     [
@@ -239,16 +246,123 @@ def test_sampling_cli_upscales_on_request_and_says_so(tiny_folder, tmp_path):
         (["--guidance", "-1"], "--guidance must be a number of at least 0"),
         (["--guidance", "nan"], "--guidance must be a number of at least 0"),
         (["--lora-scale", "inf"], "--lora-scale a finite number"),
+        # These grew until the OOM killer came, failed to allocate with a traceback, or ran out of memory.
+        (["--upscale", "100000"], "--upscale 100000: the PNG would be 3200000x3200000 px, more than the 89478485 px "
+                                  "Pillow opens"),
+        (["--width", "80000", "--height", "80000"], "--width must be at most 4096 (got 80000)"),
+        (["--height", "4104"], "--height must be at most 4096 (got 4104)"),
+        (["--steps", "100000000000"], "--steps must be at most 1000 (got 100000000000)"),
+        # A traceback; and one after the first PNG was written.
+        (["--seed", str(2**64)], "--seed: 18446744073709551616 is not a seed from -2**63 to 2**64 - 1"),
+        (["--seed", str(2**64 - 1), "--count", "2"], "--seed 18446744073709551615: the 2 images take seeds up to "
+                                                     "18446744073709551616, past 2**64 - 1"),
     ],
 )
-def test_sampling_cli_rejects_bad_arguments_in_one_line(tiny_folder, tmp_path, capsys, arguments, message):
+def test_sampling_cli_rejects_bad_arguments_in_one_line(tiny_folder, tmp_path, capsys, monkeypatch, arguments,
+                                                        message):
     base = ["--model", str(tiny_folder), "--prompt", PROMPT, "--out", str(tmp_path / "x.png")]
+    refuse_loading(monkeypatch)
     with pytest.raises(SystemExit) as exit_info:
         sample.main(base + arguments)
     assert exit_info.value.code == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert message in error
+    assert list(tmp_path.glob("x*.png")) == []
+
+
+def test_sampling_cli_takes_the_largest_sizes_it_allows(tiny_folder, tmp_path, monkeypatch):
+    drawn = []
+    monkeypatch.setattr(sample, "generate", lambda pipe, prompt, **kwargs: drawn.append(kwargs) or [
+        Image.new("RGB", (kwargs["width"] or 32, kwargs["height"] or 32))])
+    record = sample.main(["--model", str(tiny_folder), "--prompt", PROMPT, "--width", "4096", "--height", "8",
+                          "--seed", str(2**64 - 2), "--count", "2", "--steps", "1000", "--out",
+                          str(tmp_path / "edge.png")])
+    assert [r["seed"] for r in record] == [2**64 - 2, 2**64 - 1] and drawn[0]["steps"] == 1000
+    assert record[0]["size"] == [4096, 8]
+
+
+@pytest.mark.parametrize("case, message", [
+    ("out-is-a-folder", "--out: {tmp}/isdir.png is a folder"),
+    ("a-numbered-out-is-a-folder", "--out: {tmp}/x-1.png is a folder"),
+    ("out-parent-is-a-file", "--out: {tmp}/outfile is not a folder"),
+    ("out-not-writable", "--out: {tmp}/x.png is not writable"),
+    ("model-index-not-json", "--model: {tmp}/model is not a diffusers model folder (JSONDecodeError: "),
+    ("model-without-a-sample-size", "--model: {tmp}/model: its unet/config.json gives no sample_size, so the base's "
+                                    "own resolution is unknown; give --width and --height"),
+])
+def test_sampling_cli_refuses_an_unusable_out_or_model_before_loading(case, message, tiny_folder, tmp_path, capsys,
+                                                                      monkeypatch):
+    # Each was a traceback; --out a folder only after the image was drawn.
+    from tests.ml.test_lora_training import deny
+
+    model, out, extra = tiny_folder, tmp_path / "x.png", []
+    (tmp_path / "outfile").write_text("notes")
+    if case == "out-is-a-folder":
+        out = tmp_path / "isdir.png"
+        out.mkdir()
+    elif case == "a-numbered-out-is-a-folder":
+        (tmp_path / "x-1.png").mkdir()
+        extra = ["--count", "2"]
+    elif case == "out-parent-is-a-file":
+        out = tmp_path / "outfile" / "a.png"
+    elif case == "out-not-writable":
+        out.write_bytes(b"an earlier image")
+        deny(monkeypatch, out, reading=False)
+    else:
+        model = tmp_path / "model"
+        shutil.copytree(tiny_folder, model)
+        if case == "model-index-not-json":
+            (model / "model_index.json").write_text("{")
+        else:
+            unet_config = json.loads((model / "unet" / "config.json").read_text())
+            (model / "unet" / "config.json").write_text(json.dumps({**unet_config, "sample_size": None}))
+    before = sorted((str(p), p.read_bytes() if p.is_file() else None) for p in tmp_path.rglob("*"))
+    refuse_loading(monkeypatch)
+    with pytest.raises(SystemExit) as exit_info:
+        sample.main(["--model", str(model), "--prompt", PROMPT, "--steps", "1", "--out", str(out), *extra])
+    assert exit_info.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("python -m generation.ml.sample: error: ") and message.format(tmp=tmp_path) in last, last
+    assert sorted((str(p), p.read_bytes() if p.is_file() else None) for p in tmp_path.rglob("*")) == before
+
+
+def test_sampling_cli_draws_with_a_model_without_a_sample_size_given_both_sides(tiny_folder, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_folder, model)
+    unet_config = json.loads((model / "unet" / "config.json").read_text())
+    (model / "unet" / "config.json").write_text(json.dumps({**unet_config, "sample_size": None}))
+    record = sample.main(["--model", str(model), "--prompt", PROMPT, "--steps", "1", "--width", "16", "--height", "24",
+                          "--out", str(tmp_path / "x.png")])[0]
+    assert record["size"] == [16, 24]
+
+
+def test_sampling_cli_says_in_one_line_that_a_model_folder_cannot_be_loaded(tiny_folder, tmp_path, capsys):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_folder, model)
+    shutil.rmtree(model / "text_encoder")  # a ValueError or OSError deep in diffusers, once loading has begun
+    with pytest.raises(SystemExit) as exit_info:
+        sample.main(["--model", str(model), "--prompt", PROMPT, "--steps", "1", "--out", str(tmp_path / "x.png")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith(f"error: cannot load the base model from {model}: ")
     assert not (tmp_path / "x.png").exists()
+
+
+@pytest.mark.parametrize("error, line", [
+    (MemoryError(), "error: out of memory; lower --width or --height"),
+    (OSError(28, "No space left on device", "x.png"), "error: x.png: No space left on device"),
+])
+def test_sampling_cli_turns_what_fails_while_drawing_into_one_line(error, line, tiny_folder, tmp_path, capsys,
+                                                                    monkeypatch):
+    def failing(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(sample, "generate", failing)
+    with pytest.raises(SystemExit) as exit_info:
+        sample.main(["--model", str(tiny_folder), "--prompt", PROMPT, "--steps", "1", "--out", str(tmp_path / "x.png")])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == line
 
 
 def test_sampling_cli_takes_an_adapter_folder_or_file_and_refuses_one_that_does_not_fit(tiny_folder, tmp_path, capsys):
@@ -297,7 +411,7 @@ def test_sampling_cli_refuses_a_file_that_is_no_usable_lora_in_one_line(contents
 
 def test_sampling_cli_refuses_an_unusable_adapter_before_loading_the_base(tiny_folder, tmp_path, capsys, monkeypatch):
     (tmp_path / "broken.safetensors").write_bytes(b"not safetensors")
-    monkeypatch.setattr(sample, "load_pipeline", lambda *args: pytest.fail("the base was loaded first"))
+    refuse_loading(monkeypatch)
     with pytest.raises(SystemExit) as exit_info:
         sample.main(["--model", str(tiny_folder), "--prompt", PROMPT, "--lora", str(tmp_path / "broken.safetensors"),
                      "--out", str(tmp_path / "x.png")])
