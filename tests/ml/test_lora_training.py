@@ -1287,79 +1287,51 @@ def test_other_runtime_errors_are_not_taken_for_running_out_of_memory(tiny_base,
         cli_main(["--base", str(tiny_base), "--data", str(data_folder), "--out", str(tmp_path / "adapter")])
 
 
-def test_ctrl_c_stops_like_a_cancel_and_the_same_command_resumes(tiny_base, data_folder, tmp_path, capsys,
-                                                                 monkeypatch):
+def _not_handled(signum, frame):  # in place of SIGTERM's default, which would end pytest
+    raise AssertionError("SIGTERM reached the handler the run started with")
+
+
+# Ctrl-C as an interactive shell leaves it to Python (a test run in the background starts with it ignored);
+# SIGTERM is what `kill`, systemd and docker stop send: it ended the run with status 143, no word, the steps since
+# the last checkpoint lost.
+@pytest.mark.parametrize("signal_name, handler_before, status, name", [
+    ("SIGINT", "default_int_handler", 130, "Ctrl-C"), ("SIGTERM", "not_handled", 143, "SIGTERM"),
+])
+def test_ctrl_c_or_sigterm_stops_like_a_cancel_and_the_same_command_resumes(
+        signal_name, handler_before, status, name, tiny_base, data_folder, tmp_path, capfd, monkeypatch):
     import os
     import signal
 
     from generation.ml import train_lora as cli
 
+    number = getattr(signal, signal_name)
+    before = signal.default_int_handler if handler_before == "default_int_handler" else _not_handled
     arguments = ["--base", str(tiny_base), "--data", str(data_folder), "--out", str(tmp_path / "adapter"),
                  "--preset", "quick", "--steps", "4", "--rank", "4", "--threads", "1"]
     progress = cli.PrintingCallbacks.on_progress
 
-    def ctrl_c_at_step_2(self, step, total, loss, eta_seconds):
+    def signal_at_step_2(self, step, total, loss, eta_seconds):
         progress(self, step, total, loss, eta_seconds)
         if step == 2:
-            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), number)
 
-    # Ctrl-C as an interactive shell leaves it to Python (a test run in the background starts with it ignored).
-    original = signal.signal(signal.SIGINT, signal.default_int_handler)
+    original = signal.signal(number, before)
     try:
         with monkeypatch.context() as patched:
-            patched.setattr(cli.PrintingCallbacks, "on_progress", ctrl_c_at_step_2)
+            patched.setattr(cli.PrintingCallbacks, "on_progress", signal_at_step_2)
             with pytest.raises(SystemExit) as exit_info:
                 cli_main(arguments)
-        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # Ctrl-C is Python's own again
+        assert signal.getsignal(number) is before  # the run's handler is gone again
     finally:
-        signal.signal(signal.SIGINT, original)
-    assert exit_info.value.code == 130
-    err = capsys.readouterr().err
+        signal.signal(number, original)
+    assert exit_info.value.code == status
+    err = capfd.readouterr().err  # the handler writes to the file descriptor itself
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    assert f"stopping at the next step, keeping a checkpoint ({name} again stops at once)" in err
     work = (tmp_path / "adapter.work").resolve()
     assert err.strip().splitlines()[-1] == (f"interrupted at step 2 of 4: run the same command again to resume from "
                                             f"the checkpoint in {work}")
     assert not (tmp_path / "adapter").exists()
-    resumed = cli_main(arguments)
-    assert resumed["resumed_from_step"] == 2 and resumed["steps"] == 4
-
-
-def test_sigterm_stops_like_ctrl_c_and_the_same_command_resumes(tiny_base, data_folder, tmp_path, capfd,
-                                                               monkeypatch):
-    # `kill`, systemd and docker stop send SIGTERM: it ended the run with status 143, no word, the steps since the
-    # last checkpoint lost.
-    import os
-    import signal
-
-    from generation.ml import train_lora as cli
-
-    arguments = ["--base", str(tiny_base), "--data", str(data_folder), "--out", str(tmp_path / "adapter"),
-                 "--preset", "quick", "--steps", "4", "--rank", "4", "--threads", "1"]
-    progress = cli.PrintingCallbacks.on_progress
-
-    def sigterm_at_step_2(self, step, total, loss, eta_seconds):
-        progress(self, step, total, loss, eta_seconds)
-        if step == 2:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    def not_handled(signum, frame):  # instead of SIG_DFL, which would end pytest
-        raise AssertionError("SIGTERM reached the handler the run started with")
-
-    original = signal.signal(signal.SIGTERM, not_handled)
-    try:
-        with monkeypatch.context() as patched:
-            patched.setattr(cli.PrintingCallbacks, "on_progress", sigterm_at_step_2)
-            with pytest.raises(SystemExit) as exit_info:
-                cli_main(arguments)
-        assert signal.getsignal(signal.SIGTERM) is not_handled  # the run's handler is gone again
-    finally:
-        signal.signal(signal.SIGTERM, original)
-    assert exit_info.value.code == 143
-    err = capfd.readouterr().err  # the handler writes to the file descriptor itself
-    assert "stopping at the next step, keeping a checkpoint (SIGTERM again stops at once)" in err
-    work = (tmp_path / "adapter.work").resolve()
-    assert err.strip().splitlines()[-1] == (f"interrupted at step 2 of 4: run the same command again to resume from "
-                                            f"the checkpoint in {work}")
     resumed = cli_main(arguments)
     assert resumed["resumed_from_step"] == 2 and resumed["steps"] == 4
 
