@@ -60,7 +60,7 @@ from .lora_training import (
 from .pipeline import generate
 from .train_lora import (
     DataFolderError, caption_files, check_image, folder_write_problem, image_files, read_caption, refuse_broken_images,
-    run_cli, seed_argument, visible_entries,
+    refuse_images_sharing_a_stem, run_cli, seed_argument, visible_entries,
 )
 from .training_config import SAMPLING_STEPS_MAX, SEED_MAX
 
@@ -69,19 +69,21 @@ TARGET_MAX_ADHERENCE_DROP = 10.0
 LAYOUTS_PER_SIZE = 8  # sub-pixel shifts per object size drawn for the style-aware readings
 
 
-def work_images(folder) -> list[tuple[Path, Path | None]]:
-    """The works in `folder`, each with its caption (None: it has none), read as train_lora reads its --data: hidden
-    files left out, a caption's suffix in any case, and every image read now, not after the base has loaded."""
+def work_images(folder) -> list[tuple[Path, str | None]]:
+    """The works in `folder`, each with its caption's text (None: it has none), read as train_lora reads its --data:
+    hidden files left out, a caption's suffix in any case, and every image and caption read now, not after the base
+    has loaded."""
     folder = Path(folder)
     entries = visible_entries(folder, "works folder")
     paths = image_files(entries)
     refuse_broken_images(entries)
     if len(paths) < 2:
         raise DataFolderError(f"need at least 2 images in {folder}, found {len(paths)}")
+    refuse_images_sharing_a_stem(paths)
     for path in paths:
         check_image(path)
     captions = caption_files(entries)
-    return [(path, captions.get(path.stem)) for path in paths]
+    return [(path, read_caption(captions[path.stem]) if path.stem in captions else None) for path in paths]
 
 
 def sample(pipe, prompts: list[str], *, seed: int, steps: int, guidance: float, batch_size: int = 24) -> list[Image.Image]:
@@ -166,7 +168,7 @@ def evaluate_style(*, base, lora, works, n: int = 48, seed: int = 0, steps: int 
     adherence_prompts = [scenes.plain_caption(s) for s in targets]
     captions = [caption for _, caption in works_found]
     if all(captions):
-        style_prompts = [read_caption(c) for c in captions]
+        style_prompts = captions
         prompt_source = "works' captions"
     else:
         style_prompts, prompt_source = adherence_prompts, "held-out captions"

@@ -132,6 +132,18 @@ def caption_files(entries: list[Path]) -> dict[str, Path]:
     return captions
 
 
+def refuse_images_sharing_a_stem(images: list[Path]) -> None:
+    """Two images of one stem (`a.png` and `a.jpg`) would share one caption, and a work exported twice would count
+    double: a DataFolderError naming them."""
+    by_stem: dict[str, list[str]] = {}
+    for path in images:
+        by_stem.setdefault(path.stem, []).append(path.name)
+    shared = [" and ".join(names) for names in by_stem.values() if len(names) > 1]
+    if shared:
+        raise DataFolderError(f"{len(shared)} name(s) used by more than one image, which would share one caption: "
+                              f"{_shown(shared)}; keep one of each")
+
+
 def check_image(path: Path) -> None:
     """Reads the whole image now, not after the base model has loaded (Pillow's verify() reads no JPEG data, so a
     truncated one would pass it): a DataFolderError naming it when it cannot be read."""
@@ -157,6 +169,7 @@ def read_data_folder(folder) -> list:
     captions = caption_files(entries)
     if not images:
         raise DataFolderError(f"no images in {folder} (expected .png, .jpg or other image files with .txt captions)")
+    refuse_images_sharing_a_stem(images)
     missing = [p.name for p in images if p.stem not in captions]
     if missing:
         raise DataFolderError(f"{len(missing)} image(s) without a .txt caption: {_shown(missing)}")

@@ -267,6 +267,9 @@ def refuse_loading(monkeypatch) -> None:
     ("truncated-work", "--works: cannot read image 000.png: "),
     ("unreadable-work", "--works: cannot read image 000.png: Permission denied"),
     ("broken-link-work", "--works: 1 image(s) that are broken links or not files: lost.png"),
+    ("latin-1-caption", "--works: caption 000.txt is not UTF-8 text (byte 0xe2 at offset 1)"),  # found after loading
+    ("two-images-one-caption", "--works: 1 name(s) used by more than one image, which would share one caption: "
+                               "000.jpg and 000.png; keep one of each"),
     ("lora-not-finite", "--lora: adapter {lora} holds weights that are not finite numbers (the first: "),
     ("unreadable-lora", "--lora: cannot read adapter {lora}: Permission denied"),
 ])
@@ -284,6 +287,10 @@ def test_evaluate_style_cli_refuses_bad_input_before_loading(case, message, tiny
         first.write_bytes(first.read_bytes()[:-40])
     elif case == "broken-link-work":
         (works / "lost.png").symlink_to(tmp_path / "gone.png")
+    elif case == "latin-1-caption":
+        (works / "000.txt").write_bytes("pâle".encode("latin-1"))
+    elif case == "two-images-one-caption":
+        Image.open(first).convert("RGB").save(works / "000.jpg")
     elif case == "lora-not-finite":
         lora = adapter_with(tmp_path / "nan.safetensors", lora / WEIGHTS_NAME, lambda t: t.fill_(float("nan")))
     elif case == "unreadable-lora":

@@ -1084,6 +1084,15 @@ def test_a_caption_without_its_image_is_an_error_naming_it(tmp_path):
         read_data_folder(tmp_path)
 
 
+def test_two_images_of_one_name_are_refused_not_trained_twice_under_one_caption(tmp_path):
+    scenes.illustration(1).image.save(tmp_path / "a.png")
+    scenes.illustration(1).image.save(tmp_path / "a.jpg")  # the same work, exported twice
+    (tmp_path / "a.txt").write_text("a red star")
+    with pytest.raises(DataFolderError, match=r"^1 name\(s\) used by more than one image, which would share one "
+                                              r"caption: a.jpg and a.png; keep one of each$"):
+        read_data_folder(tmp_path)
+
+
 @pytest.mark.parametrize("case, message", [
     ("data-is-a-file", "--data: data folder {tmp}/afile is not a folder"),
     ("orphan-caption", "--data: 1 caption(s) without an image: z.txt"),
