@@ -2,35 +2,44 @@
 
 from django.contrib import admin, messages
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 
-from licensing.admin import ReadOnlyAdmin
+from licensing.admin import ReadOnlyAdmin, SavesOnlyItsFields
 
 from . import services
 from .models import AdapterVersion, BaseModel, Style, TrainingJob
 
 
 @admin.register(BaseModel)
-class BaseModelAdmin(admin.ModelAdmin):
+class BaseModelAdmin(ReadOnlyAdmin):
+    """Read-only: a row is recorded from the folder itself (`base_model_current`). A path edited here would make
+    another base's adapters count as trained on the current one, or send a training to another folder."""
+
     list_display = ["name", "kind", "sha256", "path", "created_at"]
-    readonly_fields = ["sha256", "created_at"]
 
 
-class AdapterVersionInline(admin.TabularInline):
+class ShowsReasons:
+    """The stored reasons are templates with their values apart; staff read the sentences, in their language."""
+
+    @admin.display(description=_("retired reason"))
+    def retired_reason_shown(self, version):
+        return version.retired_reason_shown
+
+    @admin.display(description=_("failure reason"))
+    def failure_reason_shown(self, version):
+        return version.failure_reason_shown
+
+
+class AdapterVersionInline(ShowsReasons, admin.TabularInline):
     model = AdapterVersion
-    fields = ["number", "status", "preset", "snapshot", "weights_sha256", "retired_reason", "failure_reason"]
+    fields = ["number", "status", "preset", "snapshot", "weights_sha256", "retired_reason_shown", "failure_reason_shown"]
     readonly_fields = fields
     extra = 0
     can_delete = False
     show_change_link = True
 
-    # The stored reasons are templates with their values apart; staff read the sentences.
-    @admin.display(description=_("retired reason"))
-    def retired_reason(self, version):
-        return version.retired_reason_shown
-
-    @admin.display(description=_("failure reason"))
-    def failure_reason(self, version):
-        return version.failure_reason_shown
+    def has_add_permission(self, request, obj=None):
+        return False  # versions come from trainings
 
     def get_queryset(self, request):
         return super().get_queryset(request).select_related("style", "snapshot__artist")
@@ -38,13 +47,21 @@ class AdapterVersionInline(admin.TabularInline):
 
 @admin.action(description=_("Unpublish the selected styles"), permissions=["change"])
 def unpublish_styles(modeladmin, request, queryset):
-    for style in queryset:
+    styles = list(queryset)
+    published = sum(style.published_version_id is not None for style in styles)
+    for style in styles:  # each, published or not: a training of it under way does not go live either
         services.style_unpublish(style=style)
-    messages.success(request, _("Unpublished %(count)d style(s).") % {"count": len(queryset)})
+    messages.success(request, ngettext("Unpublished %(count)d style.", "Unpublished %(count)d styles.", published)
+                     % {"count": published})
+    if published < len(styles):
+        messages.info(request, ngettext(
+            "%(count)d selected style was not published; a training of it under way will not go live.",
+            "%(count)d selected styles were not published; a training of them under way will not go live.",
+            len(styles) - published) % {"count": len(styles) - published})
 
 
 @admin.register(Style)
-class StyleAdmin(admin.ModelAdmin):
+class StyleAdmin(SavesOnlyItsFields):
     list_display = ["name", "artist", "published_version", "created_at"]
     list_select_related = ["artist", "published_version__style"]
     search_fields = ["name", "artist__display_name"]
@@ -67,12 +84,17 @@ class TrainingJobInline(admin.StackedInline):
     ]
     can_delete = False
 
+    def has_add_permission(self, request, obj=None):
+        return False
+
 
 @admin.register(AdapterVersion)
-class AdapterVersionAdmin(ReadOnlyAdmin):
+class AdapterVersionAdmin(ShowsReasons, ReadOnlyAdmin):
     """Read-only: versions come from trainings, and their status from the training and withdrawal services
     (a retired version set back to ready here would reach generation)."""
 
+    exclude = ["retired_reason", "retired_params", "failure_reason", "failure_params"]
+    readonly_fields = ["retired_reason_shown", "failure_reason_shown"]
     list_display = ["style", "number", "status", "preset", "base_model", "created_at", "finished_at"]
     list_filter = ["status", "preset"]
     search_fields = ["style__name", "style__artist__display_name"]

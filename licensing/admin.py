@@ -1,13 +1,26 @@
+from django import forms
 from django.contrib import admin, messages
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 
 from . import services
 
 from .models import Artist, ConsentEvent, ConsentTerms, DatasetSnapshot, Work
 
 
+class SavesOnlyItsFields(admin.ModelAdmin):
+    """Saves only the fields the form changed: a whole-row save from the copy the page read would write back, over
+    a withdrawal, a takedown or a departure committed meanwhile, the values it had then."""
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            obj.save(update_fields=form.changed_data)
+        else:
+            obj.save()
+
+
 @admin.register(Artist)
-class ArtistAdmin(admin.ModelAdmin):
+class ArtistAdmin(SavesOnlyItsFields):
     list_display = ["display_name", "slug", "user", "agreement", "left_at", "created_at"]
     search_fields = ["display_name", "slug", "user__email"]
     list_filter = ["left_at"]
@@ -16,6 +29,10 @@ class ArtistAdmin(admin.ModelAdmin):
     # Accepting the agreement and leaving are the artist's own acts, recorded by the services with their
     # consent events; staff editing them would forge an acceptance or undo a departure.
     readonly_fields = ["agreement", "agreement_accepted_at", "left_at"]
+
+    def get_readonly_fields(self, request, obj=None):
+        # Moved to another account, the profile's works, consents and styles would become that person's.
+        return self.readonly_fields + (["user"] if obj is not None else [])
 
 
 @admin.register(ConsentTerms)
@@ -45,7 +62,14 @@ class ConsentTermsAdmin(admin.ModelAdmin):
 @admin.action(description=_("Delete the selected works (withdraws their consent, retires their adapters)"), permissions=["change"])
 def delete_works(modeladmin, request, queryset):
     deleted = services.works_delete(works=list(queryset), actor=request.user)
-    messages.success(request, _("Deleted %(count)d work(s).") % {"count": len(deleted)})
+    messages.success(request, ngettext("Deleted %(count)d work.", "Deleted %(count)d works.", len(deleted)) % {"count": len(deleted)})
+
+
+class WorkAdminForm(forms.ModelForm):
+    def clean(self):
+        if self.instance.pk and Work.objects.filter(pk=self.instance.pk, status=Work.Status.DELETED).exists():
+            raise forms.ValidationError(_("The work has been deleted."))
+        return super().clean()
 
 
 @admin.register(Work)
@@ -53,15 +77,21 @@ class WorkAdmin(admin.ModelAdmin):
     """Works arrive through the validated upload and leave through the withdrawal service (the action):
     a status or do-not-train flag edited here would skip the consent event and the adapters' retirement."""
 
+    form = WorkAdminForm
     list_display = ["id", "artist", "original_name", "status", "do_not_train", "shown_on_profile", "current_consent", "created_at"]
+    list_select_related = ["artist", "current_consent"]
     list_filter = ["status", "do_not_train", "shown_on_profile"]
     search_fields = ["artist__display_name", "original_name", "caption", "sha256"]
-    raw_id_fields = ["near_duplicate_of"]
     readonly_fields = [
         "artist", "original", "training_image", "status", "do_not_train", "do_not_train_reason", "sha256", "phash", "width", "height", "original_format",
-        "current_consent", "deleted_at",
+        "current_consent", "deleted_at", "near_duplicate_of",
     ]
     actions = [delete_works]
+
+    def save_model(self, request, obj, form, change):
+        # The service locks the row and refuses a deleted work: the form's copy would write back a consent or status
+        # changed since the page was read (a withdrawal undone).
+        services.work_update(work=obj, caption=obj.caption, shown_on_profile=obj.shown_on_profile)
 
     def has_add_permission(self, request):
         return False
@@ -84,6 +114,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 @admin.register(ConsentEvent)
 class ConsentEventAdmin(ReadOnlyAdmin):
     list_display = ["id", "work", "kind", "terms", "actor", "reason", "created_at"]
+    list_select_related = ["work", "terms", "actor"]
     list_filter = ["kind", "terms"]
     search_fields = ["work__artist__display_name", "actor__email"]
 

@@ -139,3 +139,99 @@ def test_staff_cannot_undo_an_artists_departure_or_forge_an_acceptance(staff_cli
     assert artist.left_at == left_at
     assert artist.agreement_id == artist_before.agreement_id != other_terms.pk
     assert artist.agreement_accepted_at == artist_before.agreement_accepted_at
+
+
+def test_base_model_rows_are_read_only_in_the_admin(staff_client, settings):
+    from generation.base_models import base_model_current
+
+    base = base_model_current()
+    change = reverse("admin:generation_basemodel_change", args=[base.pk])
+    assert staff_client.get(change).status_code == 200
+    assert staff_client.post(change, {"name": "x", "kind": base.kind, "path": "/elsewhere"}).status_code == 403
+    assert staff_client.post(reverse("admin:generation_basemodel_add"),
+                             {"name": "x", "kind": base.kind, "path": str(settings.BASE_MODEL)}).status_code == 403
+    base.refresh_from_db()
+    assert base.path != "/elsewhere"
+
+
+def test_a_caption_edit_does_not_undo_a_withdrawal_committed_while_the_page_was_open(staff_client, monkeypatch):
+    from licensing import admin as licensing_admin
+    from licensing.services import work_withdraw
+
+    artist, works = opted_in_artist(4)
+    work = works[0]
+    get_object = licensing_admin.WorkAdmin.get_object
+
+    def withdrawn_meanwhile(self, request, object_id, from_field=None):
+        read = get_object(self, request, object_id, from_field)
+        work_withdraw(work=work, actor=artist.user)  # the artist, in another tab
+        return read
+
+    monkeypatch.setattr(licensing_admin.WorkAdmin, "get_object", withdrawn_meanwhile)
+    staff_client.post(reverse("admin:licensing_work_change", args=[work.pk]), {"caption": "a corrected caption"})
+    work.refresh_from_db()
+    assert work.caption == "a corrected caption"
+    assert not work.is_opted_in and work.current_consent.kind == ConsentEvent.Kind.WITHDRAWN
+
+
+def test_a_deleted_work_cannot_be_edited_in_the_admin(staff_client):
+    from licensing.services import work_delete
+
+    artist, works = opted_in_artist(4)
+    work_delete(work=works[0], actor=artist.user)
+    response = staff_client.post(reverse("admin:licensing_work_change", args=[works[0].pk]), {"caption": "new words"})
+    assert response.status_code == 200 and "The work has been deleted." in response.content.decode()
+    works[0].refresh_from_db()
+    assert works[0].caption != "new words"
+
+
+def test_a_style_rename_does_not_put_back_a_version_taken_down_meanwhile(staff_client, monkeypatch):
+    from generation import admin as generation_admin
+    from generation.services import style_unpublish
+
+    artist, _works = opted_in_artist(4)
+    style = ready_version(artist).style
+    get_object = generation_admin.StyleAdmin.get_object
+
+    def taken_down_meanwhile(self, request, object_id, from_field=None):
+        read = get_object(self, request, object_id, from_field)
+        style_unpublish(style=style)
+        return read
+
+    monkeypatch.setattr(generation_admin.StyleAdmin, "get_object", taken_down_meanwhile)
+    staff_client.post(reverse("admin:generation_style_change", args=[style.pk]),
+                      {"name": "Renamed", "slug": style.slug, "description": "",
+                       "versions-TOTAL_FORMS": "0", "versions-INITIAL_FORMS": "0"})
+    style.refresh_from_db()
+    assert style.name == "Renamed" and style.published_version_id is None
+
+
+def test_an_artist_profile_cannot_be_moved_to_another_account(staff_client):
+    from tests.factories import UserFactory
+
+    artist, _works = opted_in_artist(4)
+    owner = artist.user
+    staff_client.post(reverse("admin:licensing_artist_change", args=[artist.pk]),
+                      {"display_name": artist.display_name, "slug": artist.slug, "user": UserFactory().pk})
+    artist.refresh_from_db()
+    assert artist.user == owner
+
+
+def test_the_takedown_counts_only_the_styles_it_took_down(staff_client):
+    published = ready_version(opted_in_artist(4)[0]).style
+    not_published = ready_version(opted_in_artist(4, first_seed=100)[0], publish=False).style
+    response = staff_client.post(reverse("admin:generation_style_changelist"),
+                                 {"action": "unpublish_styles", "_selected_action": [published.pk, not_published.pk]},
+                                 follow=True)
+    shown = [str(message) for message in response.context["messages"]]
+    assert shown == ["Unpublished 1 style.", "1 selected style was not published; a training of it under way will not go live."]
+
+
+def test_a_versions_page_shows_its_reasons_as_sentences(staff_client):
+    artist, works = opted_in_artist(6)
+    version = ready_version(artist)
+    from licensing.services import work_withdraw
+
+    work_withdraw(work=works[0], actor=artist.user)
+    page = staff_client.get(reverse("admin:generation_adapterversion_change", args=[version.pk])).content.decode()
+    assert f"#{works[0].pk}" in page and "%(works)s" not in page

@@ -42,3 +42,15 @@ def test_the_styles_admin_pages_do_not_grow_with_the_styles_and_versions(client_
         ready_version(other)
         ready_version(artist)
     assert (_queries(staff, listing), _queries(staff, change)) == few
+
+
+def test_the_works_and_consent_events_admin_lists_do_not_grow_with_the_works(client_for):
+    from tests.factories import StaffFactory
+
+    staff = client_for(StaffFactory())
+    opted_in_artist(2)
+    urls = reverse("admin:licensing_work_changelist"), reverse("admin:licensing_consentevent_changelist")
+    [_queries(staff, url) for url in urls]  # the first visit also fills the content-type cache
+    few = [_queries(staff, url) for url in urls]
+    opted_in_artist(6, first_seed=100)
+    assert [_queries(staff, url) for url in urls] == few
