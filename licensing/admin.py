@@ -67,7 +67,8 @@ def delete_works(modeladmin, request, queryset):
 
 class WorkAdminForm(forms.ModelForm):
     def clean(self):
-        if self.instance.pk and Work.objects.filter(pk=self.instance.pk, status=Work.Status.DELETED).exists():
+        # The work as read for this request: refused here in the form, where work_update would refuse it too late.
+        if self.instance.is_deleted:
             raise forms.ValidationError(_("The work has been deleted."))
         return super().clean()
 
