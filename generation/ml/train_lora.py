@@ -17,7 +17,6 @@ holding an adapter of another run is replaced only with --overwrite.
 from __future__ import annotations
 
 import argparse
-import codecs
 import contextlib
 import json
 import os
@@ -28,6 +27,7 @@ from pathlib import Path
 
 from PIL import Image, ImageFile, UnidentifiedImageError
 
+from .captions import CaptionNotText, decode_caption
 from .training_config import SEED_MAX, SEED_MIN, SETTING_MAXIMA, preset_config
 
 
@@ -195,12 +195,10 @@ def read_caption(path: Path) -> str:
         data = path.read_bytes()
     except OSError as exc:
         raise DataFolderError(f"cannot read caption {path.name}: {exc.strerror or exc}") from None
-    try:  # utf-8-sig: editors on Windows start UTF-8 files with a byte-order mark
-        caption = " ".join(data.decode("utf-8-sig").split())
-    except UnicodeDecodeError as exc:
-        offset = exc.start + (len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0)
-        raise DataFolderError(f"caption {path.name} is not UTF-8 text (byte 0x{data[offset]:02x} at offset "
-                              f"{offset})") from None
+    try:
+        caption = " ".join(decode_caption(data).split())
+    except CaptionNotText as exc:
+        raise DataFolderError(f"caption {path.name} {exc}") from None
     if not caption:
         raise DataFolderError(f"empty caption in {path.name}")
     return caption

@@ -107,6 +107,21 @@ def test_import_command_reads_utf8_captions_and_refuses_others(tmp_path, artist,
     assert Work.objects.count() == 1
 
 
+def test_import_command_reads_utf16_captions_with_a_byte_order_mark_and_refuses_nul(tmp_path, artist, media_root):
+    (tmp_path / "a.png").write_bytes(images.good_png(1))
+    (tmp_path / "a.txt").write_bytes("a caf\u00e9 at dusk\r\n".encode("utf-16"))  # Windows Notepad's "Unicode"
+    (tmp_path / "b.png").write_bytes(images.good_png(2))
+    (tmp_path / "b.txt").write_bytes("a cafe at dawn".encode("utf-16-le"))  # no byte-order mark: valid UTF-8, with NULs
+    out = io.StringIO()
+    call_command("import_works", str(tmp_path), artist=artist.user.email, stdout=out)
+    first, second, summary = json_lines(out.getvalue())
+    assert first["status"] == "created" and Work.objects.get(pk=first["work"]).caption == "a caf\u00e9 at dusk"
+    assert second["status"] == "rejected"
+    assert second["reason"].startswith("b.txt is not UTF-8 text (byte 0x00 at offset 1; a NUL")
+    assert second["reason"].endswith("; save it as UTF-8 and import the folder again.")
+    assert summary == {"summary": {"created": 1, "duplicate": 0, "rejected": 1}}
+
+
 def test_import_command_normalises(tmp_path, artist):
     for name, data, *_ in NORMALISED:
         (tmp_path / name).write_bytes(data)

@@ -3,6 +3,7 @@ initialised model of the built-in base's shape (a step takes milliseconds)."""
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import json
 import logging
@@ -944,6 +945,28 @@ def test_captions_are_read_as_utf8_with_or_without_a_byte_order_mark(tmp_path):
     assert [example.caption for example in read_data_folder(tmp_path)] == ["a red star, caf\u00e9", "a blue moon"]
     (tmp_path / "b.txt").write_bytes(b"\xef\xbb\xbfab\xe9")  # the offset counts the byte-order mark
     with pytest.raises(DataFolderError, match=r"caption b.txt is not UTF-8 text \(byte 0xe9 at offset 5\)"):
+        read_data_folder(tmp_path)
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be"])
+def test_captions_in_utf16_with_a_byte_order_mark_are_read(tmp_path, encoding):
+    scenes.illustration(1).image.save(tmp_path / "a.png")
+    mark = {"utf-16": b"", "utf-16-le": codecs.BOM_UTF16_LE, "utf-16-be": codecs.BOM_UTF16_BE}[encoding]
+    (tmp_path / "a.txt").write_bytes(mark + "a red star, caf\u00e9 \U0001f338\r\n".encode(encoding))  # Notepad's "Unicode"
+    assert [example.caption for example in read_data_folder(tmp_path)] == ["a red star, caf\u00e9 \U0001f338"]
+
+
+@pytest.mark.parametrize(("data", "problem"), [
+    ("a red star".encode("utf-16-le"), r"is not UTF-8 text \(byte 0x00 at offset 1; a NUL"),  # no byte-order mark
+    (b"\xef\xbb\xbfa\x00b", r"is not UTF-8 text \(byte 0x00 at offset 4; a NUL"),
+    (codecs.BOM_UTF16_LE + "ab".encode("utf-16-le") + b"c", r"is not UTF-16 text \(byte 0x63 at offset 6\)"),
+    (codecs.BOM_UTF16_LE + b"\x00\xd8a\x00", r"is not UTF-16 text \(byte 0x00 at offset 2\)"),  # half a pair
+    (codecs.BOM_UTF32_LE + "ab".encode("utf-32-le"), r"is not UTF-16 text \(byte 0x00 at offset 2; a NUL"),
+])
+def test_captions_that_are_not_text_are_refused_with_the_byte(tmp_path, data, problem):
+    scenes.illustration(1).image.save(tmp_path / "a.png")
+    (tmp_path / "a.txt").write_bytes(data)
+    with pytest.raises(DataFolderError, match=r"caption a.txt " + problem):
         read_data_folder(tmp_path)
 
 

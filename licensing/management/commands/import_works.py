@@ -1,6 +1,5 @@
 """Bulk import of an artist's works from a folder: `name.png` with its caption in `name.txt` beside it."""
 
-import codecs
 import json
 from pathlib import Path
 
@@ -9,13 +8,10 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from django.utils.text import slugify
 
+from generation.ml.captions import CaptionNotText, decode_caption
 from licensing import services
 from licensing.models import Artist
 from licensing.validation import ImageRefused
-
-
-class CaptionNotUtf8(ValueError):
-    """A caption file that is not UTF-8 text; its work is rejected rather than trained on a mangled caption."""
 
 
 # Files that are never works: caption sidecars and other text beside the images.
@@ -48,7 +44,7 @@ class Command(BaseCommand):
                 result = services.work_upload(artist=profile, data=path.read_bytes(), filename=path.name, caption=caption)
             except (ImageRefused, services.LicensingError) as error:
                 line.update(status="rejected", reason=error.message)
-            except CaptionNotUtf8 as error:  # a mangled caption would be trained on: refuse the work instead
+            except CaptionNotText as error:  # a mangled caption would be trained on: refuse the work instead
                 line.update(status="rejected", reason=str(error))
             else:
                 line.update(status=result.status, work=result.work.pk, reason=str(result.message) or None)
@@ -62,13 +58,10 @@ class Command(BaseCommand):
     def _caption(caption_file):
         if not caption_file.is_file():
             return ""
-        data = caption_file.read_bytes()
-        try:  # utf-8-sig: editors on Windows start UTF-8 files with a byte-order mark, which is not part of the caption
-            return data.decode("utf-8-sig").strip()
-        except UnicodeDecodeError as error:
-            offset = error.start + (len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0)
-            raise CaptionNotUtf8(f"{caption_file.name} is not UTF-8 text (byte 0x{data[offset]:02x} at offset "
-                                 f"{offset}); save it as UTF-8 and import the folder again.") from None
+        try:
+            return decode_caption(caption_file.read_bytes()).strip()
+        except CaptionNotText as error:
+            raise CaptionNotText(f"{caption_file.name} {error}; save it as UTF-8 and import the folder again.") from None
 
     def _artist(self, email, create):
         User = get_user_model()
