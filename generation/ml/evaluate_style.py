@@ -60,7 +60,7 @@ from .lora_training import (
 from .pipeline import generate
 from .train_lora import (
     DataFolderError, caption_files, check_image, folder_write_problem, image_files, read_caption, refuse_broken_images,
-    refuse_images_sharing_a_stem, run_cli, seed_argument, visible_entries,
+    refuse_images_sharing_a_stem, run_cli, seed_argument, unread_subfolders, visible_entries,
 )
 from .training_config import SAMPLING_STEPS_MAX, SEED_MAX
 
@@ -78,7 +78,7 @@ def work_images(folder) -> list[tuple[Path, str | None]]:
     paths = image_files(entries)
     refuse_broken_images(entries)
     if len(paths) < 2:
-        raise DataFolderError(f"need at least 2 images in {folder}, found {len(paths)}")
+        raise DataFolderError(f"need at least 2 images in {folder}, found {len(paths)}{unread_subfolders(entries)}")
     refuse_images_sharing_a_stem(paths)
     for path in paths:
         check_image(path)

@@ -110,6 +110,13 @@ def image_files(entries: list[Path]) -> list[Path]:
     return [p for p in entries if is_image_name(p) and p.is_file()]
 
 
+def unread_subfolders(entries: list[Path]) -> str:
+    """"" or a clause naming the subfolders among `entries`: works in them are not read (a folder named like an
+    image is refused as broken instead)."""
+    folders = [p.name for p in entries if p.is_dir() and not is_image_name(p)]
+    return f"; works in subfolders are not read ({_shown(folders)})" if folders else ""
+
+
 def refuse_broken_images(entries: list[Path]) -> None:
     """A name of an image that is not a file (a broken link, a link loop, a folder) is a DataFolderError: a work
     that was meant to be there."""
@@ -168,7 +175,8 @@ def read_data_folder(folder) -> list:
     images = image_files(entries)
     captions = caption_files(entries)
     if not images:
-        raise DataFolderError(f"no images in {folder} (expected .png, .jpg or other image files with .txt captions)")
+        raise DataFolderError(f"no images in {folder} (expected .png, .jpg or other image files with .txt captions)"
+                              + unread_subfolders(entries))
     refuse_images_sharing_a_stem(images)
     missing = [p.name for p in images if p.stem not in captions]
     if missing:
@@ -347,6 +355,8 @@ def _main(argv: list[str] | None) -> dict:
         examples = read_data_folder(args.data)
     except DataFolderError as exc:
         parser.error(f"--data: {exc}")
+    if note := unread_subfolders(visible_entries(args.data, "data folder")):
+        print(f"note: training on the {len(examples)} works directly in --data{note}", file=sys.stderr)
 
     from . import WEIGHTS_NAME
     from .lora_training import (

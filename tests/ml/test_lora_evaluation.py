@@ -254,6 +254,8 @@ def refuse_loading(monkeypatch) -> None:
     ("unreadable-work", "--works: cannot read image 000.png: Permission denied"),
     ("broken-link-work", "--works: 1 image(s) that are broken links or not files: lost.png"),
     ("latin-1-caption", "--works: caption 000.txt is not UTF-8 text (byte 0xe2 at offset 1)"),  # was found after loading
+    ("works-in-a-subfolder", "--works: need at least 2 images in {works}, found 0; works in subfolders are not read "
+                             "(set-1)"),
     ("two-images-one-caption", "--works: 1 name(s) used by more than one image, which would share one caption: "
                                "000.jpg and 000.png; keep one of each"),
     ("lora-not-finite", "--lora: adapter {lora} holds weights that are not finite numbers (the first: "),
@@ -275,6 +277,11 @@ def test_evaluate_style_cli_refuses_bad_input_before_loading(case, message, tiny
         (works / "lost.png").symlink_to(tmp_path / "gone.png")
     elif case == "latin-1-caption":
         (works / "000.txt").write_bytes("pâle".encode("latin-1"))
+    elif case == "works-in-a-subfolder":
+        (works / "set-1").mkdir()
+        for path in sorted(works.iterdir()):
+            if path.is_file():
+                path.rename(works / "set-1" / path.name)
     elif case == "two-images-one-caption":
         Image.open(first).convert("RGB").save(works / "000.jpg")
     elif case == "lora-not-finite":

@@ -811,6 +811,18 @@ def test_cli_trains_and_prints_json(tiny_base, works, tmp_path, capsys):
     assert 0 < printed["median_step_seconds"] <= printed["train_seconds"] / 3  # the middle of six steps
 
 
+def test_cli_names_the_subfolders_it_does_not_read(tiny_base, works, tmp_path, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(Path(works[0].image_path).parent, data)
+    (data / "older").mkdir()
+    scenes.illustration(1).image.save(data / "older" / "a.png")
+    summary = cli_main(["--base", str(tiny_base), "--data", str(data), "--out", str(tmp_path / "adapter"),
+                        "--steps", "1", "--rank", "4", "--threads", "1"])
+    assert summary["steps"] == 1
+    assert (f"note: training on the {len(works)} works directly in --data; works in subfolders are not read (older)"
+            in capsys.readouterr().err)
+
+
 def test_cli_trains_in_the_precision_asked_for(tiny_base, works, tmp_path, capsys):
     data = Path(works[0].image_path).parent
     summary = cli_main(["--base", str(tiny_base), "--data", str(data), "--out", str(tmp_path / "adapter"),
@@ -824,6 +836,8 @@ def test_cli_trains_in_the_precision_asked_for(tiny_base, works, tmp_path, capsy
 @pytest.mark.parametrize("case, message", [
     ("missing", "data folder not found"),
     ("empty", "no images in"),
+    ("only-subfolders", "(expected .png, .jpg or other image files with .txt captions); works in subfolders are not "
+                        "read (set-1, set-2)"),
     ("uncaptioned", "1 image(s) without a .txt caption: b.png"),
     ("latin-1-caption", "caption b.txt is not UTF-8 text (byte 0xe9 at offset 3)"),
     ("bad-base", "not a diffusers model folder"),
@@ -837,6 +851,11 @@ def test_cli_errors_are_one_line(case, message, tiny_base, tmp_path, capsys):
     base = tiny_base
     if case != "missing":
         data.mkdir()
+    if case == "only-subfolders":
+        for name in ("set-1", "set-2"):
+            (data / name).mkdir()
+            scenes.illustration(1).image.save(data / name / "a.png")
+            (data / name / "a.txt").write_text("a red star")
     if case in ("uncaptioned", "latin-1-caption", "bad-base", "bad-device", "work-is-a-file", "work-inside-out"):
         scenes.illustration(1).image.save(data / "a.png")
         (data / "a.txt").write_text("a red star")
