@@ -45,14 +45,16 @@ class AdapterVersionInline(ShowsReasons, admin.TabularInline):
         return super().get_queryset(request).select_related("style", "snapshot__artist")
 
 
-@admin.action(description=_("Unpublish the selected styles"), permissions=["change"])
-def unpublish_styles(modeladmin, request, queryset):
+@admin.action(description=_("Take down the selected styles"), permissions=["change"])
+def take_down_styles(modeladmin, request, queryset):
     styles = list(queryset)
     published = sum(style.published_version_id is not None for style in styles)
     for style in styles:  # each, published or not: a training of it under way does not go live either
-        services.style_unpublish(style=style)
-    messages.success(request, ngettext("Unpublished %(count)d style.", "Unpublished %(count)d styles.", published)
-                     % {"count": published})
+        services.style_take_down(style=style)
+    messages.success(request, ngettext(
+        "Took down %(count)d style; its artist cannot publish it until you lift the takedown.",
+        "Took down %(count)d styles; their artists cannot publish them until you lift the takedown.",
+        len(styles)) % {"count": len(styles)})
     if published < len(styles):
         messages.info(request, ngettext(
             "%(count)d selected style was not published; a training of it under way will not go live.",
@@ -60,14 +62,30 @@ def unpublish_styles(modeladmin, request, queryset):
             len(styles) - published) % {"count": len(styles) - published})
 
 
+@admin.action(description=_("Lift the takedown of the selected styles"), permissions=["change"])
+def lift_takedowns(modeladmin, request, queryset):
+    down = [style for style in queryset if style.taken_down_at is not None]
+    for style in down:
+        services.style_takedown_lift(style=style)
+    messages.success(request, ngettext(
+        "Lifted the takedown of %(count)d style; its artist can publish it again.",
+        "Lifted the takedown of %(count)d styles; their artists can publish them again.",
+        len(down)) % {"count": len(down)})
+
+
 @admin.register(Style)
 class StyleAdmin(SavesOnlyItsFields):
-    list_display = ["name", "artist", "published_version", "created_at"]
+    list_display = ["name", "artist", "published_version", "taken_down_at", "created_at"]
     list_select_related = ["artist", "published_version__style"]
+    list_filter = [("taken_down_at", admin.EmptyFieldListFilter)]
     search_fields = ["name", "artist__display_name"]
-    # Publishing is the artist's act; staff can only take a style down (the action).
-    readonly_fields = ["artist", "published_version"]
-    actions = [unpublish_styles]
+    # Publishing is the artist's act; staff can only take a style down and lift that (the actions), and write
+    # the reason the artist reads while it is down.
+    readonly_fields = ["artist", "published_version", "taken_down_at"]
+    actions = [take_down_styles, lift_takedowns]
+
+    def get_readonly_fields(self, request, obj=None):
+        return self.readonly_fields + (["takedown_reason"] if obj is None or obj.taken_down_at is None else [])
     inlines = [AdapterVersionInline]
 
     def has_add_permission(self, request):

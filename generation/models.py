@@ -39,6 +39,9 @@ class Style(models.Model):
     published_version = models.OneToOneField(
         "AdapterVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="published_for"
     )
+    # Staff's takedown holds until staff lift it: the artist cannot publish meanwhile (see style_take_down).
+    taken_down_at = models.DateTimeField(_("taken down at"), null=True, blank=True)
+    takedown_reason = models.TextField(_("takedown reason"), blank=True, help_text=_("Shown to the artist on their style page."))
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

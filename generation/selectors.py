@@ -13,8 +13,8 @@ DEFAULT_SECONDS_PER_STEP = 0.5
 
 
 def usable_adapter_versions(*, style_ids=None):
-    """Published, ready adapter versions of artists still here (not left, account active), no work withdrawn,
-    trained on the base model generation samples from now.
+    """Published, ready adapter versions of styles staff have not taken down, of artists still here (not left,
+    account active), no work withdrawn, trained on the base model generation samples from now.
 
     Retirement already happens inside every withdrawal; the consent check here is the second lock
     on the same door, so a missed retirement can never let a withdrawn work reach an image.
@@ -26,6 +26,7 @@ def usable_adapter_versions(*, style_ids=None):
     candidates = AdapterVersion.objects.filter(
         status=AdapterVersion.Status.READY,
         published_for__isnull=False,
+        style__taken_down_at__isnull=True,  # a takedown unpublishes too; this holds should a publish slip past it
         base_model__sha256=current_base_sha256(),  # None (no base known here) matches nothing
         style__artist__left_at__isnull=True,
         style__artist__user__is_active=True,  # an account staff deactivated is off the platform too

@@ -103,8 +103,8 @@ def _style_training_start(*, artist, actor, preset, publish_when_ready):
     config = configured_preset(preset, base_kind_of(base.path), settings.TRAINING_PRESET_OVERRIDES)
     number = (style.versions.aggregate(last=Max("number"))["last"] or 0) + 1
     version = AdapterVersion.objects.create(
-        style=style, number=number, snapshot=snapshot, base_model=base, preset=preset,
-        hyperparameters=config.to_dict(), publish_when_ready=publish_when_ready, created_by=actor,
+        style=style, number=number, snapshot=snapshot, base_model=base, preset=preset, hyperparameters=config.to_dict(),
+        publish_when_ready=publish_when_ready and style.taken_down_at is None, created_by=actor,
     )
     TrainingJob.objects.create(adapter_version=version, total_steps=config.steps)
     _enqueue_training(version.pk)
@@ -292,7 +292,11 @@ def training_job_finish(*, job, result, adapter_root):
         weights_path=str(weights.relative_to(adapter_root)),
     )
     if version.publish_when_ready and trained_on_current_base(version):  # BASE_MODEL may have changed since the start
-        adapter_version_publish(adapter_version=version)
+        try:  # its own savepoint: a refusal (staff took the style down meanwhile) leaves the version ready
+            adapter_version_publish(adapter_version=version)
+        except ValidationError as refusal:
+            logger.info("version %s of style %s is ready, not published: %s", version.number, version.style_id,
+                        refusal.messages[0])
     return version
 
 
@@ -309,6 +313,8 @@ def adapter_version_publish(*, adapter_version):
         raise ValidationError(_("Only a ready version can be published; this one is %(status)s.") % {"status": version.get_status_display()})
     if not trained_on_current_base(version):
         raise ValidationError(_("This version was trained on an earlier base model than the one images are made with now; train your style again to publish it."))
+    if style.taken_down_at is not None:
+        raise ValidationError(_takedown_refusal(style))
     style.published_version = version
     style.save(update_fields=["published_version"])
     under_way.update(publish_when_ready=False)
@@ -317,13 +323,42 @@ def adapter_version_publish(*, adapter_version):
 
 @transaction.atomic
 def style_unpublish(*, style):
-    """Take the style out of generation, the training under way included (the artist's word, or staff's)."""
+    """Take the style out of generation, the training under way included (the artist's word)."""
     under_way = _lock_versions_before_style(style.pk)
     style = Style.objects.select_for_update().get(pk=style.pk)
     style.published_version = None
     style.save(update_fields=["published_version"])
     under_way.update(publish_when_ready=False)
     return style
+
+
+@transaction.atomic
+def style_take_down(*, style, reason=""):
+    """Staff's takedown: unpublished, the training under way included, and no version can be published (by the
+    artist, a training that finishes, or the demo's install) until staff lift it. Taking down a style already
+    down keeps its date, and its reason unless a new one is given."""
+    style = style_unpublish(style=style)
+    if style.taken_down_at is None:
+        style.taken_down_at, style.takedown_reason = timezone.now(), reason
+    elif reason:
+        style.takedown_reason = reason
+    style.save(update_fields=["taken_down_at", "takedown_reason"])
+    return style
+
+
+@transaction.atomic
+def style_takedown_lift(*, style):
+    """Staff lift their takedown; the artist publishes again (nothing goes live by itself)."""
+    style = Style.objects.select_for_update().get(pk=style.pk)
+    style.taken_down_at = None
+    style.takedown_reason = ""
+    style.save(update_fields=["taken_down_at", "takedown_reason"])
+    return style
+
+
+def _takedown_refusal(style):
+    return _("Staff took this style down on %(date)s; no version of it can be published until they lift the "
+             "takedown.") % {"date": f"{style.taken_down_at:%Y-%m-%d %H:%M} UTC"}
 
 
 def _lock_versions_before_style(style_id, also=None):

@@ -67,6 +67,10 @@ class StyleSerializer(serializers.Serializer):
     name = serializers.CharField()
     slug = serializers.CharField()
     published_version = serializers.IntegerField(source="published_version_id", allow_null=True)
+    taken_down_at = serializers.DateTimeField(
+        allow_null=True, help_text="When staff took the style down; until they lift it no version can be published."
+    )
+    takedown_reason = serializers.CharField(allow_blank=True, help_text="Staff's reason for the takedown, if given.")
     versions = serializers.SerializerMethodField()
 
     def get_versions(self, style) -> list[int]:

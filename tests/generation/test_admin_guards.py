@@ -42,7 +42,7 @@ def test_staff_take_a_style_down_but_cannot_publish_one(staff_client):
     style.refresh_from_db()
     assert style.published_version_id == published.pk
     response = staff_client.post(reverse("admin:generation_style_changelist"),
-                                 {"action": "unpublish_styles", "_selected_action": [style.pk]})
+                                 {"action": "take_down_styles", "_selected_action": [style.pk]})
     assert response.status_code == 302
     style.refresh_from_db()
     assert style.published_version_id is None and not usable_adapter_versions().exists()
@@ -96,7 +96,7 @@ def test_staff_who_may_only_view_cannot_run_the_actions(client):
     client.post(reverse("admin:licensing_consentterms_delete", args=[draft.pk]), {"post": "yes"})
     assert ConsentTerms.objects.filter(pk=draft.pk).exists()
     client.post(reverse("admin:licensing_work_changelist"), {"action": "delete_works", "_selected_action": [works[0].pk]})
-    client.post(reverse("admin:generation_style_changelist"), {"action": "unpublish_styles", "_selected_action": [version.style_id]})
+    client.post(reverse("admin:generation_style_changelist"), {"action": "take_down_styles", "_selected_action": [version.style_id]})
     works[0].refresh_from_db()
     version.style.refresh_from_db()
     assert works[0].status == Work.Status.ACTIVE and version.style.published_version_id == version.pk
@@ -221,10 +221,11 @@ def test_the_takedown_counts_only_the_styles_it_took_down(staff_client):
     published = ready_version(opted_in_artist(4)[0]).style
     not_published = ready_version(opted_in_artist(4, first_seed=100)[0], publish=False).style
     response = staff_client.post(reverse("admin:generation_style_changelist"),
-                                 {"action": "unpublish_styles", "_selected_action": [published.pk, not_published.pk]},
+                                 {"action": "take_down_styles", "_selected_action": [published.pk, not_published.pk]},
                                  follow=True)
     shown = [str(message) for message in response.context["messages"]]
-    assert shown == ["Unpublished 1 style.", "1 selected style was not published; a training of it under way will not go live."]
+    assert shown == ["Took down 2 styles; their artists cannot publish them until you lift the takedown.",
+                     "1 selected style was not published; a training of it under way will not go live."]
 
 
 def test_a_versions_page_shows_its_reasons_as_sentences(staff_client):

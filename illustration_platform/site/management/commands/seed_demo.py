@@ -43,6 +43,8 @@ class Command(BaseCommand):
     def _state(style):
         if usable_adapter_versions(style_ids=[style.pk]).exists():
             return "published"
+        if style.taken_down_at is not None:
+            return "taken down by staff"
         return "published, not in use (see the style page)" if style.published_version_id else "not published"
 
     def _seed_user(self, spec):
