@@ -92,11 +92,13 @@ def _style_training_start(*, artist, actor, preset, publish_when_ready):
         }
         awaiting = works_needing_reconsent(artist=artist, terms=terms).count()
         if awaiting:  # opted in under older terms: the studio lists them as opted in
-            refusal += " " + ngettext(
+            awaits = ngettext(
                 "%(count)d more work awaits your consent to the current terms, in your studio.",
                 "%(count)d more works await your consent to the current terms, in your studio.",
                 awaiting,
             ) % {"count": awaiting}
+            # Translated too: Japanese puts no space between sentences.
+            refusal = _("%(refusal)s %(awaiting)s") % {"refusal": refusal, "awaiting": awaits}
         raise ValidationError(refusal)
     snapshot = dataset_snapshot_create(artist=artist)
     base = base_model_current()

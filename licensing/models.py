@@ -10,6 +10,7 @@ import uuid
 
 from django.conf import settings
 from django.db import models
+from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
 
@@ -86,7 +87,9 @@ def _suffix(filename):
 class Artist(models.Model):
     """An illustrator's profile; having one gives a user the artist role."""
 
-    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="artist")
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, verbose_name=_("user"), on_delete=models.CASCADE, related_name="artist"
+    )
     display_name = models.CharField(_("display name"), max_length=80)
     slug = models.SlugField(_("slug"), unique=True)
     bio = models.TextField(_("bio"), blank=True)
@@ -99,10 +102,12 @@ class Artist(models.Model):
     )
     agreement_accepted_at = models.DateTimeField(_("agreement accepted at"), null=True, blank=True)
     left_at = models.DateTimeField(_("left at"), null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
 
     class Meta:
         ordering = ["display_name"]
+        verbose_name = _("artist")
+        verbose_name_plural = _("artists")
 
     def __str__(self):
         return self.display_name
@@ -127,7 +132,7 @@ class Work(models.Model):
         ACTIVE = "active", _("Active")
         DELETED = "deleted", _("Deleted")
 
-    artist = models.ForeignKey(Artist, on_delete=models.PROTECT, related_name="works")
+    artist = models.ForeignKey(Artist, verbose_name=_("artist"), on_delete=models.PROTECT, related_name="works")
     original = models.FileField(_("original file"), upload_to=work_upload_path, blank=True)
     training_image = models.FileField(_("training copy (RGB PNG)"), upload_to=work_upload_path, blank=True)
     original_name = models.CharField(_("uploaded file name"), max_length=255, blank=True)
@@ -148,12 +153,14 @@ class Work(models.Model):
         "ConsentEvent", verbose_name=_("latest consent event"), null=True, blank=True,
         on_delete=models.PROTECT, related_name="+",
     )
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
-    deleted_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+    deleted_at = models.DateTimeField(_("deleted at"), null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        verbose_name = _("work")
+        verbose_name_plural = _("works")
         constraints = [
             models.UniqueConstraint(
                 fields=["artist", "sha256"], condition=models.Q(status="active"), name="work_artist_sha256_unique_active"
@@ -197,18 +204,25 @@ class ConsentEvent(AppendOnlyModel):
         GRANTED = "granted", _("Granted")
         WITHDRAWN = "withdrawn", _("Withdrawn")
 
-    work = models.ForeignKey(Work, on_delete=models.PROTECT, related_name="consent_events")
+    work = models.ForeignKey(Work, verbose_name=_("work"), on_delete=models.PROTECT, related_name="consent_events")
     kind = models.CharField(_("kind"), max_length=16, choices=Kind.choices)
-    terms = models.ForeignKey(ConsentTerms, on_delete=models.PROTECT, null=True, blank=True, related_name="events")
-    actor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    terms = models.ForeignKey(
+        ConsentTerms, verbose_name=_("consent terms"), on_delete=models.PROTECT, null=True, blank=True,
+        related_name="events",
+    )
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, verbose_name=_("actor"), on_delete=models.PROTECT, related_name="+")
     reason = models.CharField(_("reason"), max_length=300, blank=True)
     created_at = models.DateTimeField(_("time"), auto_now_add=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        verbose_name = _("consent event")
+        verbose_name_plural = _("consent events")
 
     def __str__(self):
-        return f"{self.get_kind_display()} {self.work_id} ({self.created_at:%Y-%m-%d %H:%M})"
+        return gettext("%(kind)s %(work)s (%(time)s)") % {
+            "kind": self.get_kind_display(), "work": self.work_id, "time": f"{self.created_at:%Y-%m-%d %H:%M}",
+        }
 
 
 def snapshot_fingerprint(entries):
@@ -222,18 +236,24 @@ def snapshot_fingerprint(entries):
 class DatasetSnapshot(AppendOnlyModel):
     """A frozen list of the works an artist had opted in at one moment; adapters are trained from these."""
 
-    artist = models.ForeignKey(Artist, on_delete=models.PROTECT, related_name="snapshots")
-    terms = models.ForeignKey(ConsentTerms, on_delete=models.PROTECT, related_name="+")
+    artist = models.ForeignKey(Artist, verbose_name=_("artist"), on_delete=models.PROTECT, related_name="snapshots")
+    terms = models.ForeignKey(ConsentTerms, verbose_name=_("consent terms"), on_delete=models.PROTECT, related_name="+")
     entries = models.JSONField(_("entries"))
     fingerprint = models.CharField(_("fingerprint"), max_length=64, db_index=True)
     work_count = models.PositiveIntegerField(_("works"))
-    created_at = models.DateTimeField(auto_now_add=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        verbose_name = _("dataset snapshot")
+        verbose_name_plural = _("dataset snapshots")
 
     def __str__(self):
-        return f"Snapshot {self.pk} of {self.artist} ({self.work_count} works, {self.fingerprint[:12]})"
+        return ngettext(
+            "Snapshot %(id)s of %(artist)s (%(count)s work, %(fingerprint)s)",
+            "Snapshot %(id)s of %(artist)s (%(count)s works, %(fingerprint)s)",
+            self.work_count,
+        ) % {"id": self.pk, "artist": self.artist, "count": self.work_count, "fingerprint": self.fingerprint[:12]}
 
     @property
     def work_ids(self):

@@ -44,7 +44,8 @@ class ValidatedImage:
 
 
 def _sniff(data):
-    """The format the first bytes announce: PNG/JPEG/WEBP, or a description of what else the file is."""
+    """The format the first bytes announce: PNG/JPEG/WEBP, or a description of what else the file is (in the
+    reader's language: it goes into a sentence)."""
     head = data[:512]
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
         return "PNG"
@@ -54,25 +55,25 @@ def _sniff(data):
         return "WEBP"
     lowered = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
     if head.startswith((b"GIF87a", b"GIF89a")):
-        return "a GIF image"
+        return _("a GIF image")
     if lowered.startswith(b"<svg") or (lowered.startswith(b"<?xml") and b"<svg" in data[:4096].lower()):
-        return "an SVG drawing"
+        return _("an SVG drawing")
     if lowered.startswith((b"<!doctype html", b"<html", b"<head", b"<body", b"<script")):
-        return "an HTML page"
+        return _("an HTML page")
     if lowered.startswith(b"<"):
-        return "an XML or HTML document"
+        return _("an XML or HTML document")
     if head.startswith(b"%PDF"):
-        return "a PDF document"
+        return _("a PDF document")
     if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
-        return "a ZIP archive"
+        return _("a ZIP archive")
     if head.startswith(b"\x7fELF") or head.startswith(b"MZ") or head[:4] in (b"\xcf\xfa\xed\xfe", b"\xfe\xed\xfa\xcf"):
-        return "an executable program"
+        return _("an executable program")
     if head.startswith((b"BM",)):
-        return "a BMP image"
+        return _("a BMP image")
     if head[:4] in (b"II*\x00", b"MM\x00*"):
-        return "a TIFF image"
+        return _("a TIFF image")
     if head[4:12] in (b"ftypavif", b"ftypheic", b"ftypmif1"):
-        return "an AVIF or HEIC image"
+        return _("an AVIF or HEIC image")
     return ""
 
 
@@ -96,15 +97,18 @@ def _check_no_hidden_payload(data, kind):
         raise ImageRefused(_("The file contains a ZIP archive, so it may also be another kind of file."))
 
 
+def refuse_if_too_large(size):
+    """ImageRefused for a file over WORK_MAX_BYTES; the API calls it on the declared size, before reading."""
+    if size > settings.WORK_MAX_BYTES:
+        raise ImageRefused(_("The file is %(size)s bytes; the limit is %(limit)s bytes.")
+                           % {"size": size, "limit": settings.WORK_MAX_BYTES})
+
+
 def validate_image(data, *, filename=""):
     """Check an uploaded file completely and prepare its training copy; raise ImageRefused otherwise."""
     if not data:
         raise ImageRefused(_("The file is empty."))
-    max_bytes = settings.WORK_MAX_BYTES
-    if len(data) > max_bytes:
-        raise ImageRefused(
-            _("The file is %(size)s bytes; the limit is %(limit)s bytes.") % {"size": len(data), "limit": max_bytes}
-        )
+    refuse_if_too_large(len(data))
     kind = _sniff(data)
     if kind not in FORMATS:
         if kind:

@@ -2,6 +2,7 @@
 
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, JsonResponse
+from django.utils.translation import gettext
 from django.views import defaults
 from rest_framework import exceptions
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -49,7 +50,8 @@ def api_not_found_as_json(get_response):
     def middleware(request):
         response = get_response(request)
         if response.status_code == 404 and _is_api(request) and not response.get("Content-Type", "").startswith("application/json"):
-            return JsonResponse({"error": {"code": "not_found", "message": "Not found."}}, status=404)
+            # DRF's own sentence, so DRF's catalogue translates it as it does for its 404s.
+            return JsonResponse({"error": {"code": "not_found", "message": gettext("Not found.")}}, status=404)
         return response
 
     return middleware
@@ -58,7 +60,7 @@ def api_not_found_as_json(get_response):
 def server_error(request):
     """handler500: the API's clients get JSON here too (the traceback goes to the log, never to them)."""
     if _is_api(request):
-        return JsonResponse({"error": {"code": "error", "message": "A server error occurred."}}, status=500)
+        return JsonResponse({"error": {"code": "error", "message": gettext("A server error occurred.")}}, status=500)
     return defaults.server_error(request)
 
 

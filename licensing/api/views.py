@@ -1,6 +1,5 @@
 """The works, consent and snapshot API; thin views over licensing.services and licensing.selectors."""
 
-from django.conf import settings
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
@@ -14,7 +13,7 @@ from illustration_platform.accounts.roles import IsArtist
 
 from .. import selectors, services
 from ..models import ConsentEvent, DatasetSnapshot, Work
-from ..validation import ImageRefused
+from ..validation import ImageRefused, refuse_if_too_large
 from . import serializers as s
 
 
@@ -54,10 +53,8 @@ class WorkViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Updat
         form.is_valid(raise_exception=True)
         upload = form.validated_data["image"]
         try:
-            if upload.size is not None and upload.size > settings.WORK_MAX_BYTES:
-                raise ImageRefused(
-                    f"The file is {upload.size} bytes; the limit is {settings.WORK_MAX_BYTES} bytes."
-                )
+            if upload.size is not None:
+                refuse_if_too_large(upload.size)
             result = services.work_upload(
                 artist=request.user.artist, data=upload.read(), filename=upload.name or "",
                 caption=form.validated_data["caption"],

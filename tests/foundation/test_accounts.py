@@ -11,6 +11,8 @@ pytestmark = pytest.mark.django_db
 
 
 def test_sign_up_creates_a_subscriber_and_logs_them_in(client):
+    page = client.get(reverse("accounts:sign_up")).content.decode()
+    assert '<small class="help" id="id_password1_helptext"><ul><li>' in page  # the password rules, as a list
     response = client.post(
         reverse("accounts:sign_up"),
         {"email": "New@Example.test", "display_name": "New", "password1": PASSWORD, "password2": PASSWORD},

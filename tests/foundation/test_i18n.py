@@ -1,15 +1,19 @@
 import ast
 import gettext
+import json
 import re
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import RequestFactory
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import translation
 from django.utils.translation import get_language_info
+from rest_framework.test import APIClient
 
 from tests.factories import ArtistFactory, ConsentTermsFactory, UserFactory, make_work
 
@@ -269,3 +273,51 @@ def test_server_error_page_in_japanese():
         page = render_to_string("500.html")
     assert 'lang="ja"' in page and "サーバー側で問題が発生しました" in page
     assert english_left(page) == []
+
+
+def test_api_not_found_and_server_error_in_the_language_asked_for(client, settings, monkeypatch):
+    headers = {"HTTP_ACCEPT_LANGUAGE": "ja"}
+    assert client.get("/api/nope/", **headers).json()["error"] == {"code": "not_found", "message": "見つかりませんでした。"}
+    assert client.get("/api/nope/").json()["error"]["message"] == "Not found."
+    from illustration_platform.api.errors import server_error
+
+    request = RequestFactory().get("/api/styles/")
+    with translation.override("ja"):
+        assert json.loads(server_error(request).content)["error"]["message"] == "サーバーエラーが発生しました。"
+
+
+def test_what_an_upload_is_refused_as_is_said_in_japanese(artist_with_works, settings):
+    api = APIClient(HTTP_ACCEPT_LANGUAGE="ja")  # the upload page sends its files here
+    api.force_authenticate(artist_with_works.user)
+    pdf = SimpleUploadedFile("doc.png", b"%PDF-1.7\n1 0 obj<<>>endobj\n%%EOF", content_type="image/png")
+    response = api.post(reverse("works-list"), {"image": pdf}, format="multipart")
+    assert response.status_code == 400
+    assert response.json()["error"]["message"] == "このファイルはPDF 文書です。PNG・JPEG・WebP 画像ではありません。"
+    settings.WORK_MAX_BYTES = 10
+    big = SimpleUploadedFile("big.png", b"x" * 11, content_type="image/png")
+    response = api.post(reverse("works-list"), {"image": big}, format="multipart")  # refused on its declared size
+    assert response.status_code == 400
+    assert response.json()["error"]["message"] == "ファイルサイズは 11 バイトです。上限は 10 バイトです。"
+
+
+def test_japanese_sentences_run_on_without_a_space(client, artist_with_works, settings):
+    from django.core.exceptions import ValidationError
+
+    from generation.services import style_training_start
+    from licensing.models import ConsentTerms
+
+    japanese(client, artist_with_works.user)
+    studio = client.get(reverse("licensing:studio")).content.decode()
+    assert re.search(r"点。現在の同意条件：バージョン \d+。", studio)
+    style = client.get(reverse("generation:style")).content.decode()
+    assert "学習に使えます。学習には、" in style
+    work = artist_with_works.works.get(caption="a drawing")
+    client.post(reverse("licensing:work_consent", args=[work.pk, "opt-in"]))
+    current = ConsentTerms.current(ConsentTerms.Kind.TRAINING)
+    ConsentTerms.objects.create(kind=current.kind, version=current.version + 1, title="New", text="New.", is_active=True)
+    settings.STYLE_MIN_WORKS = 5
+    with translation.override("ja"), pytest.raises(ValidationError) as refusal:
+        style_training_start(artist=artist_with_works, actor=artist_with_works.user)
+    assert refusal.value.messages == [
+        "スタイルの学習には、学習への利用を許可した作品が 5 点以上必要です（現在 0 点）。ほかに 1 点の作品が、スタジオで現在の同意条件への"
+        "同意を待っています。"]

@@ -92,6 +92,10 @@ def test_become_an_artist_page(client_for, subscriber):
     client = client_for(subscriber)
     page = client.get(reverse("licensing:become_artist")).content.decode()
     assert "Artist agreement" in page or "artist_agreement" in page
+    # The help text reads as written (its "<slug>" was taken for a tag) and is the one the input points to.
+    assert ('<small class="help" id="id_slug_helptext">Letters, numbers, hyphens; your page will be at '
+            "/studio/artists/&lt;slug&gt;/.</small>") in page
+    assert 'aria-describedby="id_slug_helptext"' in page
     refused = client.post(reverse("licensing:become_artist"), {"display_name": "Mio", "slug": "mio"})
     assert refused.status_code == 200 and not Artist.objects.exists()
     done = client.post(reverse("licensing:become_artist"), {"display_name": "Mio", "slug": "mio", "accept_agreement": "on"})
