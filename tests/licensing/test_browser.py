@@ -53,6 +53,11 @@ def run_flow(live_server, page, tmp_path):
     contrasts = badge_contrasts(page)  # the consent state of each work must be readable (WCAG AA)
     assert len(contrasts) == 20 and all(ratio >= 4.5 for _text, ratio in contrasts), contrasts
     one = Work.objects.get(caption="drawing number 7")
+    # Each row's buttons sit in a real table cell, so the row's borders line up; a phone does not scroll sideways.
+    assert page.locator(f"#work-{one.pk} td.actions").evaluate("cell => getComputedStyle(cell).display") == "table-cell"
+    page.set_viewport_size({"width": 390, "height": 844})
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    page.set_viewport_size({"width": 1280, "height": 800})
     page.click(f"#work-{one.pk} button:has-text('Withdraw')")
     assert f"Consent for work #{one.pk} is withdrawn." in page.inner_text(".messages")
     page.click("text=Consent history")
