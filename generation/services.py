@@ -81,6 +81,8 @@ def _style_training_start(*, artist, actor, preset, publish_when_ready):
     if preset not in PRESETS["builtin"]:
         raise ValidationError(_("Unknown preset %(preset)s; choose one of %(choices)s.") % {"preset": preset, "choices": ", ".join(PRESETS["builtin"])})
     artist = type(artist).objects.select_for_update().get(pk=artist.pk)
+    if artist.has_left:
+        raise ValidationError(_("You have left the platform, so no style of yours can be trained."))
     style = style_for_artist(artist=artist)
     if style.versions.filter(status__in=AdapterVersion.ACTIVE_STATUSES).exists():
         raise ValidationError(_("A training of this style is already under way."))

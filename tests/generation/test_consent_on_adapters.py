@@ -83,6 +83,25 @@ def test_deleting_a_work_and_leaving_retire_too(django_capture_on_commit_callbac
     assert not usable_adapter_versions().exists()
 
 
+def test_an_artist_who_left_keeps_the_record_of_their_versions_and_trains_no_more(
+    api_client_for, client_for, django_capture_on_commit_callbacks
+):
+    from django.urls import reverse
+
+    artist, _works = opted_in_artist(5)
+    ready_version(artist)
+    with django_capture_on_commit_callbacks(execute=False):
+        artist_leave(artist=artist, actor=artist.user)
+    response = api_client_for(artist.user).post(reverse("api-style-train"), {"preset": "quick"}, format="json")
+    assert response.status_code == 400
+    assert response.json()["error"]["message"] == "You have left the platform, so no style of yours can be trained."
+    page = client_for(artist.user).get(reverse("generation:style")).content.decode()
+    assert "You have left the platform: your versions stay listed here as a record" in page
+    assert 'id="train-heading"' not in page and "v1" in page
+    for gone in (reverse("licensing:upload"), reverse("licensing:profile")):  # 404 for them: not offered
+        assert f'href="{gone}"' not in page
+
+
 def test_withdrawal_during_training_finishes_retired_never_published(django_capture_on_commit_callbacks, settings):
     artist, works = opted_in_artist(5)
     version = ready_version(artist, publish=False)

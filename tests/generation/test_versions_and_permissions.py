@@ -190,7 +190,7 @@ def test_previews_reach_their_owner_by_session_and_token_and_nobody_else(client_
     assert client_for(artist.user).get(traversal).status_code == 404
 
 
-def test_the_api_hands_out_preview_urls_that_work_with_a_token(api_client, owned):
+def test_the_api_hands_out_preview_urls_that_work_with_a_token(api_client, client_for, owned):
     artist, _first, second = owned
     from generation.models import TrainingJob
     from generation.storage import preview_path
@@ -204,6 +204,9 @@ def test_the_api_hands_out_preview_urls_that_work_with_a_token(api_client, owned
     api_client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=artist.user).key}")
     preview = api_client.get(reverse("api-adapter-version", args=[second.pk])).json()["previews"][0]
     assert api_client.get(preview["url"]).status_code == 200
+    # The page tells the prompt's two seeds apart.
+    page = client_for(artist.user).get(reverse("generation:style")).content.decode()
+    assert 'alt="a red house (step 2, seed 0)"' in page and "<small>step 2, seed 0<br>a red house</small>" in page
 
 
 def test_the_api_gives_the_loss_curve_as_whole_steps_and_float_losses(api_client_for, owned):
