@@ -7,6 +7,8 @@ from django.utils import timezone
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
+from illustration_platform.reasons import translated_reason
+
 
 class BaseModel(models.Model):
     """A diffusers model folder on disk that adapters are trained on and images are sampled from."""
@@ -134,13 +136,6 @@ class AdapterVersion(models.Model):
     @property
     def retired_reason_shown(self):
         return translated_reason(self.retired_reason, self.retired_params)
-
-
-def translated_reason(reason, params):
-    """A stored reason in the reader's language. One the catalogue lacks (an error of the training loop, or a
-    reason stored before reasons were stored untranslated) shows as it was written."""
-    text = gettext(reason) if reason else ""
-    return text % params if params else text
 
 
 class TrainingJob(models.Model):

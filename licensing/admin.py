@@ -84,10 +84,15 @@ class WorkAdmin(admin.ModelAdmin):
     list_filter = ["status", "do_not_train", "shown_on_profile"]
     search_fields = ["artist__display_name", "original_name", "caption", "sha256"]
     readonly_fields = [
-        "artist", "original", "training_image", "status", "do_not_train", "do_not_train_reason", "sha256", "phash", "width", "height", "original_format",
-        "current_consent", "deleted_at", "near_duplicate_of",
+        "artist", "original", "training_image", "status", "do_not_train", "do_not_train_reason_shown", "sha256", "phash", "width",
+        "height", "original_format", "current_consent", "deleted_at", "near_duplicate_of",
     ]
+    exclude = ["do_not_train_reason", "do_not_train_params"]  # shown as one sentence, in the reader's language
     actions = [delete_works]
+
+    @admin.display(description=_("do-not-train reason"))
+    def do_not_train_reason_shown(self, work):
+        return work.do_not_train_reason_shown
 
     def save_model(self, request, obj, form, change):
         # The service locks the row and refuses a deleted work: the form's copy would write back a consent or status
@@ -114,10 +119,14 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(ConsentEvent)
 class ConsentEventAdmin(ReadOnlyAdmin):
-    list_display = ["id", "work", "kind", "terms", "actor", "reason", "created_at"]
+    list_display = ["id", "work", "kind", "terms", "actor", "reason_shown", "created_at"]
     list_select_related = ["work", "terms", "actor"]
     list_filter = ["kind", "terms"]
     search_fields = ["work__artist__display_name", "actor__email"]
+
+    @admin.display(description=_("reason"))
+    def reason_shown(self, event):
+        return event.reason_shown
 
 
 @admin.register(DatasetSnapshot)

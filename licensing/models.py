@@ -13,6 +13,8 @@ from django.db import models
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 
+from illustration_platform.reasons import translated_reason
+
 
 class ImmutableRowError(Exception):
     """Raised when code tries to change or delete an append-only row."""
@@ -144,7 +146,9 @@ class Work(models.Model):
     caption = models.TextField(_("caption"), blank=True)
     shown_on_profile = models.BooleanField(_("shown on profile"), default=False)
     do_not_train = models.BooleanField(_("do-not-train signal"), default=False)
+    # The catalogue's English with its values apart, translated when shown (see illustration_platform.reasons).
     do_not_train_reason = models.CharField(_("do-not-train reason"), max_length=300, blank=True)
+    do_not_train_params = models.JSONField(_("do-not-train reason values"), default=dict, blank=True)
     near_duplicate_of = models.ForeignKey(
         "self", verbose_name=_("resembles"), null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -179,12 +183,16 @@ class Work(models.Model):
         return self.current_consent is not None and self.current_consent.kind == ConsentEvent.Kind.GRANTED
 
     @property
+    def do_not_train_reason_shown(self):
+        return translated_reason(self.do_not_train_reason, self.do_not_train_params)
+
+    @property
     def ineligible_reason(self):
         """Why the work cannot be opted in, in one sentence; empty when it can."""
         if self.is_deleted:
             return _("The work has been deleted.")
         if self.do_not_train:
-            return self.do_not_train_reason or _("The file carries a do-not-train signal.")
+            return self.do_not_train_reason_shown or _("The file carries a do-not-train signal.")
         if not self.caption.strip():
             return _("Write a caption first.")
         return ""
@@ -211,6 +219,7 @@ class ConsentEvent(AppendOnlyModel):
         related_name="events",
     )
     actor = models.ForeignKey(settings.AUTH_USER_MODEL, verbose_name=_("actor"), on_delete=models.PROTECT, related_name="+")
+    # The artist's own words, or one of the platform's sentences in the catalogue's English (see reason_shown).
     reason = models.CharField(_("reason"), max_length=300, blank=True)
     created_at = models.DateTimeField(_("time"), auto_now_add=True)
 
@@ -218,6 +227,10 @@ class ConsentEvent(AppendOnlyModel):
         ordering = ["-created_at", "-id"]
         verbose_name = _("consent event")
         verbose_name_plural = _("consent events")
+
+    @property
+    def reason_shown(self):
+        return translated_reason(self.reason)
 
     def __str__(self):
         return gettext("%(kind)s %(work)s (%(time)s)") % {

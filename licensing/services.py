@@ -13,6 +13,7 @@ from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
 
 import uuid
 
@@ -87,7 +88,7 @@ def artist_leave(*, artist, actor):
     with transaction.atomic():
         artist = Artist.objects.select_for_update().get(pk=artist.pk)
         works = list(Work.objects.select_for_update().filter(artist=artist, status=Work.Status.ACTIVE))
-        works_withdraw(works=works, actor=actor, reason=_("The artist left the platform."))
+        works_withdraw(works=works, actor=actor, reason=gettext_noop("The artist left the platform."))
         for work in works:
             _work_remove(work)
         if artist.avatar:
@@ -126,7 +127,8 @@ def work_upload(*, artist, data, filename="", caption=""):
                 height=image.height,
                 caption=(caption or "").strip(),
                 do_not_train=bool(image.do_not_train_reason),
-                do_not_train_reason=image.do_not_train_reason[:300],
+                do_not_train_reason=image.do_not_train_reason,
+                do_not_train_params=image.do_not_train_params,
                 near_duplicate_of=_near_duplicate(artist, image.phash),
             )
             stem = uuid.uuid4().hex
@@ -148,7 +150,7 @@ def work_upload(*, artist, data, filename="", caption=""):
     if work.near_duplicate_of_id:
         warnings.append(_("This image looks very like work #%(id)s.") % {"id": work.near_duplicate_of_id})
     if work.do_not_train:
-        warnings.append(work.do_not_train_reason)
+        warnings.append(work.do_not_train_reason_shown)
     return UploadResult("created", work, "", warnings)
 
 
@@ -230,7 +232,7 @@ def works_delete(*, works, actor):
         locked = list(
             Work.objects.select_for_update().filter(pk__in=[work.pk for work in works]).exclude(status=Work.Status.DELETED).order_by("pk")
         )
-        works_withdraw(works=locked, actor=actor, reason=_("The work was deleted."))
+        works_withdraw(works=locked, actor=actor, reason=gettext_noop("The work was deleted."))
         for work in locked:
             _work_remove(work)
     return locked

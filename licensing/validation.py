@@ -18,7 +18,7 @@ from PIL import Image, ImageFile, ImageOps
 
 from generation.ml.images import to_rgb
 
-from .do_not_train import do_not_train_reason
+from .do_not_train import do_not_train_signal
 
 FORMATS = {"PNG": ("image/png", "png"), "JPEG": ("image/jpeg", "jpg"), "WEBP": ("image/webp", "webp")}
 
@@ -41,6 +41,7 @@ class ValidatedImage:
     phash: str
     training_png: bytes
     do_not_train_reason: str
+    do_not_train_params: dict
 
 
 def _sniff(data):
@@ -153,6 +154,7 @@ def validate_image(data, *, filename=""):
     buffer = io.BytesIO()
     rgb.save(buffer, format="PNG", optimize=False)
     mime, extension = FORMATS[kind]
+    signal = do_not_train_signal(data, mime, image)
     return ValidatedImage(
         data=data,
         format=kind,
@@ -163,5 +165,6 @@ def validate_image(data, *, filename=""):
         sha256=hashlib.sha256(data).hexdigest(),
         phash=str(imagehash.phash(rgb)),
         training_png=buffer.getvalue(),
-        do_not_train_reason=do_not_train_reason(data, mime, image),
+        do_not_train_reason=signal.reason,
+        do_not_train_params=signal.params,
     )

@@ -5,6 +5,18 @@ from tests.factories import ArtistFactory, StaffFactory, UserFactory
 
 
 @pytest.fixture(autouse=True)
+def site_language():
+    """Each test starts in the site's default language: a request in Japanese leaves Japanese active in the
+    thread (LocaleMiddleware activates, nothing deactivates), and code called outside a request (a service, a
+    management command) would speak it in the next test."""
+    from django.utils import translation
+
+    translation.deactivate()
+    yield
+    translation.deactivate()
+
+
+@pytest.fixture(autouse=True)
 def media_root(settings, tmp_path):
     """Each test writes media into its own folder, so a test can list exactly what it stored."""
     settings.MEDIA_ROOT = tmp_path / "media"

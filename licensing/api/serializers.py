@@ -15,6 +15,7 @@ class ConsentTermsSerializer(serializers.ModelSerializer):
 class ConsentEventSerializer(serializers.ModelSerializer):
     terms_version = serializers.IntegerField(source="terms.version", read_only=True, allow_null=True)
     actor = serializers.EmailField(source="actor.email", read_only=True)
+    reason = serializers.CharField(source="reason_shown", read_only=True, help_text="In the reader's language.")
 
     class Meta:
         model = ConsentEvent
@@ -26,6 +27,7 @@ class WorkSerializer(RefusesUnknownFields, serializers.ModelSerializer):
     consent_terms_version = serializers.SerializerMethodField()
     eligible = serializers.BooleanField(source="is_eligible", read_only=True)
     ineligible_reason = serializers.SerializerMethodField()
+    do_not_train_reason = serializers.CharField(source="do_not_train_reason_shown", read_only=True)
     original_url = serializers.SerializerMethodField()
     training_image_url = serializers.SerializerMethodField()
 

@@ -321,3 +321,21 @@ def test_japanese_sentences_run_on_without_a_space(client, artist_with_works, se
     assert refusal.value.messages == [
         "スタイルの学習には、学習への利用を許可した作品が 5 点以上必要です（現在 0 点）。ほかに 1 点の作品が、スタジオで現在の同意条件への"
         "同意を待っています。"]
+
+
+def test_a_withdrawals_reason_reads_in_each_readers_language(client, artist_with_works):
+    from licensing import services
+
+    work = artist_with_works.works.get(caption="a drawing")
+    with translation.override("ja"):  # deleted on the Japanese pages
+        services.work_opt_in(work=work, actor=artist_with_works.user)
+        services.work_delete(work=work, actor=artist_with_works.user)
+    api = APIClient()
+    api.force_authenticate(artist_with_works.user)
+    english = api.get(reverse("consent-events-list"), HTTP_ACCEPT_LANGUAGE="en").json()
+    japanese_events = api.get(reverse("consent-events-list"), HTTP_ACCEPT_LANGUAGE="ja").json()
+    rows = english["results"] if isinstance(english, dict) else english
+    rows_ja = japanese_events["results"] if isinstance(japanese_events, dict) else japanese_events
+    assert rows[0]["reason"] == "The work was deleted." and rows_ja[0]["reason"] == "作品は削除されました。"
+    japanese(client, artist_with_works.user)
+    assert "作品は削除されました。" in client.get(reverse("licensing:history")).content.decode()

@@ -55,3 +55,50 @@ def test_allowed_or_silent_files_can_be_opted_in(api_client_for, artist, name, m
     opted = client.post(reverse("works-opt-in", args=[created.json()["id"]]))
     assert opted.status_code == 201 and opted.json()["kind"] == "granted"
     assert Work.objects.get().is_opted_in
+
+
+@pytest.mark.parametrize("name,make,reason", REFUSING[:1] + REFUSING[3:4], ids=["c2pa", "xmp"])
+def test_the_reason_reads_in_the_readers_language(api_client_for, client_for, artist, name, make, reason):
+    from django.utils import translation
+
+    created = upload(api_client_for(artist.user), name, make()).json()
+    work = Work.objects.get(pk=created["id"])
+    assert "%(" in work.do_not_train_reason and work.do_not_train_params  # stored apart, translated when shown
+    with translation.override("ja"):
+        shown = work.do_not_train_reason_shown
+    assert reason.split(" (")[-1].split(")")[0].split(": ")[-1] in shown and "AI training" not in shown
+    assert "data mining" not in shown
+    japanese = api_client_for(artist.user).get(reverse("works-detail", args=[work.pk]), HTTP_ACCEPT_LANGUAGE="ja").json()
+    assert japanese["do_not_train_reason"] == shown and japanese["ineligible_reason"] == shown
+
+
+@pytest.mark.django_db(transaction=True)
+def test_reasons_written_before_are_split_into_their_values(artist):
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+    from django.utils import translation
+
+    before, after = [("licensing", "0004_verbose_names")], [("licensing", "0005_do_not_train_reason_values")]
+    executor = MigrationExecutor(connection)
+    executor.migrate(before)
+    OldWork = executor.loader.project_state(before).apps.get_model("licensing", "Work")
+    written = {
+        "Its Content Credentials say AI training is notAllowed (cawg.training-mining: cawg.ai_training).":
+            ("Its Content Credentials say AI training is %(use)s (%(label)s: %(key)s).",
+             {"use": "notAllowed", "label": "cawg.training-mining", "key": "cawg.ai_training"}),
+        "Its XMP metadata says data mining is prohibited (plus:DataMining DMI-PROHIBITED).":
+            ("Its XMP metadata says data mining is prohibited (plus:DataMining %(value)s).", {"value": "DMI-PROHIBITED"}),
+        "": ("", {}),
+    }
+    ids = {text: OldWork.objects.create(artist_id=artist.pk, original_format="PNG", sha256=f"{n:064d}", phash="0" * 16,
+                                        width=1, height=1, do_not_train=bool(text), do_not_train_reason=text).pk
+           for n, text in enumerate(written)}
+    executor = MigrationExecutor(connection)
+    executor.migrate(after)
+    executor.loader.build_graph()
+    executor.migrate(executor.loader.graph.leaf_nodes())
+    for text, (reason, params) in written.items():
+        work = Work.objects.get(pk=ids[text])
+        assert (work.do_not_train_reason, work.do_not_train_params) == (reason, params)
+        with translation.override("en"):
+            assert work.do_not_train_reason_shown == text  # in English, as it read before
