@@ -109,7 +109,7 @@
   function pump() {
     while (running < 1 && queue.length) { send(queue.shift()); }
     if (!running && !queue.length && list.children.length) {
-      summary.textContent = msg("done") + " " + counts.created + " / " + counts.duplicate + " / " + counts.refused;
+      summary.textContent = msg("done").replace(/\{(\w+)\}/g, function (whole, name) { return counts[name]; });
       summary.setAttribute("data-done", "true");
     }
   }

@@ -237,7 +237,7 @@ def test_artist_studio_pages_in_japanese(client, artist_with_works):
     )
     assert "Opt in" not in studio and "Withdraw" not in studio
     upload = assert_japanese(client.get(reverse("licensing:upload")), "作品のアップロード", "ファイルを選択")
-    assert 'data-msg-uploaded="アップロード完了"' in upload and 'data-msg-done="すべてのファイルを処理しました。"' in upload
+    assert 'data-msg-uploaded="アップロード完了"' in upload and 'data-msg-done="すべてのファイルを処理しました（アップロード {created} 件、登録済み {duplicate} 件、拒否 {refused} 件）。"' in upload
     assert_japanese(client.get(reverse("licensing:history")), "同意履歴", "同意の許可・撤回の記録はまだありません。")
     assert_japanese(client.get(reverse("generation:style")), "スタイルを学習する", "プリセット", "まだバージョンがありません")
     assert_japanese(client.get(reverse("licensing:snapshots")), "データセットのスナップショット")

@@ -41,6 +41,8 @@ def run_flow(live_server, page, tmp_path):
     page.goto(live_server.url + reverse("licensing:upload"))
     page.set_input_files("#file-input", files)
     page.wait_for_selector("#upload-summary[data-done=true]", timeout=60_000)
+    assert page.inner_text("#upload-summary") == ("All files processed: 20 uploaded, 0 already among your works, "
+                                                  "1 refused.")
     assert page.locator(".upload-created").count() == 20
     refused = page.locator(".upload-refused")
     assert refused.count() == 1 and "SVG drawing" in refused.inner_text()
