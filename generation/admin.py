@@ -83,10 +83,10 @@ class StyleAdmin(SavesOnlyItsFields):
     # the reason the artist reads while it is down.
     readonly_fields = ["artist", "published_version", "taken_down_at"]
     actions = [take_down_styles, lift_takedowns]
+    inlines = [AdapterVersionInline]
 
     def get_readonly_fields(self, request, obj=None):
         return self.readonly_fields + (["takedown_reason"] if obj is None or obj.taken_down_at is None else [])
-    inlines = [AdapterVersionInline]
 
     def has_add_permission(self, request):
         return False
