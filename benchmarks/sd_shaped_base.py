@@ -9,12 +9,18 @@ downloaded). Samples are noise; what it is for is speed and memory at real
 model sizes: `benchmarks/lora_training.py --base DIR`, `train_lora --base DIR`.
 fp32 on disk: SD 1.5 about 4.3 GB, SDXL about 13 GB (half in fp16 or bf16).
 `--device cuda` draws the random weights on the GPU: seconds instead of
-minutes for SDXL.
+minutes for SDXL; a device that is not there is refused before anything is
+drawn. The folder is written as a temporary sibling (`.NAME.partial-PID`)
+and renamed into place when complete, so a build that fails or is killed
+leaves no `--out` behind and the same command builds it again (a rerun
+removes the partial folders that builds no longer running left).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -87,6 +93,28 @@ def build(kind: str, device: str = "cpu"):
         unet=unet, scheduler=EulerDiscreteScheduler(**schedule, timestep_spacing="leading"))
 
 
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def remove_stale_partials(out: Path) -> None:
+    """Removes the temporary folders of earlier builds of `out` whose process is gone (killed, or crashed before
+    its cleanup); those of builds still running stay."""
+    prefix = f".{out.name}.partial-"
+    if not out.parent.is_dir():
+        return
+    for leftover in out.parent.iterdir():
+        pid = leftover.name[len(prefix):]
+        if leftover.name.startswith(prefix) and pid.isdigit() and not _running(int(pid)):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kind", choices=("sd15", "sdxl"), required=True)
@@ -97,12 +125,30 @@ def main(argv=None) -> None:
     if args.out.exists():
         parser.error(f"--out {args.out} already exists")
     from generation.ml.architecture import parameter_counts
-    from generation.ml.lora_training import choose_device_and_dtype
+    from generation.ml.lora_training import choose_device_and_dtype, device_problem
 
-    device, dtype = choose_device_and_dtype(args.device, args.dtype)
-    pipe = build(args.kind, str(device))
-    counts = parameter_counts(pipe)
-    pipe.to(dtype=dtype).save_pretrained(args.out)
+    try:  # before anything is drawn or written
+        problem = device_problem(args.device)
+        if problem:
+            parser.error(f"--device {args.device}: {problem}")
+        device, dtype = choose_device_and_dtype(args.device, args.dtype)
+    except RuntimeError as exc:  # a device name torch does not know
+        parser.error(f"--device {args.device}: {exc}")
+    out = args.out.absolute()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_partials(out)
+    partial = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        pipe = build(args.kind, str(device))
+        counts = parameter_counts(pipe)
+        pipe.to(dtype=dtype).save_pretrained(partial)
+        if out.exists():  # another build finished first
+            raise FileExistsError(f"--out {args.out} appeared while this build ran; this build is discarded")
+        partial.rename(out)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     print({name: f"{n / 1e6:.1f} M parameters" for name, n in counts.items()}, "->", args.out)
 
 
