@@ -8,14 +8,20 @@ the base with the LoRA, and prints JSON with the figures below. The prompts
 are the works' own captions when every work has one (`name.txt`), so samples
 and works show the same content and the distance sees only the style; give it
 works the LoRA was not trained on (the demo command draws a held-out set).
-Without captions the held-out captions of `evaluate_base` are used.
+Without captions (no work has one) the held-out captions of `evaluate_base`
+are used; some works with captions and some without, or a caption without its
+work, are refused as train_lora refuses them.
 
 * the style distance (`style_metrics`: palette histogram + outline/texture
   statistics) from the base's samples to the works and from the LoRA's
   samples to the works, and the fraction of that distance the LoRA closes;
-* the bound: the same distance for the works passed through the base's VAE
-  (what the latent space can represent at all; no sampler can beat it), and
-  the fraction of the closable distance (base minus bound) closed;
+* the VAE bound: the same distance for the works passed through the base's
+  VAE (how far what the latent space represents lies from the works; a
+  reference, not a floor: the distance compares the sets' mean statistics, so
+  samples can come closer than it), and the fraction of the closable distance
+  (base minus bound) closed. A fraction is null where it is undefined: no
+  distance from the base to close, or (for the closable one) none above the
+  bound;
 * the spread of the works themselves: the distance between their two halves
   (content noise when samples and works do not show the same scenes);
 * caption adherence (the base model's pixel classifier on the held-out
@@ -28,8 +34,8 @@ Without captions the held-out captions of `evaluate_base` are used.
   it reads the caption drawn in that style at one of the layouts the caption
   leaves open (both sizes, several sub-pixel shifts). The classifier knows
   the base's plain palette and reads a pastel blue as purple, or a small
-  pixel-art star as a tree, however faithful the drawing; the plain score
-  cannot tell that from a caption not followed.
+  pixel-art star as a circle, a square or a house, however faithful the
+  drawing; the plain score cannot tell that from a caption not followed.
 """
 
 from __future__ import annotations
@@ -53,26 +59,29 @@ from . import style_metrics as sm
 from .classify import classify
 from .evaluate_base import ATTRIBUTES, DEFAULT_GUIDANCE, DEFAULT_STEPS, held_out_caption_count, held_out_scenes
 from .lora_training import (
-    WEIGHTS_NAME, AdapterError, BaseModelError, TrainingDataError, _native_resolution, apply_adapters,
-    checked_adapter_file, disable_adapters, image_to_tensor, load_base_pipeline, load_training_images,
-    native_resolution_of,
+    ENCODE_BATCH_MAX, ENCODE_PIXELS, WEIGHTS_NAME, AdapterError, BaseModelError, TrainingDataError,
+    _native_resolution, apply_adapters, checked_adapter_file, disable_adapters, image_to_tensor, load_base_pipeline,
+    load_training_images, native_resolution_of,
 )
-from .pipeline import generate
+from .pipeline import SamplesNotFinite, generate
 from .train_lora import (
     DataFolderError, caption_files, check_image, folder_write_problem, image_files, read_caption, refuse_broken_images,
-    refuse_images_sharing_a_stem, run_cli, seed_argument, unread_subfolders, visible_entries,
+    refuse_images_sharing_a_stem, refuse_unpaired_captions, run_cli, seed_argument, unread_subfolders,
+    visible_entries,
 )
 from .training_config import SAMPLING_STEPS_MAX, SEED_MAX
 
 TARGET_FRACTION_CLOSED = 0.70
 TARGET_MAX_ADHERENCE_DROP = 10.0
 LAYOUTS_PER_SIZE = 8  # sub-pixel shifts per object size drawn for the style-aware readings
+GRID_CELL = 128  # about this many pixels a side per image in --grid (the built-in base's 32 px drawn 4x)
 
 
 def work_images(folder) -> list[tuple[Path, str | None]]:
-    """The works in `folder`, each with its caption's text (None: it has none), read as train_lora reads its --data:
-    hidden files left out, a caption's suffix in any case, and every image and caption read now, not after the base
-    has loaded."""
+    """The works in `folder`, each with its caption's text (None: no work has one), read as train_lora reads its
+    --data: hidden files left out, a caption's suffix in any case, every image and caption read now, not after the
+    base has loaded, and, once any caption is there, an image without one or a caption without its image refused
+    (else one misnamed caption would silently swap the works' captions for the held-out ones)."""
     folder = Path(folder)
     entries = visible_entries(folder, "works folder")
     paths = image_files(entries)
@@ -83,14 +92,22 @@ def work_images(folder) -> list[tuple[Path, str | None]]:
     for path in paths:
         check_image(path)
     captions = caption_files(entries)
+    if captions:
+        refuse_unpaired_captions(entries, paths, captions)
     return [(path, read_caption(captions[path.stem]) if path.stem in captions else None) for path in paths]
 
 
-def sample(pipe, prompts: list[str], *, seed: int, steps: int, guidance: float, batch_size: int = 24) -> list[Image.Image]:
-    """The i-th prompt drawn with seed + i, as evaluate_base draws them."""
+def sample(pipe, prompts: list[str], *, seed: int, steps: int, guidance: float, batch_size: int = 24,
+           not_finite: str = "") -> list[Image.Image]:
+    """The i-th prompt drawn with seed + i, as evaluate_base draws them; a sample that is not finite is a
+    SamplesNotFinite with `not_finite` (its likely cause) added."""
     images = []
     for start in range(0, len(prompts), batch_size):
-        images += generate(pipe, prompts[start:start + batch_size], seed=seed + start, steps=steps, guidance=guidance)
+        try:
+            images += generate(pipe, prompts[start:start + batch_size], seed=seed + start, steps=steps,
+                               guidance=guidance)
+        except SamplesNotFinite as exc:
+            raise SamplesNotFinite(f"{exc}{not_finite}") from None
     return images
 
 
@@ -127,15 +144,34 @@ def adherence(images, targets, accepted: list[dict[str, set[str]]] | None = None
 
 @torch.no_grad()
 def through_vae(pipe, images: list[Image.Image]) -> list[np.ndarray]:
-    """Each image encoded (latent mean) and decoded by the base's VAE."""
+    """Each image encoded (latent mean) and decoded by the base's VAE, in batches of the training cache's size
+    (`lora_training.encode_images`: ENCODE_BATCH_MAX works, ENCODE_PIXELS pixels; an SD VAE takes about 0.6 GB per
+    512 px work) and, as there, a VAE marked `force_upcast` (SDXL's: NaN in fp16) in fp32 over an fp16 base."""
     vae = pipe.vae
-    pixels = torch.stack([image_to_tensor(im) for im in images]).to(vae.device, vae.dtype)
-    decoded = vae.decode(vae.encode(pixels).latent_dist.mean).sample
-    decoded = ((decoded.float().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).cpu().numpy()
-    return [np.asarray(d, dtype=np.float32) for d in decoded]
+    width, height = images[0].size
+    batch = max(1, min(ENCODE_BATCH_MAX, ENCODE_PIXELS // (width * height)))
+    upcast = vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False)
+    if upcast:
+        vae.to(torch.float32)
+    out = []
+    try:
+        for start in range(0, len(images), batch):
+            pixels = torch.stack([image_to_tensor(im) for im in images[start:start + batch]]).to(vae.device, vae.dtype)
+            decoded = vae.decode(vae.encode(pixels).latent_dist.mean).sample
+            decoded = ((decoded.float().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).cpu().numpy()
+            out += [np.asarray(d, dtype=np.float32) for d in decoded]
+    finally:
+        if upcast:
+            vae.to(torch.float16)
+    return out
 
 
-def save_grid(path, rows: list[list[Image.Image]], scale: int = 4) -> None:
+def save_grid(path, rows: list[list[Image.Image]], scale: int | None = None) -> None:
+    """Rows of images, each drawn `scale` times its size with no smoothing: by default about GRID_CELL px a side
+    (4x the built-in base's 32 px, 1x an SD base's 512 px; never smaller than drawn), so a grid of large samples
+    stays within what Pillow opens."""
+    if scale is None:
+        scale = max(1, GRID_CELL // rows[0][0].width)
     side = rows[0][0].width * scale
     columns = max(len(r) for r in rows)
     grid = Image.new("RGB", (columns * side, len(rows) * side), "white")
@@ -181,7 +217,9 @@ def evaluate_style(*, base, lora, works, n: int = 48, seed: int = 0, steps: int 
                 apply_adapters(pipe, [("evaluated-style", lora_file, scale)])
             else:
                 disable_adapters(pipe)
-            drawn[key] = sample(pipe, prompts, seed=seed, steps=steps, guidance=guidance)
+            cause = (f"; likely cause: the LoRA at --scale {scale:g} (lower it) or adapter {lora_file} itself"
+                     if with_lora else f"; drawn by the base without the LoRA (--guidance {guidance:g}, base {base})")
+            drawn[key] = sample(pipe, prompts, seed=seed, steps=steps, guidance=guidance, not_finite=cause)
         return drawn[key]
 
     base_images = images_for(style_prompts, False)
@@ -196,9 +234,11 @@ def evaluate_style(*, base, lora, works, n: int = 48, seed: int = 0, steps: int 
     d_lora = sm.distance_parts(lora_summary, works_summary)
     d_vae = sm.distance_parts(vae_summary, works_summary)
     d_noise = sm.distance_parts(*halves)
-    closed = 1 - d_lora["total"] / d_base["total"] if d_base["total"] > 0 else 0.0
+    # Undefined (None, null in the JSON) rather than 0, which would read as a LoRA that does nothing: no distance
+    # from the base to the works to close, or none above the VAE bound.
+    closed = 1 - d_lora["total"] / d_base["total"] if d_base["total"] > 0 else None
     closable = d_base["total"] - d_vae["total"]
-    closed_of_closable = (d_base["total"] - d_lora["total"]) / closable if closable > 0 else 0.0
+    closed_of_closable = (d_base["total"] - d_lora["total"]) / closable if closable > 0 else None
 
     base_adherence = adherence(base_adherence_images, targets)
     lora_adherence = adherence(lora_adherence_images, targets)
@@ -221,8 +261,8 @@ def evaluate_style(*, base, lora, works, n: int = 48, seed: int = 0, steps: int 
             "lora_to_works": _rounded(d_lora),
             "vae_bound": _rounded(d_vae),
             "works_half_to_half": _rounded(d_noise),
-            "fraction_closed": round(closed, 4),
-            "fraction_of_closable_closed": round(closed_of_closable, 4),
+            "fraction_closed": _rounded_or_none(closed),
+            "fraction_of_closable_closed": _rounded_or_none(closed_of_closable),
         },
         "texture": {
             "works": works_summary.to_dict()["texture"],
@@ -238,7 +278,8 @@ def evaluate_style(*, base, lora, works, n: int = 48, seed: int = 0, steps: int 
         "targets": {
             "fraction_closed_at_least": TARGET_FRACTION_CLOSED,
             "adherence_drop_at_most_points": TARGET_MAX_ADHERENCE_DROP,
-            "met": bool(closed >= TARGET_FRACTION_CLOSED and drop <= TARGET_MAX_ADHERENCE_DROP),
+            "met": bool(closed is not None and closed >= TARGET_FRACTION_CLOSED
+                        and drop <= TARGET_MAX_ADHERENCE_DROP),
         },
     }
     if style is not None:
@@ -254,7 +295,7 @@ def evaluate_style(*, base, lora, works, n: int = 48, seed: int = 0, steps: int 
             "layouts_per_size": LAYOUTS_PER_SIZE,
         }
         result["targets"]["met_style_aware"] = bool(
-            closed >= TARGET_FRACTION_CLOSED
+            closed is not None and closed >= TARGET_FRACTION_CLOSED
             and base_aware["points"] - lora_aware["points"] <= TARGET_MAX_ADHERENCE_DROP)
     if grid is not None:
         rows = [base_images[:8], lora_images[:8], work_pils[:8]]
@@ -266,6 +307,10 @@ def evaluate_style(*, base, lora, works, n: int = 48, seed: int = 0, steps: int 
 
 def _rounded(parts: dict) -> dict:
     return {k: round(v, 4) for k, v in parts.items()}
+
+
+def _rounded_or_none(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
 
 
 def grid_problem(grid, works) -> str | None:
@@ -343,7 +388,7 @@ def _main(argv: list[str] | None) -> dict:
         result = evaluate_style(base=args.base, lora=args.lora, works=args.works, n=args.n, seed=args.seed,
                                 steps=args.steps, guidance=args.guidance, scale=args.scale, style=args.style,
                                 grid=args.grid)
-    except (AdapterError, BaseModelError, TrainingDataError, DataFolderError) as exc:
+    except (AdapterError, BaseModelError, TrainingDataError, DataFolderError, SamplesNotFinite) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2)
     print(json.dumps(result))

@@ -1087,6 +1087,46 @@ def _diffusers_load_errors_muted():
         transformers_logger.setLevel(transformers_level)
 
 
+# The layer a LoRA weight belongs to: its name up to `.lora_A.weight`, `.lora_B.bias`, `.lora_magnitude_vector`
+# (DoRA), `.lokr_w1` (LoKr) or `.alpha`, as diffusers and peft read it.
+_LORA_WEIGHT_LAYER = re.compile(r"^(.+?)\.(?:lora|lokr_|alpha$)")
+
+
+def lora_weights_fitting_no_layer(pipe, folder, weight_name) -> tuple[list[str], int]:
+    """The adapter's LoRA weights that name no layer of the pipeline's models (sorted), and how many it holds,
+    read as `load_lora_weights` reads them: diffusers' own conversion of other trainers' formats, then each weight
+    under its model's prefix (`unet.`, `text_encoder.`, `text_encoder_2.`). diffusers loads such a weight into nothing
+    without an error, so an adapter of which some weights fit would otherwise pass as whole."""
+    from diffusers.utils import (
+        convert_state_dict_to_diffusers, convert_state_dict_to_peft, convert_unet_state_dict_to_peft,
+    )
+
+    state_dict, _alphas = pipe.lora_state_dict(folder, weight_name=weight_name,
+                                               **({"unet_config": pipe.unet.config} if _is_sdxl(pipe) else {}))
+    models = {name: getattr(pipe, name, None) for name in ("unet", "text_encoder", "text_encoder_2")}
+    unfit = [key for key in state_dict if key.partition(".")[0] not in models or models[key.partition(".")[0]] is None]
+    for prefix, model in models.items():
+        weights = {key[len(prefix) + 1:]: value for key, value in state_dict.items() if key.startswith(prefix + ".")}
+        if model is None or not weights:
+            continue
+        try:  # as diffusers converts them before loading (`load_lora_adapter`, `_load_lora_into_text_encoder`)
+            if prefix == "unet":
+                if "lora_A" not in next(iter(weights)):
+                    weights = convert_unet_state_dict_to_peft(weights)
+            else:
+                weights = convert_state_dict_to_peft(convert_state_dict_to_diffusers(weights))
+                if not hasattr(model, "text_model"):
+                    weights = {key.removeprefix("text_model."): value for key, value in weights.items()}
+        except ValueError:  # a format diffusers cannot tell: the names as they are
+            pass
+        layers = {name for name, _ in model.named_modules()}
+        for key in weights:
+            layer = _LORA_WEIGHT_LAYER.match(key)
+            if layer is None or layer.group(1) not in layers:
+                unfit.append(f"{prefix}.{key}")
+    return sorted(unfit), len(state_dict)
+
+
 def apply_adapters(pipe, adapters: Iterable[tuple[str, Any, float]]) -> None:
     """Activates the given (name, weights path, scale) adapters, mixed.
 
@@ -1113,7 +1153,15 @@ def apply_adapters(pipe, adapters: Iterable[tuple[str, Any, float]]) -> None:
         not_for_this_base = f"adapter {source} is not a LoRA for this base model: none of its weights fit its layers"
         try:
             with _diffusers_load_errors_muted():
+                unfit, held = lora_weights_fitting_no_layer(pipe, folder, weight_name)
+                if unfit and len(unfit) == held:
+                    raise AdapterError(not_for_this_base)
+                if unfit:  # checked before loading: peft would load the rest after a warning hundreds of names long
+                    raise AdapterError(f"adapter {source} does not fit this base model: {len(unfit)} of its {held} "
+                                       f"LoRA weights fit no layer of it (the first: {unfit[0]})")
                 pipe.load_lora_weights(folder, weight_name=weight_name, adapter_name=name)
+        except AdapterError:
+            raise
         except (RuntimeError, ValueError, OSError) as exc:
             lines = str(exc).splitlines() or [exc.__class__.__name__]
             # diffusers lists every mismatched tensor; the first says enough

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 from diffusers import DiffusionPipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
 
@@ -54,6 +55,11 @@ def load_pipeline(path: str | Path = BUILTIN_BASE_MODEL, device=None, dtype=None
     return pipe.to(device)
 
 
+class SamplesNotFinite(ValueError):
+    """A sample came out NaN or infinite (an adapter at too high a strength, a broken model): saved or scored, it
+    would pass for a black image, since the cast to 8 bits turns NaN into 0."""
+
+
 def generate(
     pipe: DiffusionPipeline,
     prompt: str | list[str],
@@ -66,13 +72,14 @@ def generate(
     height: int | None = None,
 ):
     """Images for one prompt (or a list), the i-th drawn from seed + i, so each
-    image can be reproduced on its own with its seed."""
+    image can be reproduced on its own with its seed. A sample that is not
+    finite is a SamplesNotFinite naming its seed, not a black image."""
     prompts = [prompt] if isinstance(prompt, str) else list(prompt)
     generators = [torch.Generator("cpu").manual_seed(seed + i) for i in range(len(prompts))]
     negatives = None
     if negative_prompt is not None:
         negatives = [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) else list(negative_prompt)
-    return pipe(
+    arrays = pipe(
         prompt=prompts,
         negative_prompt=negatives,
         num_inference_steps=steps,
@@ -80,4 +87,10 @@ def generate(
         width=width,
         height=height,
         generator=generators,
+        output_type="np",  # checked as numbers, then made images as the pipeline's "pil" output makes them
     ).images
+    finite = np.isfinite(arrays).reshape(len(prompts), -1).all(axis=1)
+    if not finite.all():
+        raise SamplesNotFinite(f"samples came out as numbers that are not finite (NaN or infinite; the first with "
+                               f"seed {seed + int(np.argmin(finite))})")
+    return pipe.image_processor.numpy_to_pil(arrays)

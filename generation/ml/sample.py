@@ -24,7 +24,7 @@ from .lora_training import (
     AdapterError, BaseModelError, UnknownResolution, apply_adapters, checked_adapter_file, load_base_pipeline,
     native_resolution_of,
 )
-from .pipeline import generate
+from .pipeline import SamplesNotFinite, generate
 from .train_lora import folder_write_problem, run_cli, seed_argument
 from .training_config import SAMPLING_STEPS_MAX, SEED_MAX, SETTING_MAXIMA
 
@@ -128,10 +128,15 @@ def _main(argv: list[str] | None) -> list[dict]:
     records = []
     for seed, path in zip(seeds, output_paths(args.out, seeds)):
         started = time.perf_counter()
-        image = generate(
-            pipe, args.prompt, seed=seed, negative_prompt=args.negative, steps=args.steps,
-            guidance=args.guidance, width=args.width, height=args.height,
-        )[0]
+        try:
+            image = generate(
+                pipe, args.prompt, seed=seed, negative_prompt=args.negative, steps=args.steps,
+                guidance=args.guidance, width=args.width, height=args.height,
+            )[0]
+        except SamplesNotFinite as exc:  # saved, it would be a black image
+            cause = f"the LoRA at --lora-scale {args.lora_scale:g} (lower it)" if args.lora else f"--model {args.model}"
+            print(f"error: {exc}; likely cause: {cause}", file=sys.stderr)
+            raise SystemExit(2)
         seconds = time.perf_counter() - started
         native = image.size
         if args.upscale > 1:

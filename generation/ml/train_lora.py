@@ -165,19 +165,9 @@ def check_image(path: Path) -> None:
         raise DataFolderError(f"cannot read image {path.name}: {exc or exc.__class__.__name__}") from None
 
 
-def read_data_folder(folder) -> list:
-    """TrainingExamples from images with same-named .txt captions, sorted by name. An image without a
-    caption, a caption without an image, or a file that cannot be read is a DataFolderError naming it."""
-    from .lora_training import TrainingExample
-
-    folder = Path(folder)
-    entries = visible_entries(folder, "data folder")
-    images = image_files(entries)
-    captions = caption_files(entries)
-    if not images:
-        raise DataFolderError(f"no images in {folder} (expected .png, .jpg or other image files with .txt captions)"
-                              + unread_subfolders(entries))
-    refuse_images_sharing_a_stem(images)
+def refuse_unpaired_captions(entries: list[Path], images: list[Path], captions: dict[str, Path]) -> None:
+    """An image without a caption, or a caption without an image (`5.txt` beside `05.png`), is a DataFolderError
+    naming them: the work would be trained (or evaluated) under no caption or another one."""
     missing = [p.name for p in images if p.stem not in captions]
     if missing:
         raise DataFolderError(f"{len(missing)} image(s) without a .txt caption: {_shown(missing)}")
@@ -191,6 +181,22 @@ def read_data_folder(folder) -> list:
         orphans.append(caption.name + (f" ({unusable[0]} is a broken link or not a file)" if unusable else ""))
     if orphans:
         raise DataFolderError(f"{len(orphans)} caption(s) without an image: {_shown(orphans)}")
+
+
+def read_data_folder(folder) -> list:
+    """TrainingExamples from images with same-named .txt captions, sorted by name. An image without a
+    caption, a caption without an image, or a file that cannot be read is a DataFolderError naming it."""
+    from .lora_training import TrainingExample
+
+    folder = Path(folder)
+    entries = visible_entries(folder, "data folder")
+    images = image_files(entries)
+    captions = caption_files(entries)
+    if not images:
+        raise DataFolderError(f"no images in {folder} (expected .png, .jpg or other image files with .txt captions)"
+                              + unread_subfolders(entries))
+    refuse_images_sharing_a_stem(images)
+    refuse_unpaired_captions(entries, images, captions)
     refuse_broken_images(entries)
     for path in images:  # checked now, not after the base model has loaded
         check_image(path)

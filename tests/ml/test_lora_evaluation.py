@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import shutil
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -260,6 +261,12 @@ def refuse_loading(monkeypatch) -> None:
                                "000.jpg and 000.png; keep one of each"),
     ("lora-not-finite", "--lora: adapter {lora} holds weights that are not finite numbers (the first: "),
     ("unreadable-lora", "--lora: cannot read adapter {lora}: Permission denied"),
+    # Captions are all or nothing, as train_lora's --data has them: one missing or misnamed would silently swap the
+    # works' captions for the held-out ones.
+    ("work-without-a-caption", "--works: 1 image(s) without a .txt caption: 000.png"),
+    ("misnamed-caption", "--works: 1 image(s) without a .txt caption: 000.png"),  # 0.txt beside 000.png
+    ("caption-without-a-work", "--works: 1 caption(s) without an image: extra.txt"),
+    ("only-a-caption-without-a-work", "--works: 6 image(s) without a .txt caption: 000.png, 001.png, "),
 ])
 def test_evaluate_style_cli_refuses_bad_input_before_loading(case, message, tiny_setup, tmp_path, capsys, monkeypatch):
     from tests.ml.test_lora_training import adapter_with, deny
@@ -284,6 +291,16 @@ def test_evaluate_style_cli_refuses_bad_input_before_loading(case, message, tiny
                 path.rename(works / "set-1" / path.name)
     elif case == "two-images-one-caption":
         Image.open(first).convert("RGB").save(works / "000.jpg")
+    elif case == "work-without-a-caption":
+        (works / "000.txt").unlink()
+    elif case == "misnamed-caption":
+        (works / "000.txt").rename(works / "0.txt")
+    elif case == "caption-without-a-work":
+        (works / "extra.txt").write_text("a red star on a blue background")
+    elif case == "only-a-caption-without-a-work":
+        for caption in works.glob("*.txt"):
+            caption.unlink()
+        (works / "5.txt").write_text("a red star on a blue background")
     elif case == "lora-not-finite":
         lora = adapter_with(tmp_path / "nan.safetensors", lora / WEIGHTS_NAME, lambda t: t.fill_(float("nan")))
     elif case == "unreadable-lora":
@@ -392,3 +409,183 @@ def test_evaluate_style_refuses_a_file_whose_lora_keys_fit_no_layer_in_one_line(
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1] == (f"error: adapter {tmp_path / 'odd.safetensors'} is not a LoRA for this "
                                             "base model: none of its weights fit its layers")
+
+
+def test_works_without_any_caption_are_evaluated_on_the_held_out_captions(tiny_setup, tmp_path):
+    works = tmp_path / "works"
+    shutil.copytree(tiny_setup / "works", works)
+    for caption in works.glob("*.txt"):
+        caption.unlink()
+    assert [caption for _, caption in evaluate_style_module.work_images(works)] == [None] * 6
+    result = evaluate_style(base=tiny_setup / "base", lora=tiny_setup / "adapter", works=works, n=2, steps=1)
+    assert result["style_prompts"] == "held-out captions" and result["n_style_samples"] == 2
+
+
+def watch_vae(pipe) -> list[tuple[str, int, torch.dtype, torch.dtype]]:
+    """Records each VAE encode and decode call: which, batch size, the input's dtype, the VAE weights' dtype."""
+    seen = []
+    for which in ("encode", "decode"):
+        original = getattr(pipe.vae, which)
+
+        def recording(tensor, *args, _which=which, _original=original, **kwargs):
+            seen.append((_which, tensor.shape[0], tensor.dtype, next(pipe.vae.parameters()).dtype))
+            return _original(tensor, *args, **kwargs)
+
+        setattr(pipe.vae, which, recording)
+    return seen
+
+
+@pytest.mark.parametrize("side, batches", [(32, [16, 4]), (512, [1, 1, 1])])
+def test_the_vae_bound_passes_the_works_in_the_training_caches_batches(tiny_setup, side, batches):
+    """All the works at once took about 0.6 GB per 512 px work on an SD VAE; now as many as the cache encodes."""
+    import numpy as np
+
+    from generation.ml.lora_training import load_base_pipeline
+
+    pipe = load_base_pipeline(tiny_setup / "base")
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)) for _ in range(sum(batches))]
+    seen = watch_vae(pipe)
+    out = evaluate_style_module.through_vae(pipe, images)
+    assert [(which, batch) for which, batch, _, _ in seen] == [
+        (which, batch) for batch in batches for which in ("encode", "decode")]
+    assert len(out) == len(images) and out[-1].shape == (side, side, 3)
+    assert np.allclose(out[-1], evaluate_style_module.through_vae(pipe, images[-1:])[0], atol=1e-4)
+
+
+@pytest.mark.parametrize("force_upcast, passed_in", [(True, torch.float32), (False, torch.float16)])
+def test_the_vae_bound_passes_an_fp16_vae_marked_force_upcast_in_fp32(tmp_path, force_upcast, passed_in):
+    """SDXL's VAE overflows in fp16 (NaN); as the training cache does, the works pass through it in fp32, and it is
+    left in fp16."""
+    import numpy as np
+
+    from generation.ml.lora_training import load_base_pipeline
+    from tests.ml.test_pipeline import tiny_sdxl
+
+    tiny_sdxl(tmp_path / "sdxl")
+    pipe = load_base_pipeline(tmp_path / "sdxl", "cpu", torch.float16)
+    pipe.vae.register_to_config(force_upcast=force_upcast)
+    seen = watch_vae(pipe)
+    out = evaluate_style_module.through_vae(pipe, [Image.new("RGB", (32, 32), "red")])
+    assert [(which, given, weights) for which, _, given, weights in seen] == [
+        ("encode", passed_in, passed_in), ("decode", passed_in, passed_in)]
+    assert pipe.vae.dtype == torch.float16 and out[0].dtype == np.float32 and np.isfinite(out[0]).all()
+
+
+def test_fractions_closed_are_null_where_undefined_not_zero(tiny_setup, monkeypatch):
+    """0.0 reads as a LoRA that does nothing: where there is nothing to close the fraction is null."""
+    from generation.ml.lora_training import load_training_images
+
+    works = sorted((tiny_setup / "works").glob("*.png"))
+    same_as_the_works = load_training_images(works, 32)
+
+    def drawing(images):
+        return lambda pipe, prompts, **kwargs: [images[i % len(images)] for i in range(len(prompts))]
+
+    # The base already draws the works: no distance to close, and none above the bound.
+    monkeypatch.setattr(evaluate_style_module, "sample", drawing(same_as_the_works))
+    result = evaluate_style(base=tiny_setup / "base", lora=tiny_setup / "adapter", works=tiny_setup / "works", n=2,
+                            steps=1)
+    distance = result["style_distance"]
+    assert distance["base_to_works"]["total"] == 0
+    assert distance["fraction_closed"] is None and distance["fraction_of_closable_closed"] is None
+    assert '"fraction_closed": null' in json.dumps(result) and result["targets"]["met"] is False
+    # The base as far from the works as the bound: the LoRA closed nothing (0), of nothing closable (null).
+    other = drawn("plain", 300, 6)
+    monkeypatch.setattr(evaluate_style_module, "sample", drawing(other))
+    monkeypatch.setattr(evaluate_style_module, "through_vae", lambda pipe, images: other)
+    distance = evaluate_style(base=tiny_setup / "base", lora=tiny_setup / "adapter", works=tiny_setup / "works",
+                              n=2, steps=1)["style_distance"]
+    assert distance["base_to_works"]["total"] > 0 and distance["vae_bound"] == distance["base_to_works"]
+    assert distance["fraction_closed"] == 0.0 and distance["fraction_of_closable_closed"] is None
+
+
+def test_generate_draws_what_the_pipeline_draws_as_images(tiny_setup):
+    """generate takes the samples as numbers (to check them) and makes the images itself: the same bytes as the
+    pipeline's own images."""
+    from generation.ml.lora_training import load_base_pipeline
+    from generation.ml.pipeline import generate
+
+    pipe = load_base_pipeline(tiny_setup / "base")
+    prompts = [scenes.plain_caption(s) for s in held_out_scenes(3)]
+    ours = generate(pipe, prompts, seed=7, steps=2, guidance=5.0)
+    generators = [torch.Generator("cpu").manual_seed(7 + i) for i in range(3)]
+    theirs = pipe(prompt=prompts, num_inference_steps=2, guidance_scale=5.0, generator=generators).images
+    assert [im.tobytes() for im in ours] == [im.tobytes() for im in theirs]
+
+
+def test_samples_that_are_not_finite_are_refused_in_one_line_not_scored_as_black(tiny_setup, capsys):
+    """A LoRA pushed past what the numbers hold (--scale 10000 on a shipped adapter) draws NaN, which the cast to
+    8 bits made black images, scored as the LoRA's style."""
+    lora = tiny_setup / "adapter"
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate_main(["--base", str(tiny_setup / "base"), "--lora", str(lora), "--works", str(tiny_setup / "works"),
+                       "--n", "2", "--steps", "1", "--scale", "1e20"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "error: samples came out as numbers that are not finite (NaN or infinite; the first with seed 0); "
+        f"likely cause: the LoRA at --scale 1e+20 (lower it) or adapter {lora / WEIGHTS_NAME} itself")
+
+
+def changed_adapter(path: Path, source: Path, rename=lambda key: key, extra: str | None = None) -> Path:
+    """A copy of the adapter at `source` (its metadata kept), each key `rename`d, plus a weight named `extra`."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(source, "pt") as handle:
+        metadata = handle.metadata()
+    tensors = {rename(key): value for key, value in load_file(source).items()}
+    if extra:
+        tensors[extra] = torch.zeros(4, 32)
+    save_file(tensors, path, metadata=metadata)
+    return path
+
+
+@pytest.mark.parametrize("case, unfit, first", [
+    ("a-block-renamed", 32, "unet.sideways_blocks.0.attentions.0.transformer_blocks.0.attn1.to_k.lora_A.weight"),
+    ("a-text-encoder-layer-it-lacks", 1, "text_encoder.bogus.lora_A.weight"),
+    ("a-text-encoder-the-base-lacks", 1, "text_encoder_2.encoder.layers.0.self_attn.q_proj.lora_A.weight"),
+])
+def test_an_adapter_that_only_partly_fits_the_base_is_refused_in_one_line_before_sampling(
+        case, unfit, first, tiny_setup, tmp_path, capsys, monkeypatch):
+    """peft loaded the weights that fit, after a warning hundreds of layer names long, and diffusers dropped those
+    of a model the base lacks without a word: the adapter was evaluated (or sampled) as if whole."""
+    from generation.ml.lora_training import AdapterError, apply_adapters, load_base_pipeline, loaded_adapters
+
+    source = tiny_setup / "adapter" / WEIGHTS_NAME
+    if case == "a-block-renamed":
+        adapter = changed_adapter(tmp_path / "partial.safetensors", source,
+                                  rename=lambda key: key.replace("up_blocks.0.", "sideways_blocks.0."))
+    else:
+        adapter = changed_adapter(tmp_path / "partial.safetensors", source, extra=first)
+    from safetensors.torch import load_file
+
+    held = len(load_file(adapter))
+    expected = (f"adapter {adapter} does not fit this base model: {unfit} of its {held} LoRA weights fit no layer of "
+                f"it (the first: {first})")
+    pipe = load_base_pipeline(tiny_setup / "base")
+    with pytest.raises(AdapterError, match=f"^{re.escape(expected)}$"):
+        apply_adapters(pipe, [("partial", adapter, 1.0)])
+    assert loaded_adapters(pipe) == {} and not pipe.get_list_adapters().get("unet")
+    apply_adapters(pipe, [("own", source, 1.0)])  # the pipeline still loads a whole adapter
+
+    sampled = []
+    monkeypatch.setattr(evaluate_style_module, "sample", lambda *args, **kwargs: sampled.append(args) or [])
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate_main(["--base", str(tiny_setup / "base"), "--lora", str(adapter), "--works", str(tiny_setup / "works"),
+                       "--n", "2", "--steps", "1"])
+    assert exit_info.value.code == 2 and sampled == []
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1] == f"error: {expected}"
+    assert "inconsistency" not in err  # peft's warning
+
+
+@pytest.mark.parametrize("side, cell", [(32, 128), (64, 128), (100, 100), (256, 256)])
+def test_the_grid_draws_cells_of_about_128_px_never_smaller_than_the_images(side, cell, tmp_path):
+    """4x the built-in base's 32 px as before; an SD base's 512 px at 1x (4x made a 100 M px grid at 512 px, and
+    at 1024 px one Pillow refuses to open)."""
+    rows = [[Image.new("RGB", (side, side), "red")] * 3, [Image.new("RGB", (side, side), "blue")] * 2]
+    evaluate_style_module.save_grid(tmp_path / "grid.png", rows)
+    with Image.open(tmp_path / "grid.png") as grid:
+        assert grid.size == (3 * cell, 2 * cell)
+        assert grid.getpixel((cell - 1, cell - 1)) == (255, 0, 0) and grid.getpixel((cell, cell)) == (0, 0, 255)

@@ -390,6 +390,13 @@ def test_sampling_cli_takes_an_adapter_folder_or_file_and_refuses_one_that_does_
             sample.main([*common, "--lora", str(lora), "--out", str(tmp_path / "x.png")])
         assert exit_info.value.code == 2 and message in capsys.readouterr().err.strip().splitlines()[-1]
     assert not (tmp_path / "x.png").exists()
+    # Pushed past what the numbers hold, the LoRA draws NaN, which saved as a black image.
+    with pytest.raises(SystemExit) as exit_info:
+        sample.main([*common, "--lora", str(tmp_path / "own"), "--lora-scale", "1e20", "--out", str(tmp_path / "x.png")])
+    assert exit_info.value.code == 2 and capsys.readouterr().err.strip().splitlines()[-1] == (
+        "error: samples came out as numbers that are not finite (NaN or infinite; the first with seed 0); likely "
+        "cause: the LoRA at --lora-scale 1e+20 (lower it)")
+    assert not (tmp_path / "x.png").exists()
 
 
 @pytest.mark.parametrize("contents, message", [
