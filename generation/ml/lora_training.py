@@ -225,6 +225,14 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def refuse_work_inside_out(work_dir, out_dir) -> None:
+    """An AdapterFolderError when the work folder lies inside the output folder, which saving replaces whole."""
+    work = Path(work_dir).resolve()
+    if Path(out_dir).resolve() in (work, *work.parents):
+        raise AdapterFolderError(f"the work folder {work_dir} is inside the output folder {out_dir}, which saving "
+                                 "replaces: give them apart")
+
+
 def _atomic_torch_save(obj: Any, path: Path) -> None:
     """torch.save to a temporary file beside `path`, fsync, rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -801,10 +809,7 @@ def train_lora(*, base_path, examples: list[TrainingExample], out_dir, config: L
             raise ValueError("threads must be at least 1")
         torch.set_num_threads(threads)
     work = Path(work_dir)
-    work_resolved = work.resolve()
-    if Path(out_dir).resolve() in (work_resolved, *work_resolved.parents):
-        raise AdapterFolderError(f"the work folder {work} is inside the output folder {out_dir}, which saving "
-                                 "replaces: give them apart")
+    refuse_work_inside_out(work, out_dir)
     # The work folder is made by the first thing saved in it (the encoded works), so a run that fails before
     # leaves no empty folder behind.
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import json
 import os
 import re
@@ -287,6 +288,40 @@ def out_of_memory_problem(exc: BaseException) -> str | None:
     return "out of memory" + (f" (tried to allocate {allocation.group(1)})" if allocation else "")
 
 
+class WorkFolderBusy(Exception):
+    """Another run holds the work folder."""
+
+
+@contextlib.contextmanager
+def work_folder_held(work: Path):
+    """Held by one run at a time: two runs on one work folder would overwrite each other's checkpoint and cache.
+    Once held, the half-written files a killed run left (`.checkpoint.pt.….tmp`, `.cache….tmp`) are removed: no
+    run is writing them. A run that saved nothing there (it failed before encoding) leaves no folder behind."""
+    work.mkdir(parents=True, exist_ok=True)
+    with open(work / ".lock", "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released when the file closes, or the process dies
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "unknown"
+            raise WorkFolderBusy(f"work folder {work} is in use by another train_lora run (process {holder}); wait "
+                                 f"for it, or give another --work") from None
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"{os.getpid()}\n")
+        lock.flush()
+        for leftover in work.rglob(".*.tmp"):
+            if leftover.is_file():
+                leftover.unlink()
+        try:
+            yield
+        finally:
+            if [entry.name for entry in work.iterdir()] == [".lock"]:  # a run that saved nothing leaves no folder
+                (work / ".lock").unlink()
+                with contextlib.suppress(OSError):  # another run has just opened a lock file of its own there
+                    work.rmdir()
+
+
 def run_cli(run, argv: list[str] | None, out_of_memory_advice: str | None = None) -> dict:
     """The CLIs' entry: what goes wrong after the checks is one line, no traceback: a file or folder that cannot
     be read or written and memory running out (status 2, `out_of_memory_advice` after the latter), Ctrl-C (130)."""
@@ -368,7 +403,7 @@ def _main(argv: list[str] | None) -> dict:
     from .lora_training import (
         AdapterFolderError, BaseModelError, TrainingCancelled, TrainingDataError, TrainingDiverged, UnknownResolution,
         base_kind_of, check_adapter_folder, checkpoint_run_key, choose_device_and_dtype, device_problem,
-        planned_run_key, train_lora,
+        planned_run_key, refuse_work_inside_out, train_lora,
     )
 
     try:
@@ -405,6 +440,10 @@ def _main(argv: list[str] | None) -> dict:
     work = args.work or out.with_name(out.name + ".work")
     if work.exists() and not work.is_dir():
         parser.error(f"work folder {work} (--work, default <out>.work) exists and is not a folder")
+    try:
+        refuse_work_inside_out(work, args.out)  # now, before the work folder is made to hold the run's lock
+    except AdapterFolderError as exc:
+        parser.error(str(exc))
     # Checked now, not as a PermissionError once the run is over: the adapter is written beside --out and renamed.
     problem = folder_write_problem(out.parent) or (folder_write_problem(out) if out.is_dir() else None)
     if problem:
@@ -424,11 +463,11 @@ def _main(argv: list[str] | None) -> dict:
                          f"or its checkpoint is gone from {work}); give --overwrite to replace it")
     callbacks = PrintingCallbacks()
     try:
-        with callbacks.cancel_on_ctrl_c():
+        with work_folder_held(work), callbacks.cancel_on_ctrl_c():
             result = train_lora(base_path=args.base, examples=examples, out_dir=args.out, config=config,
                                 work_dir=work, callbacks=callbacks, device=device, dtype=dtype,
                                 threads=args.threads)
-    except (AdapterFolderError, BaseModelError, TrainingDataError, TrainingDiverged) as exc:
+    except (AdapterFolderError, BaseModelError, TrainingDataError, TrainingDiverged, WorkFolderBusy) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2)
     except TrainingCancelled as exc:  # Ctrl-C or SIGTERM: the same command resumes from the checkpoint

@@ -811,6 +811,30 @@ def test_cli_trains_and_prints_json(tiny_base, works, tmp_path, capsys):
     assert 0 < printed["median_step_seconds"] <= printed["train_seconds"] / 3  # the middle of six steps
 
 
+def test_cli_holds_its_work_folder_and_clears_what_a_killed_run_half_wrote(tiny_base, works, tmp_path, capsys):
+    from generation.ml.train_lora import work_folder_held
+
+    data, work = Path(works[0].image_path).parent, tmp_path / "work"
+    command = ["--base", str(tiny_base), "--data", str(data), "--out", str(tmp_path / "adapter"), "--work", str(work),
+               "--steps", "1", "--rank", "4", "--threads", "1"]
+    with work_folder_held(work):  # another run on the same folder
+        with pytest.raises(SystemExit) as exit_info:
+            cli_main(command)
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: work folder {work} is in use by another train_lora run (process {os.getpid()}); wait for it, or "
+        "give another --work")
+    assert not work.exists()  # the folder held only the lock: gone with it
+    (work / "state").mkdir(parents=True)
+    leftovers = [work / ".checkpoint.pt.k9x2.tmp", work / "state" / ".cache.pt.a1b2.tmp"]
+    for leftover in leftovers:  # what kill -9 during a save leaves
+        leftover.write_bytes(b"half a checkpoint")
+    assert cli_main(command)["steps"] == 1
+    assert not any(leftover.exists() for leftover in leftovers)
+    with work_folder_held(work):  # released when the run ended
+        pass
+
+
 def test_cli_names_the_subfolders_it_does_not_read(tiny_base, works, tmp_path, capsys):
     data = tmp_path / "data"
     shutil.copytree(Path(works[0].image_path).parent, data)
