@@ -12,6 +12,7 @@ from django.conf import settings
 from django.db import models
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from illustration_platform.reasons import translated_reason
 
@@ -209,8 +210,9 @@ class ConsentEvent(AppendOnlyModel):
     """One grant or withdrawal of consent to train on one work; never changed, never deleted."""
 
     class Kind(models.TextChoices):
-        GRANTED = "granted", _("Granted")
-        WITHDRAWN = "withdrawn", _("Withdrawn")
+        # An event's kind, in the history beside the studio's "Withdrawn" state badge: its own words in Japanese.
+        GRANTED = "granted", pgettext_lazy("consent event", "Granted")
+        WITHDRAWN = "withdrawn", pgettext_lazy("consent event", "Withdrawn")
 
     work = models.ForeignKey(Work, verbose_name=_("work"), on_delete=models.PROTECT, related_name="consent_events")
     kind = models.CharField(_("kind"), max_length=16, choices=Kind.choices)

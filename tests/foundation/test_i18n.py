@@ -252,6 +252,9 @@ def test_consent_messages_and_history_in_japanese(client, artist_with_works):
     assert_japanese(response, f"作品 #{work.pk} の学習への利用を許可しました。", "許可済み")
     history = assert_japanese(client.get(reverse("licensing:history")), "同意履歴", "許可")
     assert "Granted" not in history
+    client.post(reverse("licensing:work_consent", args=[work.pk, "opt-out"]))
+    history = client.get(reverse("licensing:history")).content.decode()
+    assert "<td>撤回</td>" in history and "<td>許可</td>" in history  # events, in one register: not 撤回済み
 
 
 def test_api_error_messages_stay_as_they_are(api_client):
