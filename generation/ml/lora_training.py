@@ -54,6 +54,7 @@ from .training_config import UNET_TARGET_SETS, LoraTrainingConfig
 
 TEXT_ENCODER_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
 CHECKPOINT_NAME = "checkpoint.pt"
+CACHE_NAME = "cache.pt"
 CACHE_FORMAT = 3  # part of the cache's key; 3: mirrored images get their own, left/right-swapped captions
 
 
@@ -835,7 +836,7 @@ def train_lora(*, base_path, examples: list[TrainingExample], out_dir, config: L
     stop_if_cancelled(callbacks.should_cancel, "fingerprinting the works")
     cache_key = _cache_key(base_fp, data_fp, resolution, config.flip, dtype)
     encode_started = time.perf_counter()
-    cache = build_cache(pipe, examples, resolution, config.flip, device, work / "cache.pt", cache_key, log,
+    cache = build_cache(pipe, examples, resolution, config.flip, device, work / CACHE_NAME, cache_key, log,
                         callbacks.should_cancel, callbacks.before_saving)
     stop_if_cancelled(callbacks.should_cancel, "encoding the works")  # the cache is whole: the next run uses it
     encode_seconds = time.perf_counter() - encode_started

@@ -295,31 +295,66 @@ class WorkFolderBusy(Exception):
 @contextlib.contextmanager
 def work_folder_held(work: Path):
     """Held by one run at a time: two runs on one work folder would overwrite each other's checkpoint and cache.
-    Once held, the half-written files a killed run left (`.checkpoint.pt.….tmp`, `.cache….tmp`) are removed: no
-    run is writing them. A run that saved nothing there (it failed before encoding) leaves no folder behind."""
-    work.mkdir(parents=True, exist_ok=True)
-    with open(work / ".lock", "a+") as lock:
+    Once held, the half-written checkpoint and cache a run killed while saving left (`.checkpoint.pt.….tmp`,
+    `.cache.pt.….tmp`, the names `_atomic_torch_save` gives them) are removed: no run is writing them. A run that
+    saved nothing there (it failed before encoding) leaves no folder behind. Where the folder cannot be locked (a
+    file system without flock), the run goes on unlocked, saying so."""
+    from .lora_training import CACHE_NAME, CHECKPOINT_NAME
+
+    made = not work.exists()
+    lock = _locked_file(work / ".lock")
+    try:
+        if lock is not None:
+            for name in (CHECKPOINT_NAME, CACHE_NAME):
+                for leftover in work.glob(f".{name}.*.tmp"):
+                    leftover.unlink()
+        yield
+    finally:
+        if lock is not None:
+            lock.close()
+        leftovers = sorted(entry.name for entry in work.iterdir()) if work.is_dir() else None
+        if made and leftovers in ([], [".lock"]):  # it saved nothing: no folder left behind
+            with contextlib.suppress(OSError):  # another run has just made a lock file of its own there
+                if leftovers:
+                    (work / ".lock").unlink()
+                work.rmdir()
+
+
+def _locked_file(path: Path):
+    """`path` opened and flock'ed, its holder's pid written in it; None, after a note, where it cannot be locked. A
+    lock file removed (by the run before, leaving) between opening and locking it is opened again."""
+    while True:
+        path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released when the file closes, or the process dies
+            handle = open(path, "a+")
+        except OSError as exc:
+            print(f"note: cannot lock the work folder {path.parent} ({exc.strerror or exc}); going on without: "
+                  "another run on it would overwrite this one's checkpoint", file=sys.stderr)
+            return None
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released when the file closes, or the process dies
         except BlockingIOError:
-            lock.seek(0)
-            holder = lock.read().strip() or "unknown"
-            raise WorkFolderBusy(f"work folder {work} is in use by another train_lora run (process {holder}); wait "
-                                 f"for it, or give another --work") from None
-        lock.seek(0)
-        lock.truncate()
-        lock.write(f"{os.getpid()}\n")
-        lock.flush()
-        for leftover in work.rglob(".*.tmp"):
-            if leftover.is_file():
-                leftover.unlink()
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise WorkFolderBusy(f"work folder {path.parent} is in use by another train_lora run (process {holder}); "
+                                 "wait for it, or give another --work") from None
+        except OSError as exc:
+            handle.close()
+            print(f"note: cannot lock the work folder {path.parent} ({exc.strerror or exc}); going on without: "
+                  "another run on it would overwrite this one's checkpoint", file=sys.stderr)
+            return None
         try:
-            yield
-        finally:
-            if [entry.name for entry in work.iterdir()] == [".lock"]:  # a run that saved nothing leaves no folder
-                (work / ".lock").unlink()
-                with contextlib.suppress(OSError):  # another run has just opened a lock file of its own there
-                    work.rmdir()
+            if os.fstat(handle.fileno()).st_ino == os.stat(path).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        handle.close()
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
 
 
 def run_cli(run, argv: list[str] | None, out_of_memory_advice: str | None = None) -> dict:

@@ -825,14 +825,53 @@ def test_cli_holds_its_work_folder_and_clears_what_a_killed_run_half_wrote(tiny_
         f"error: work folder {work} is in use by another train_lora run (process {os.getpid()}); wait for it, or "
         "give another --work")
     assert not work.exists()  # the folder held only the lock: gone with it
-    (work / "state").mkdir(parents=True)
-    leftovers = [work / ".checkpoint.pt.k9x2.tmp", work / "state" / ".cache.pt.a1b2.tmp"]
+    (work / "notes").mkdir(parents=True)
+    leftovers = [work / ".checkpoint.pt.k9x2.tmp", work / ".cache.pt.a1b2.tmp"]
     for leftover in leftovers:  # what kill -9 during a save leaves
         leftover.write_bytes(b"half a checkpoint")
+    others = [work / ".editor-swap.tmp", work / "notes" / ".checkpoint.pt.k9x2.tmp"]  # not this run's to remove
+    for other in others:
+        other.write_bytes(b"someone else's")
     assert cli_main(command)["steps"] == 1
-    assert not any(leftover.exists() for leftover in leftovers)
+    assert not any(leftover.exists() for leftover in leftovers) and all(other.exists() for other in others)
     with work_folder_held(work):  # released when the run ended
         pass
+
+
+def test_cli_trains_unlocked_where_the_work_folder_cannot_be_locked(tiny_base, works, tmp_path, capsys, monkeypatch):
+    import fcntl
+
+    def unsupported(handle, operation):
+        raise OSError(95, "Operation not supported")
+
+    monkeypatch.setattr(fcntl, "flock", unsupported)  # a file system without flock
+    work = tmp_path / "work"
+    summary = cli_main(["--base", str(tiny_base), "--data", str(Path(works[0].image_path).parent), "--out",
+                        str(tmp_path / "adapter"), "--work", str(work), "--steps", "1", "--rank", "4", "--threads", "1"])
+    assert summary["steps"] == 1
+    assert (f"note: cannot lock the work folder {work} (Operation not supported); going on without: another run on "
+            "it would overwrite this one's checkpoint") in capsys.readouterr().err
+
+
+def test_a_lock_file_removed_while_being_taken_is_taken_again(tmp_path, monkeypatch):
+    """The run before removes its lock file as it leaves; a run that opened that file meanwhile locks a new one."""
+    import fcntl
+
+    from generation.ml import train_lora as cli
+
+    work = tmp_path / "work"
+    calls = []
+    real_flock = fcntl.flock
+
+    def flock_after_the_file_went(handle, operation):
+        if not calls:  # as if the run before unlinked it between our open and our flock
+            (work / ".lock").unlink()
+        calls.append(handle.fileno())
+        return real_flock(handle, operation)
+
+    monkeypatch.setattr(cli.fcntl, "flock", flock_after_the_file_went)
+    with cli.work_folder_held(work):
+        assert len(calls) == 2 and (work / ".lock").read_text() == f"{os.getpid()}\n"
 
 
 def test_cli_names_the_subfolders_it_does_not_read(tiny_base, works, tmp_path, capsys):
