@@ -1,6 +1,7 @@
 """Staff see everything; what changes consent or what generation may use goes through the services only."""
 
 from django.contrib import admin, messages
+from django.db import transaction
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
@@ -87,6 +88,13 @@ class StyleAdmin(SavesOnlyItsFields):
 
     def get_readonly_fields(self, request, obj=None):
         return self.readonly_fields + (["takedown_reason"] if obj is None or obj.taken_down_at is None else [])
+
+    @transaction.atomic
+    def save_model(self, request, obj, form, change):
+        down = Style.objects.select_for_update().filter(pk=obj.pk, taken_down_at__isnull=False).exists()
+        if not down and "takedown_reason" in form.changed_data:  # lifted while the page was open: no reason to keep
+            form.changed_data.remove("takedown_reason")
+        super().save_model(request, obj, form, change)
 
     def has_add_permission(self, request):
         return False

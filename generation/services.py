@@ -83,7 +83,7 @@ def _style_training_start(*, artist, actor, preset, publish_when_ready):
     artist = type(artist).objects.select_for_update().get(pk=artist.pk)
     if artist.has_left:
         raise ValidationError(_("You have left the platform, so no style of yours can be trained."))
-    style = style_for_artist(artist=artist)
+    style = style_for_artist(artist=artist)  # a takedown takes the artist's lock too: it is seen here, or waits
     if style.versions.filter(status__in=AdapterVersion.ACTIVE_STATUSES).exists():
         raise ValidationError(_("A training of this style is already under way."))
     terms = ConsentTerms.current(ConsentTerms.Kind.TRAINING)
@@ -341,6 +341,12 @@ def style_take_down(*, style, reason=""):
     """Staff's takedown: unpublished, the training under way included, and no version can be published (by the
     artist, a training that finishes, or the demo's install) until staff lift it. Taking down a style already
     down keeps its date, and its reason unless a new one is given."""
+    from licensing.models import Artist
+
+    # The artist first, as a training start and a withdrawal lock it: a start then either sees the takedown or
+    # waits for it (and never queues a version to go live on a style just taken down), and the second write of
+    # the style below, whose artist key PostgreSQL checks, never waits on a start holding the artist.
+    list(Artist.objects.select_for_update().filter(pk=style.artist_id).values_list("pk"))
     style = style_unpublish(style=style)
     if style.taken_down_at is None:
         style.taken_down_at, style.takedown_reason = timezone.now(), reason

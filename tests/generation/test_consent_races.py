@@ -257,3 +257,29 @@ def test_a_choice_made_while_a_training_finishes_stands_without_a_deadlock(monke
     assert version.status == AdapterVersion.Status.READY
     expected = None if choice == "unpublish" else older.pk
     assert Style.objects.get(pk=version.style_id).published_version_id == expected
+
+
+def test_a_training_started_during_a_takedown_does_not_go_live_once_it_is_lifted():
+    from django.db import transaction
+
+    artist, _works = opted_in_artist(5)
+    style = ready_version(artist).style
+    taken, release = threading.Event(), threading.Event()
+
+    def take_down_and_hold():
+        with transaction.atomic():
+            services.style_take_down(style=style)
+            taken.set()
+            release.wait(20)
+
+    takedown, takedown_box = in_thread(take_down_and_hold)
+    assert taken.wait(20)
+    start, start_box = in_thread(lambda: services.style_training_start(artist=artist, actor=artist.user, preset="quick"))
+    start.join(1.5)
+    assert start.is_alive(), "the training start must wait for the takedown"
+    release.set()
+    takedown.join(20)
+    start.join(20)
+    assert "error" not in takedown_box and "error" not in start_box, (takedown_box, start_box)
+    version = AdapterVersion.objects.get(pk=start_box["result"].pk)
+    assert version.publish_when_ready is False  # started on a style taken down: a lift publishes nothing

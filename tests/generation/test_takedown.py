@@ -132,3 +132,21 @@ def test_the_takedown_actions_need_the_change_permission(client):
                 {"action": "take_down_styles", "_selected_action": [style.pk]})
     style.refresh_from_db()
     assert style.taken_down_at is None and style.published_version_id is not None
+
+
+def test_a_reason_written_as_the_takedown_is_lifted_is_not_kept(rf):
+    """The form was built while the style was down; the lift committed before it saved."""
+    from django.contrib.admin.sites import site
+
+    from generation.admin import StyleAdmin
+
+    style = services.style_take_down(style=ready_version(opted_in_artist(4)[0]).style)
+    services.style_takedown_lift(style=style)
+    edited = Style.objects.get(pk=style.pk)
+    edited.takedown_reason = "written on the page opened while it was down"
+
+    class Form:
+        changed_data = ["takedown_reason"]
+
+    StyleAdmin(Style, site).save_model(rf.post("/"), edited, Form(), change=True)
+    assert Style.objects.get(pk=style.pk).takedown_reason == ""
