@@ -59,9 +59,9 @@ from . import style_metrics as sm
 from .classify import classify
 from .evaluate_base import ATTRIBUTES, DEFAULT_GUIDANCE, DEFAULT_STEPS, held_out_caption_count, held_out_scenes
 from .lora_training import (
-    ENCODE_BATCH_MAX, ENCODE_PIXELS, WEIGHTS_NAME, AdapterError, BaseModelError, TrainingDataError,
-    _native_resolution, apply_adapters, checked_adapter_file, disable_adapters, image_to_tensor, load_base_pipeline,
-    load_training_images, native_resolution_of,
+    WEIGHTS_NAME, AdapterError, BaseModelError, TrainingDataError, _native_resolution, apply_adapters,
+    checked_adapter_file, disable_adapters, load_base_pipeline, load_training_images,
+    native_resolution_of, vae_batches,
 )
 from .pipeline import SamplesNotFinite, generate
 from .train_lora import (
@@ -144,25 +144,15 @@ def adherence(images, targets, accepted: list[dict[str, set[str]]] | None = None
 
 @torch.no_grad()
 def through_vae(pipe, images: list[Image.Image]) -> list[np.ndarray]:
-    """Each image encoded (latent mean) and decoded by the base's VAE, in batches of the training cache's size
-    (`lora_training.encode_images`: ENCODE_BATCH_MAX works, ENCODE_PIXELS pixels; an SD VAE takes about 0.6 GB per
-    512 px work) and, as there, a VAE marked `force_upcast` (SDXL's: NaN in fp16) in fp32 over an fp16 base."""
+    """Each image encoded (latent mean) and decoded by the base's VAE, in the training cache's batches and precision
+    (`lora_training.vae_batches`)."""
     vae = pipe.vae
-    width, height = images[0].size
-    batch = max(1, min(ENCODE_BATCH_MAX, ENCODE_PIXELS // (width * height)))
-    upcast = vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False)
-    if upcast:
-        vae.to(torch.float32)
     out = []
-    try:
-        for start in range(0, len(images), batch):
-            pixels = torch.stack([image_to_tensor(im) for im in images[start:start + batch]]).to(vae.device, vae.dtype)
+    with vae_batches(vae, images, vae.device) as batches:
+        for pixels in batches:
             decoded = vae.decode(vae.encode(pixels).latent_dist.mean).sample
             decoded = ((decoded.float().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).cpu().numpy()
             out += [np.asarray(d, dtype=np.float32) for d in decoded]
-    finally:
-        if upcast:
-            vae.to(torch.float16)
     return out
 
 

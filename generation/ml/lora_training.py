@@ -413,30 +413,36 @@ ENCODE_PIXELS = 512 * 512
 ENCODE_BATCH_MAX = 16
 
 
+@contextlib.contextmanager
+def vae_batches(vae, images: list[Image.Image], device):
+    """The images as pixel batches for the VAE, at most ENCODE_BATCH_MAX works and ENCODE_PIXELS pixels each (an SD
+    VAE takes about 0.6 GB per 512 px work), in the VAE's precision; meanwhile, as diffusers' SDXL pipelines decode,
+    a VAE marked `force_upcast` runs in fp32 over an fp16 base (SDXL's overflows in fp16 and gives NaN)."""
+    width, height = images[0].size
+    batch = max(1, min(ENCODE_BATCH_MAX, ENCODE_PIXELS // (width * height)))
+    upcast = vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False)
+    if upcast:
+        vae.to(torch.float32)
+    try:
+        yield (torch.stack([image_to_tensor(im) for im in images[start:start + batch]]).to(device, dtype=vae.dtype)
+               for start in range(0, len(images), batch))
+    finally:
+        if upcast:
+            vae.to(torch.float16)
+
+
 @torch.no_grad()
 def encode_images(pipe, images: list[Image.Image], device,
                   should_cancel: Callable[[], bool] = lambda: False) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean and std of the VAE's latent distribution (unscaled), float32 on CPU, encoded in the VAE's own
     precision; a cancel is heard between batches (minutes of encoding on a CPU for an SD-sized base)."""
-    vae = pipe.vae
-    width, height = images[0].size
-    batch = max(1, min(ENCODE_BATCH_MAX, ENCODE_PIXELS // (width * height)))
-    # As diffusers' SDXL pipelines decode: a VAE marked `force_upcast` runs in
-    # fp32 over an fp16 base (SDXL's overflows in fp16 and gives NaN latents).
-    upcast = vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False)
-    if upcast:
-        vae.to(torch.float32)
     means, stds = [], []
-    try:
-        for start in range(0, len(images), batch):
+    with vae_batches(pipe.vae, images, device) as batches:
+        for pixels in batches:
             stop_if_cancelled(should_cancel, "encoding the works")
-            pixels = torch.stack([image_to_tensor(im) for im in images[start:start + batch]])
-            dist = vae.encode(pixels.to(device, dtype=vae.dtype)).latent_dist
+            dist = pipe.vae.encode(pixels).latent_dist
             means.append(dist.mean.float().cpu())
             stds.append(dist.std.float().cpu())
-    finally:
-        if upcast:
-            vae.to(torch.float16)
     return torch.cat(means), torch.cat(stds)
 
 
