@@ -325,13 +325,9 @@ def _locked_file(path: Path):
     lock file removed (by the run before, leaving) between opening and locking it is opened again."""
     while True:
         path.parent.mkdir(parents=True, exist_ok=True)
+        handle = None
         try:
             handle = open(path, "a+")
-        except OSError as exc:
-            print(f"note: cannot lock the work folder {path.parent} ({exc.strerror or exc}); going on without: "
-                  "another run on it would overwrite this one's checkpoint", file=sys.stderr)
-            return None
-        try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released when the file closes, or the process dies
         except BlockingIOError:
             handle.seek(0)
@@ -339,8 +335,9 @@ def _locked_file(path: Path):
             handle.close()
             raise WorkFolderBusy(f"work folder {path.parent} is in use by another train_lora run (process {holder}); "
                                  "wait for it, or give another --work") from None
-        except OSError as exc:
-            handle.close()
+        except OSError as exc:  # a lock file this user cannot open, or a file system without flock
+            if handle is not None:
+                handle.close()
             print(f"note: cannot lock the work folder {path.parent} ({exc.strerror or exc}); going on without: "
                   "another run on it would overwrite this one's checkpoint", file=sys.stderr)
             return None
