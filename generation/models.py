@@ -141,6 +141,8 @@ class AdapterVersion(models.Model):
 class TrainingJob(models.Model):
     """The observable side of training one adapter version: progress, losses, previews, log, cancellation."""
 
+    LOG_CHARACTERS_KEPT = 20000
+
     adapter_version = models.OneToOneField(
         AdapterVersion, verbose_name=_("adapter version"), on_delete=models.CASCADE, related_name="job"
     )
@@ -177,6 +179,11 @@ class TrainingJob(models.Model):
     @property
     def progress_percent(self):
         return min(100, round(100 * self.step / self.total_steps)) if self.total_steps else 0
+
+    def log_with(self, line):
+        """The log with `line` added, stamped in UTC as every time the site shows, its oldest part dropped past
+        LOG_CHARACTERS_KEPT."""
+        return (self.log + f"{timezone.now():%H:%M:%S}Z {line}\n")[-self.LOG_CHARACTERS_KEPT:]
 
     def heartbeat_is_fresh(self, now=None):
         """Whether its worker reported within TRAINING_STALE_SECONDS: a run that is alive somewhere."""

@@ -8,6 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
+from django.contrib import messages
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.timesince import timeuntil
@@ -19,6 +20,7 @@ from .selectors import training_queue_state
 
 TRAINING_QUEUED_MESSAGE = gettext_lazy("Training queued. Progress and previews appear below as it runs.")
 CANCEL_MESSAGE = gettext_lazy("Cancelling: the training stops within a few seconds.")
+CANCELLED_MESSAGE = gettext_lazy("Cancelled.")
 PUBLISHED_MESSAGE = gettext_lazy("Published: subscribers now generate with this version.")
 UNPUBLISHED_MESSAGE = gettext_lazy("Unpublished: subscribers can no longer use this style.")
 PRESET_CHOICES = [
@@ -27,6 +29,26 @@ PRESET_CHOICES = [
     ("thorough", gettext_lazy("Thorough: more steps, closer to your works")),
 ]
 LOSS_CURVE_SIZE = (320, 80)
+
+
+def queue_refusal(version):
+    """The failure sentence of a training whose task the broker refused as its start committed (the version then
+    failed), else None."""
+    version.refresh_from_db(fields=["status", "failure_reason", "failure_params"])
+    return version.failure_reason_shown if version.status == AdapterVersion.Status.FAILED else None
+
+
+def training_started_message(version):
+    """What the page says once "Train my style" went through."""
+    refusal = queue_refusal(version)
+    return (messages.ERROR, refusal) if refusal else (messages.SUCCESS, TRAINING_QUEUED_MESSAGE)
+
+
+def cancel_message(version):
+    """A queued training (or one whose worker is gone) is cancelled at once; a running one stops within seconds."""
+    if version.status == AdapterVersion.Status.CANCELLED:
+        return messages.SUCCESS, CANCELLED_MESSAGE
+    return messages.SUCCESS, CANCEL_MESSAGE
 LOG_LINES_SHOWN = 30
 
 
@@ -117,13 +139,10 @@ def job_state(version, *, current_base_sha256=None):
         state["waiting_for_worker"] = True
         state["eta_seconds"] = None
     if version.status == AdapterVersion.Status.QUEUED:
-        state["queue_position"], eta_seconds = training_queue_state(adapter_version=version)
-        # First in line and still waiting after two stale periods, when an idle worker takes a training within
-        # moments (and finds a lost message within one period): no training worker is taking any. An ETA
-        # would be a guess that never comes true.
-        waited = (timezone.now() - version.created_at).total_seconds()
-        state["waiting_for_worker"] = state["queue_position"] == 1 and waited > 2 * settings.TRAINING_STALE_SECONDS
-        state["eta_seconds"] = None if state["waiting_for_worker"] else round(eta_seconds)
+        queue = training_queue_state(adapter_version=version)
+        state["queue_position"] = queue.position
+        state["waiting_for_worker"] = queue.no_worker_taking
+        state["eta_seconds"] = None if queue.no_worker_taking else round(queue.seconds_left)
     state["eta_display"] = eta_display(state["eta_seconds"])
     return state
 

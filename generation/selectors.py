@@ -2,7 +2,9 @@
 
 import heapq
 from statistics import median
+from typing import NamedTuple
 
+from django.conf import settings
 from django.db.models import F, Max, Prefetch, Q
 from django.utils import timezone
 
@@ -68,13 +70,21 @@ def seconds_per_step_estimate(*, base_model):
     return median(rates) if rates else DEFAULT_SECONDS_PER_STEP
 
 
+class QueueState(NamedTuple):
+    position: int  # 1-based: the trainings running now, then those waiting that were started before it
+    seconds_left: float  # until this one is done
+    no_worker_taking: bool  # nothing runs and the head of the line has waited two stale periods
+
+
 def training_queue_state(*, adapter_version):
-    """(1-based place in line: the trainings running now, then those waiting that were started before it;
-    seconds until this one is done) for a queued version.
+    """Where a queued version stands in line (a QueueState).
 
     The seconds assume as many trainings at a time as are running now: while one waits, every training
     worker that is alive is busy (an idle one would have taken it), so the running count is the worker count.
-    Each training in line goes to the worker that frees first, as the queue hands them out.
+    Each training in line goes to the worker that frees first, as the queue hands them out. With none running,
+    an idle worker takes the head of the line within moments (and finds a lost message, or a training whose
+    worker died, within one stale period), so a head still waiting after two means no training worker is
+    taking any: the seconds would be a guess that never comes true, for every training behind it too.
     """
     started_before = Q(adapter_version__created_at__lt=adapter_version.created_at)
     unfinished = list(
@@ -102,7 +112,13 @@ def training_queue_state(*, adapter_version):
     for job in waiting:
         done_at = heapq.heappop(workers_free_at) + seconds_left(job)
         heapq.heappush(workers_free_at, done_at)
-    return len(running) + len(waiting), done_at
+    head = waiting[0]
+    # A training whose worker died waits from its worker's last report; one never taken, from its start.
+    head_is_orphaned = head.adapter_version.status == AdapterVersion.Status.TRAINING and head.heartbeat_at
+    head_waiting_since = head.heartbeat_at if head_is_orphaned else head.adapter_version.created_at
+    head_waited = (now - head_waiting_since).total_seconds()
+    no_worker_taking = not running and head_waited > 2 * settings.TRAINING_STALE_SECONDS
+    return QueueState(len(running) + len(waiting), done_at, no_worker_taking)
 
 
 def styles_of_artist(*, artist):

@@ -75,7 +75,7 @@ def _style_training_start(*, artist, actor, preset, publish_when_ready):
     from generation.ml.lora_training import base_kind_of
     from generation.ml.training_config import PRESETS, configured_preset
     from licensing.models import ConsentTerms
-    from licensing.selectors import works_for_training, works_needing_reconsent
+    from licensing.selectors import works_for_training, works_needing_reconsent, works_opted_in
     from licensing.services import dataset_snapshot_create
 
     if preset not in PRESETS["builtin"]:
@@ -89,18 +89,28 @@ def _style_training_start(*, artist, actor, preset, publish_when_ready):
     terms = ConsentTerms.current(ConsentTerms.Kind.TRAINING)
     available = works_for_training(artist=artist, terms=terms).count() if terms else 0
     if available < settings.STYLE_MIN_WORKS:
-        refusal = _("At least %(minimum)d opted-in works are needed to train a style; %(available)d are opted in.") % {
+        refusal = _("At least %(minimum)d opted-in works are needed to train a style; %(available)d are usable for training.") % {
             "minimum": settings.STYLE_MIN_WORKS, "available": available,
         }
+        # What the studio lists as opted in but training cannot use, each named with what to do.
+        held_back = works_opted_in(artist=artist, terms=terms).count() - available if terms else 0
         awaiting = works_needing_reconsent(artist=artist, terms=terms).count()
-        if awaiting:  # opted in under older terms: the studio lists them as opted in
-            awaits = ngettext(
+        notes = []
+        if held_back:
+            notes.append(ngettext(
+                "%(count)d more opted-in work is held back, having no caption or a do-not-train signal; see your studio.",
+                "%(count)d more opted-in works are held back, having no caption or a do-not-train signal; see your studio.",
+                held_back,
+            ) % {"count": held_back})
+        if awaiting:
+            notes.append(ngettext(
                 "%(count)d more work awaits your consent to the current terms, in your studio.",
                 "%(count)d more works await your consent to the current terms, in your studio.",
                 awaiting,
-            ) % {"count": awaiting}
+            ) % {"count": awaiting})
+        for note in notes:
             # Translated too: Japanese puts no space between sentences.
-            refusal = _("%(refusal)s %(awaiting)s") % {"refusal": refusal, "awaiting": awaits}
+            refusal = _("%(refusal)s %(note)s") % {"refusal": refusal, "note": note}
         raise ValidationError(refusal)
     snapshot = dataset_snapshot_create(artist=artist)
     base = base_model_current()
@@ -140,7 +150,8 @@ def _end_unfinished(version, job, status, **fields):
     """End a training as cancelled or failed: its claim is void (a run still alive can no longer write or
     finish), and its checkpoint and any adapter it wrote are removed."""
     job.claim_token = ""
-    job.save(update_fields=["claim_token"])
+    job.log = job.log_with(f"{status}: its checkpoint is removed, as an ended training does not resume")
+    job.save(update_fields=["claim_token", "log"])
     _finish(version, status, **fields)
     _discard_unfinished_files(version)
 

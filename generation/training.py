@@ -39,7 +39,6 @@ logger = logging.getLogger(__name__)
 # How often the running loop writes progress and looks for a cancel request.
 REPORT_EVERY_SECONDS = 1.0
 LOSS_POINTS_KEPT = 400
-LOG_CHARACTERS_KEPT = 20000
 
 
 class JobReporter(TrainingCallbacks):
@@ -51,7 +50,6 @@ class JobReporter(TrainingCallbacks):
         self.claimed_job = TrainingJob.objects.filter(pk=job.pk, claim_token=job.claim_token)  # empty once taken over
         self.version = job.adapter_version
         self.losses = list(job.losses)
-        self.log_lines = []
         self.last_report = 0.0
         self.last_cancel_check = 0.0
         self.cancelled = False
@@ -97,10 +95,7 @@ class JobReporter(TrainingCallbacks):
 
     def on_log(self, line):
         self.last_sign_of_life = time.monotonic()
-        self.log_lines.append(f"{timezone.now():%H:%M:%S}Z {line}")  # UTC, as every time the site shows
-        job = TrainingJob.objects.get(pk=self.job_id)
-        self._save(log=(job.log + "\n".join(self.log_lines) + "\n")[-LOG_CHARACTERS_KEPT:])
-        self.log_lines = []
+        self._save(log=TrainingJob.objects.get(pk=self.job_id).log_with(line))
 
     def should_cancel(self):
         now = self.last_sign_of_life = time.monotonic()
@@ -157,19 +152,24 @@ TRAINING_DIVERGED_REASON = gettext_noop(
 OUT_OF_MEMORY_REASON = gettext_noop(
     "The platform's training machine ran out of memory; try again later, and tell the platform's team if it happens again."
 )
+# Any other error: the catalogue's frame, in the reader's language, around the error's own first line.
+UNEXPECTED_FAILURE_REASON = gettext_noop(
+    "The training stopped on an error; start it again, and tell the platform's team if it happens again "
+    "(the error: %(error)s)."
+)
 
 
 def failure_reason(error):
     """What the artist reads of a failure, and its parameters: the catalogue's sentence where the cause is known,
-    else the error's first line. The loop's own wording (advice on learning rate and dtype, for operators) goes
-    to the log."""
+    else one around the error's first line. The loop's own wording (advice on learning rate and dtype, for
+    operators) goes to the log."""
     if isinstance(error, SnapshotUnusable):
         return error.reason, error.params
     if isinstance(error, TrainingDiverged):
         return TRAINING_DIVERGED_REASON, {}
     if out_of_memory_problem(error):
         return OUT_OF_MEMORY_REASON, {}
-    return presentation.one_sentence(error), {}
+    return UNEXPECTED_FAILURE_REASON, {"error": presentation.one_sentence(error).removesuffix(".")}
 
 
 def training_examples(snapshot):

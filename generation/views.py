@@ -17,16 +17,19 @@ def _own_version(request, version_id):
     return get_object_or_404(AdapterVersion.objects.select_related("style", "job", "snapshot", "base_model"), pk=version_id, style__artist__user=request.user)
 
 
-def _run(request, action, success_message, refused_query=None):
-    """Run a service and go back to the style page; on a refusal, with the form's choices in `refused_query`."""
+def _run(request, action, answer, refused_query=None):
+    """Run a service and go back to the style page; on a refusal, with the form's choices in `refused_query`.
+    `answer` is the sentence shown on success, or a function of what the service returned giving
+    (message level, sentence)."""
     try:
-        action()
+        result = action()
     except ValidationError as refusal:
         messages.error(request, refusal.messages[0])
         if refused_query:
             return redirect(f"{reverse('generation:style')}?{urlencode(refused_query)}")
     else:
-        messages.success(request, success_message)
+        level, sentence = answer(result) if callable(answer) else (messages.SUCCESS, answer)
+        messages.add_message(request, level, sentence)
     return redirect("generation:style")
 
 
@@ -59,7 +62,7 @@ def train(request):
     return _run(
         request,
         lambda: services.style_training_start(artist=request.user.artist, actor=request.user, preset=preset, publish_when_ready=publish),
-        presentation.TRAINING_QUEUED_MESSAGE,
+        presentation.training_started_message,
         refused_query={"preset": preset, "publish_when_ready": "on" if publish else "off"},
     )
 
@@ -68,7 +71,7 @@ def train(request):
 @require_POST
 def cancel(request, version_id):
     version = _own_version(request, version_id)
-    return _run(request, lambda: services.training_cancel(adapter_version=version), presentation.CANCEL_MESSAGE)
+    return _run(request, lambda: services.training_cancel(adapter_version=version), presentation.cancel_message)
 
 
 @role_required(Role.ARTIST)

@@ -22,16 +22,16 @@ def work_for_user(*, user, pk):
     )
 
 
+def works_opted_in(*, artist, terms):
+    """Active works whose latest event is a grant under `terms`, whether or not they can be trained on."""
+    return Work.objects.filter(
+        artist=artist, status=Work.Status.ACTIVE, current_consent__kind=ConsentEvent.Kind.GRANTED, current_consent__terms=terms,
+    ).order_by("pk")
+
+
 def works_for_training(*, artist, terms):
-    """Works a snapshot may hold: active, captioned, no do-not-train signal, latest event a grant under `terms`."""
-    return (
-        Work.objects.filter(
-            artist=artist, status=Work.Status.ACTIVE, do_not_train=False,
-            current_consent__kind=ConsentEvent.Kind.GRANTED, current_consent__terms=terms,
-        )
-        .exclude(caption="")
-        .order_by("pk")
-    )
+    """Works a snapshot may hold: opted in under `terms`, captioned, no do-not-train signal."""
+    return works_opted_in(artist=artist, terms=terms).filter(do_not_train=False).exclude(caption="")
 
 
 def works_needing_reconsent(*, artist, terms):

@@ -3,6 +3,7 @@ from rest_framework import serializers
 
 from illustration_platform.api.serializers import RefusesUnknownFields
 
+from ..models import AdapterVersion
 from ..presentation import PRESET_CHOICES
 
 
@@ -28,8 +29,8 @@ class TrainingStateSerializer(serializers.Serializer):
 
     id = serializers.IntegerField()
     number = serializers.IntegerField()
-    status = serializers.CharField()
-    preset = serializers.CharField()
+    status = serializers.ChoiceField(choices=AdapterVersion.Status.values)
+    preset = serializers.ChoiceField(choices=AdapterVersion.Preset.values)
     step = serializers.IntegerField()
     total_steps = serializers.IntegerField()
     progress_percent = serializers.IntegerField()
@@ -37,9 +38,9 @@ class TrainingStateSerializer(serializers.Serializer):
     queue_position = serializers.IntegerField(allow_null=True)
     waiting_for_worker = serializers.BooleanField(
         help_text=(
-            "No worker is working on it: queued, first in line and not taken for two TRAINING_STALE_SECONDS periods, or "
-            "training with its worker silent for one (it goes on from its checkpoint once a worker takes it). "
-            "eta_seconds is then null."
+            "No worker is working on it: queued in a line no worker takes (nothing running, and the training at its "
+            "head not taken for two TRAINING_STALE_SECONDS periods), or training with its worker silent for one (it "
+            "goes on from its checkpoint once a worker takes it). eta_seconds is then null."
         )
     )
     losses = serializers.ListField(child=LossPointField())
@@ -78,5 +79,11 @@ class StyleSerializer(serializers.Serializer):
 
 
 class TrainRequestSerializer(RefusesUnknownFields, serializers.Serializer):
+    """Train my style: the preset (quick, standard or thorough) and whether the version goes live once ready."""
+
     preset = serializers.ChoiceField(choices=[value for value, _label in PRESET_CHOICES], default="standard")
     publish_when_ready = serializers.BooleanField(default=True)
+
+
+class NoFieldsSerializer(RefusesUnknownFields, serializers.Serializer):
+    """The body of an action that takes none: empty, or refused naming what it holds."""

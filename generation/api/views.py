@@ -2,9 +2,10 @@ from django.core.exceptions import ValidationError
 from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.exceptions import APIException
 from rest_framework.exceptions import ValidationError as ApiValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -13,10 +14,15 @@ from illustration_platform.accounts.roles import IsArtistOrNotFound
 
 from .. import services
 from ..models import AdapterVersion, Style
-from ..presentation import job_state
+from ..presentation import job_state, queue_refusal
 from ..selectors import styles_with_version_ids
 from ..storage import preview_path
-from .serializers import StyleSerializer, TrainingStateSerializer, TrainRequestSerializer
+from .serializers import NoFieldsSerializer, StyleSerializer, TrainingStateSerializer, TrainRequestSerializer
+
+
+class NotQueued(APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_code = "not_queued"
 
 
 def _call(action):
@@ -25,6 +31,11 @@ def _call(action):
         return action()
     except ValidationError as refusal:
         raise ApiValidationError({"non_field_errors": refusal.messages}) from None
+
+
+def _no_fields(request):
+    """An action that takes no body refuses one it is sent (a `version` it would silently ignore)."""
+    NoFieldsSerializer(data=request.data).is_valid(raise_exception=True)
 
 
 def _own_version(request, version_id):
@@ -51,11 +62,18 @@ class TrainView(APIView):
 
     permission_classes = [IsArtistOrNotFound]
 
-    @extend_schema(request=TrainRequestSerializer, responses={201: TrainingStateSerializer})
+    @extend_schema(request=TrainRequestSerializer, responses={
+        201: TrainingStateSerializer,
+        503: OpenApiResponse(description="The task queue did not take the training: it is recorded as failed, with the "
+                                         "sentence in the message; start it again in a moment."),
+    })
     def post(self, request):
         params = TrainRequestSerializer(data=request.data)
         params.is_valid(raise_exception=True)
         version = _call(lambda: services.style_training_start(artist=request.user.artist, actor=request.user, **params.validated_data))
+        refusal = queue_refusal(version)
+        if refusal:
+            raise NotQueued(refusal)
         return _state_response(version, status.HTTP_201_CREATED)
 
 
@@ -75,6 +93,7 @@ class CancelView(APIView):
     @extend_schema(request=None, responses=TrainingStateSerializer)
     def post(self, request, version_id):
         version = _own_version(request, version_id)
+        _no_fields(request)
         _call(lambda: services.training_cancel(adapter_version=version))
         return _state_response(version)
 
@@ -87,6 +106,7 @@ class PublishView(APIView):
     @extend_schema(request=None, responses=StyleSerializer)
     def post(self, request, version_id):
         version = _own_version(request, version_id)
+        _no_fields(request)
         style = _call(lambda: services.adapter_version_publish(adapter_version=version))
         return Response(StyleSerializer(style).data)
 
@@ -97,6 +117,7 @@ class UnpublishView(APIView):
     @extend_schema(request=None, responses=StyleSerializer)
     def post(self, request, style_id):
         style = get_object_or_404(Style, pk=style_id, artist__user=request.user)
+        _no_fields(request)
         return Response(StyleSerializer(services.style_unpublish(style=style)).data)
 
 
@@ -120,7 +141,11 @@ class PreviewView(APIView):
     @extend_schema(responses={(200, "image/png"): OpenApiTypes.BINARY})
     def get(self, request, version_id, name):
         version = _own_version(request, version_id)
+        # Only the files the training lists: any other name, however odd or long, is simply not found.
+        job = getattr(version, "job", None)
+        if job is None or name not in {preview["file"] for preview in job.previews}:
+            raise Http404
         path = preview_path(version, name)
-        if "/" in name or not path.is_file():
+        if not path.is_file():  # listed, but removed with a retired version's files
             raise Http404
         return FileResponse(open(path, "rb"), content_type="image/png")

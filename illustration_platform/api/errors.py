@@ -116,6 +116,6 @@ def document_errors(result, generator, request, public):
             for code in sorted(codes):
                 responses.setdefault(code, {"description": reasons[code]})
             for code, described in responses.items():
-                if code.startswith("4"):
+                if code.startswith(("4", "5")):
                     described.setdefault("content", answer["content"])
     return result

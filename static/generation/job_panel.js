@@ -2,7 +2,8 @@
 // leaves the panel as it was, so it would look current while it is not: say so until a refresh succeeds
 // (the new panel replaces the note). A training no longer shown to this account (404) is not asked for again.
 // A log the reader opened stays open across refreshes (htmx itself gives focus back to the element of the
-// same id), and "Train my style" is sent once: a second click would only be refused.
+// same id), opens on its newest lines and keeps its place: following the end if it was there, else where the
+// reader left it. "Train my style" is sent once: a second click would only be refused.
 (function () {
   "use strict";
   function panelOf(event) {
@@ -37,13 +38,29 @@
     var panel = panelOf(event);
     if (panel && panel.dataset.stopped) { event.preventDefault(); }
   });
+  var logPlaces = {};  // panel id -> where its open log was read before the refresh
+  function scrollToEnd(text) { text.scrollTop = text.scrollHeight; }
   document.addEventListener("htmx:beforeSwap", function (event) {
     var panel = panelOf(event);
     var log = panel && panel.querySelector("details.job-log");
     if (log && log.open && typeof event.detail.serverResponse === "string") {
       event.detail.serverResponse = event.detail.serverResponse.replace('<details class="job-log">', '<details class="job-log" open>');
+      var text = log.querySelector(".log");
+      logPlaces[panel.id] = { top: text.scrollTop, atEnd: text.scrollTop + text.clientHeight >= text.scrollHeight - 4 };
     }
   });
+  document.addEventListener("htmx:load", function (event) {
+    var panel = event.detail.elt;
+    var place = panel && logPlaces[panel.id];
+    var text = place && panel.querySelector("details.job-log[open] .log");
+    delete logPlaces[panel && panel.id];
+    if (!text) { return; }
+    if (place.atEnd) { scrollToEnd(text); } else { text.scrollTop = place.top; }
+  });
+  document.addEventListener("toggle", function (event) {  // toggle does not bubble: caught on its way down
+    var log = event.target;
+    if (log.matches && log.matches("details.job-log") && log.open) { scrollToEnd(log.querySelector(".log")); }
+  }, true);
   document.addEventListener("submit", function (event) {
     var button = event.target.querySelector("button[data-send-once]");
     if (!button) { return; }

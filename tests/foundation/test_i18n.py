@@ -322,7 +322,7 @@ def test_japanese_sentences_run_on_without_a_space(client, artist_with_works, se
     with translation.override("ja"), pytest.raises(ValidationError) as refusal:
         style_training_start(artist=artist_with_works, actor=artist_with_works.user)
     assert refusal.value.messages == [
-        "スタイルの学習には、学習への利用を許可した作品が 5 点以上必要です（現在 0 点）。ほかに 1 点の作品が、スタジオで現在の同意条件への"
+        "スタイルの学習には、学習に使える作品が 5 点以上必要です（現在 0 点）。ほかに 1 点の作品が、スタジオで現在の同意条件への"
         "同意を待っています。"]
 
 

@@ -109,6 +109,26 @@ def test_an_opened_log_stays_open_and_focused_while_the_panel_refreshes(live_ser
     assert page.evaluate("() => [document.querySelector('.job-panel details').open, document.activeElement.tagName]") == [True, "SUMMARY"]
     assert page.locator(".job-panel .log").is_visible()
 
+    def log_place():
+        return page.evaluate("() => { const log = document.querySelector('.job-panel .log'); "
+                             "return [log.scrollTop, log.scrollHeight - log.clientHeight]; }")
+
+    def after_two_refreshes():
+        seen = len(polls)
+        while len(polls) < seen + 2:
+            page.wait_for_timeout(250)
+
+    top, end = log_place()
+    assert end > 100 and top == end  # opened on its newest lines
+    page.evaluate("() => { document.querySelector('.job-panel .log').scrollTop = 60; }")
+    after_two_refreshes()
+    assert log_place()[0] == 60  # where the reader left it
+    page.evaluate("() => { const log = document.querySelector('.job-panel .log'); log.scrollTop = log.scrollHeight; }")
+    TrainingJob.objects.filter(adapter_version=version).update(log="\n".join(f"line {number}" for number in range(70)))
+    after_two_refreshes()
+    top, end = log_place()
+    assert top == end and page.locator(".job-panel .log").inner_text().endswith("line 69")  # following the end
+
 
 def test_a_second_click_on_train_sends_nothing(live_server, page, monkeypatch):
     import time

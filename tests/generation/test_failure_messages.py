@@ -3,6 +3,7 @@
 import re
 
 import pytest
+from django.utils import translation
 
 from generation import services
 from generation.models import AdapterVersion
@@ -31,12 +32,16 @@ def test_a_failed_training_shows_a_sentence_and_keeps_the_traceback_for_staff(dj
 
     failed = run_training_job(adapter_version_id=version.pk, worker="training@host-7")
     assert failed.status == AdapterVersion.Status.FAILED
-    assert failed.failure_reason.endswith(".") and "\n" not in failed.failure_reason
-    assert not ABSOLUTE_PATH.search(failed.failure_reason), failed.failure_reason
+    shown = failed.failure_reason_shown
+    assert shown.startswith("The training stopped on an error; start it again") and shown.endswith(").") and "\n" not in shown
+    assert not ABSOLUTE_PATH.search(shown), shown
     state = job_state(AdapterVersion.objects.select_related("job", "snapshot").get(pk=version.pk))
     assert state["log_tail"] and not ABSOLUTE_PATH.search(state["log_tail"]), state["log_tail"]
     assert "Traceback" not in state["log_tail"] and "host-7" not in state["log_tail"]
-    assert failed.failure_reason in state["log_tail"]
+    assert f"failed: {failed.failure_params['error']}." in state["log_tail"]
+    with translation.override("ja"):  # the frame in the reader's language, the error's own line inside it
+        assert failed.failure_reason_shown.startswith("学習はエラーで停止しました")
+        assert failed.failure_params["error"] in failed.failure_reason_shown
     detail = failed.job.error_detail
     assert detail.startswith("Traceback") and works[1].training_image.path in detail
 

@@ -42,3 +42,18 @@ def test_each_versions_buttons_name_their_version_and_the_curve_its_latest_loss(
     TrainingJob.objects.filter(adapter_version__number=2).update(losses=[[1, 0.5], [40, 0.12345]])
     page = client_for(artist.user).get(reverse("generation:style")).content.decode()
     assert "Loss (latest 0.1235, at step 40)" in page
+
+
+def test_cancel_sits_beside_the_running_trainings_progress_once(client_for, django_capture_on_commit_callbacks):
+    from generation import services
+
+    artist, _works = opted_in_artist(4)
+    ready_version(artist)
+    client = client_for(artist.user)
+    assert 'aria-label="Cancel' not in client.get(reverse("generation:style")).content.decode()
+    with django_capture_on_commit_callbacks(execute=False):
+        version = services.style_training_start(artist=artist, actor=artist.user, preset="quick")
+    page = client.get(reverse("generation:style")).content.decode()
+    assert page.count('aria-label="Cancel v2"') == 1
+    job_section, versions_section = page.split('id="versions-heading"')
+    assert 'aria-label="Cancel v2"' in job_section and f'action="{reverse("generation:cancel", args=[version.pk])}"' in job_section

@@ -55,6 +55,7 @@ def test_a_takedown_holds_until_staff_lift_it(staff_client, api_client_for, clie
     page = response.content.decode()
     assert "Taken down by staff" in page and 'aria-label="Publish v1"' not in page
     assert 'name="publish_when_ready"' not in page  # nothing the artist starts can go live either
+    assert "You can still train it." in page
 
     change = reverse("admin:generation_style_change", args=[style.pk])
     staff_client.post(change, {"name": style.name, "slug": style.slug, "description": "",
@@ -150,3 +151,18 @@ def test_a_reason_written_as_the_takedown_is_lifted_is_not_kept(rf):
 
     StyleAdmin(Style, site).save_model(rf.post("/"), edited, Form(), change=True)
     assert Style.objects.get(pk=style.pk).takedown_reason == ""
+
+
+def test_an_artist_who_left_is_not_told_a_taken_down_style_can_still_be_trained(staff_client, client_for):
+    from licensing.services import artist_leave
+
+    artist, _works = opted_in_artist(4)
+    style = ready_version(artist).style
+    admin_action(staff_client, "take_down_styles", style)
+    artist_leave(artist=artist, actor=artist.user)
+    artist.user.refresh_from_db()
+    client = Client()
+    client.force_login(artist.user)
+    page = client.get(reverse("generation:style")).content.decode()
+    assert "Taken down by staff" in page and "no style of yours can be trained" in page
+    assert "You can still train it." not in page

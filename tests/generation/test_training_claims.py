@@ -88,6 +88,7 @@ def test_cancelling_a_training_whose_worker_is_gone_ends_it_at_once(settings, qu
     services.training_cancel(adapter_version=queued)
     queued.refresh_from_db()
     assert queued.status == AdapterVersion.Status.CANCELLED
+    assert queued.job.log.endswith("Z cancelled: its checkpoint is removed, as an ended training does not resume\n")
     assert services.training_job_claim(adapter_version_id=queued.pk, worker="b") is None
 
 
@@ -337,6 +338,26 @@ def test_a_broker_that_refuses_the_task_fails_the_training_with_a_sentence(clien
     assert AdapterVersion.objects.filter(style__artist=artist, status=AdapterVersion.Status.QUEUED).count() == 1
 
 
+@pytest.mark.django_db(transaction=True)  # the task is sent on commit, as in production, before the answer is made
+def test_a_training_the_queue_refused_is_answered_as_refused_by_the_api_and_the_page(api_client_for, client, monkeypatch):
+    artist, _works = opted_in_artist(4)
+
+    def refuse(*args, **kwargs):
+        raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(train_adapter_version, "delay", refuse)
+    sentence = "The training could not be queued (the task queue did not answer); start it again in a moment."
+    response = api_client_for(artist.user).post(reverse("api-style-train"), {"preset": "quick"}, format="json")
+    assert response.status_code == 503
+    assert response.json()["error"] == {"code": "not_queued", "message": sentence}
+    assert AdapterVersion.objects.get(style__artist=artist).status == AdapterVersion.Status.FAILED
+
+    client.force_login(artist.user)
+    page = client.post(reverse("generation:train"), {"preset": "quick"}, follow=True).content.decode()
+    assert sentence in page and "Training queued" not in page
+    assert AdapterVersion.objects.filter(style__artist=artist, status=AdapterVersion.Status.FAILED).count() == 2
+
+
 def test_the_queue_position_and_eta_count_every_training_ahead_in_a_fixed_number_of_queries(django_capture_on_commit_callbacks):
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
@@ -353,7 +374,7 @@ def test_the_queue_position_and_eta_count_every_training_ahead_in_a_fixed_number
             state = training_queue_state(adapter_version=AdapterVersion.objects.select_related("job").get(pk=version.pk))
         counts.append(len(queries))
         steps_left = 12 * position - 4  # quick is 12 steps here; the first has done 4
-        assert state == (position, steps_left * DEFAULT_SECONDS_PER_STEP)
+        assert state[:2] == (position, steps_left * DEFAULT_SECONDS_PER_STEP) and not state.no_worker_taking
     assert len(set(counts)) == 1, counts
 
 
@@ -390,12 +411,12 @@ def test_the_eta_counts_as_many_trainings_at_a_time_as_are_running(settings, dja
         return training_queue_state(adapter_version=AdapterVersion.objects.select_related("job").get(pk=version.pk))
 
     # The third goes to the worker free after 2 steps, the fourth to the other (8), the fifth after the third (14).
-    assert [state(version) for version in queue[2:]] == [
+    assert [state(version)[:2] for version in queue[2:]] == [
         (3, (2 + 12) * DEFAULT_SECONDS_PER_STEP), (4, (8 + 12) * DEFAULT_SECONDS_PER_STEP), (5, (14 + 12) * DEFAULT_SECONDS_PER_STEP),
     ]
     # Worker "b" is gone: its training waits in its place in line, and one worker is left.
     go_silent(TrainingJob.objects.get(adapter_version=queue[1]), settings.TRAINING_STALE_SECONDS + 1)
-    assert state(queue[2]) == (3, (2 + 8 + 12) * DEFAULT_SECONDS_PER_STEP)
+    assert state(queue[2])[:2] == (3, (2 + 8 + 12) * DEFAULT_SECONDS_PER_STEP)
 
 
 def test_the_queue_rate_leaves_out_resumed_trainings(django_capture_on_commit_callbacks):
@@ -419,7 +440,7 @@ def test_a_training_running_out_of_turn_is_ahead_in_line(django_capture_on_commi
     queue = trainings_waiting(2, django_capture_on_commit_callbacks)
     services.training_job_claim(adapter_version_id=queue[1].pk, worker="a")  # the first one's message was lost
 
-    assert training_queue_state(adapter_version=AdapterVersion.objects.select_related("job").get(pk=queue[0].pk)) == (
+    assert training_queue_state(adapter_version=AdapterVersion.objects.select_related("job").get(pk=queue[0].pk))[:2] == (
         2, 24 * DEFAULT_SECONDS_PER_STEP
     )
 
@@ -566,7 +587,7 @@ def test_a_failure_removes_what_the_run_wrote_and_nothing_else(settings, queued,
     (adapter_dir(queued) / "notes.txt").write_text("the operator's")  # the loop refuses to save over it
     with django_capture_on_commit_callbacks(execute=True):
         failed = run_training_job(adapter_version_id=queued.pk, worker="a")
-    assert failed.status == AdapterVersion.Status.FAILED and "notes.txt" in failed.failure_reason
+    assert failed.status == AdapterVersion.Status.FAILED and "notes.txt" in failed.failure_reason_shown
     assert (adapter_dir(queued) / "notes.txt").read_text() == "the operator's"
 
 
@@ -653,3 +674,38 @@ def test_a_training_no_worker_takes_says_so_instead_of_an_eta(settings, api_clie
     assert state["queue_position"] == 1 and state["eta_seconds"] is None and state["waiting_for_worker"] is True
     page = client_for(user).get(reverse("generation:style")).content.decode()
     assert "no training worker has taken it yet" in page and "s left" not in page
+
+
+def test_every_training_in_line_behind_one_no_worker_takes_says_so_instead_of_an_eta(settings, django_capture_on_commit_callbacks):
+    from generation.presentation import job_state
+
+    def state(version):
+        return job_state(AdapterVersion.objects.select_related("job", "snapshot", "base_model").get(pk=version.pk))
+
+    first, second = trainings_waiting(2, django_capture_on_commit_callbacks)
+    assert [state(v)["waiting_for_worker"] for v in (first, second)] == [False, False]
+    assert state(second)["queue_position"] == 2 and state(second)["eta_seconds"] > 0
+    backdate(first, 2 * settings.TRAINING_STALE_SECONDS + 1)
+    assert [state(v)["waiting_for_worker"] for v in (first, second)] == [True, True]
+    assert state(second)["queue_position"] == 2 and state(second)["eta_seconds"] is None
+
+    # The first is taken, then its worker dies: nothing takes it again, so the second still waits for a worker.
+    services.training_job_claim(adapter_version_id=first.pk, worker="a")
+    assert state(second)["waiting_for_worker"] is False and state(second)["eta_seconds"] > 0
+    go_silent(TrainingJob.objects.get(adapter_version=first), 2 * settings.TRAINING_STALE_SECONDS + 1)
+    assert state(second)["waiting_for_worker"] is True and state(second)["eta_seconds"] is None
+
+
+def test_a_cancel_its_worker_died_before_hearing_is_not_promised_to_go_on(settings, client_for, queued):
+    services.training_job_claim(adapter_version_id=queued.pk, worker="a")
+    services.training_cancel(adapter_version=queued)  # asked while alive; then the worker dies
+    go_silent(TrainingJob.objects.get(adapter_version=queued), settings.TRAINING_STALE_SECONDS + 1)
+    client = client_for(queued.style.artist.user)
+    panel = client.get(reverse("generation:job_panel", args=[queued.pk])).content.decode()
+    assert "goes on from its last checkpoint" not in panel
+    assert "its worker stopped before hearing the cancel; press Cancel again to end it now" in panel
+    assert "goes live when ready" not in panel and "cancelling…" not in panel
+    page = client.post(reverse("generation:cancel", args=[queued.pk]), follow=True).content.decode()
+    assert "Cancelled." in page
+    queued.refresh_from_db()
+    assert queued.status == AdapterVersion.Status.CANCELLED

@@ -66,6 +66,9 @@ def test_cancel_stops_within_seconds(api_client, start_training_worker):
     wait_for(lambda: state(api_client, version_id)["status"] == "cancelled", 15, "the cancellation")
     assert time.monotonic() - cancelled_at < 15
     assert AdapterVersion.objects.get(pk=version_id).weights_path == ""
+    log = state(api_client, version_id)["log_tail"].splitlines()
+    assert "; checkpoint kept in" in log[-2] and log[-1].endswith(
+        " cancelled: its checkpoint is removed, as an ended training does not resume")
 
 
 @pytest.mark.parametrize("stop", [

@@ -47,7 +47,7 @@ def test_training_needs_enough_opted_in_works(api_client_for, settings):
     artist, _works = opted_in_artist(4)
     response = api_client_for(artist.user).post(reverse("api-style-train"), {"preset": "quick"}, format="json")
     assert response.status_code == 400
-    assert response.json()["error"]["message"] == "At least 6 opted-in works are needed to train a style; 4 are opted in."
+    assert response.json()["error"]["message"] == "At least 6 opted-in works are needed to train a style; 4 are usable for training."
     assert not AdapterVersion.objects.exists()
 
 
@@ -60,11 +60,25 @@ def test_works_awaiting_consent_to_new_terms_are_named_where_training_is_refused
     response = api_client_for(artist.user).post(reverse("api-style-train"), {"preset": "quick"}, format="json")
     assert response.status_code == 400
     assert response.json()["error"]["message"] == (
-        "At least 4 opted-in works are needed to train a style; 0 are opted in. "
+        "At least 4 opted-in works are needed to train a style; 0 are usable for training. "
         "5 more works await your consent to the current terms, in your studio."
     )
     page = client_for(artist.user).get(reverse("generation:style")).content.decode()
     assert "5 works were opted in under older terms and need your consent again" in page
+
+
+def test_opted_in_works_that_cannot_be_trained_on_are_named_where_training_is_refused(api_client_for):
+    from licensing.models import Work
+
+    artist, works = opted_in_artist(5)
+    Work.objects.filter(pk=works[0].pk).update(caption="")
+    Work.objects.filter(pk=works[1].pk).update(do_not_train=True)
+    response = api_client_for(artist.user).post(reverse("api-style-train"), {"preset": "quick"}, format="json")
+    assert response.status_code == 400
+    assert response.json()["error"]["message"] == (
+        "At least 4 opted-in works are needed to train a style; 3 are usable for training. "
+        "2 more opted-in works are held back, having no caption or a do-not-train signal; see your studio."
+    )
 
 
 def test_training_on_a_host_without_the_base_model_is_refused_in_a_sentence(api_client_for, settings, tmp_path):
@@ -174,9 +188,14 @@ def test_previews_reach_their_owner_by_session_and_token_and_nobody_else(client_
     from generation.storage import preview_path
     from rest_framework.authtoken.models import Token
 
+    from generation.models import TrainingJob
+
     path = preview_path(second, "step-000001-0.png")
     path.parent.mkdir(parents=True)
     path.write_bytes(b"\x89PNG preview")
+    TrainingJob.objects.filter(adapter_version=second).update(
+        previews=[{"step": 1, "prompt": "a red house", "seed": 0, "file": path.name}]
+    )
     url = reverse("api-adapter-version-preview", args=[second.pk, path.name])
     page = client_for(artist.user).get(url, HTTP_ACCEPT="image/avif,image/webp,image/*,*/*;q=0.8")  # an <img> on the page
     assert page.status_code == 200 and b"".join(page.streaming_content) == b"\x89PNG preview"
@@ -350,3 +369,53 @@ def test_a_host_without_the_base_folder_judges_versions_by_the_base_last_recorde
     assert api_client_for(artist.user).get(reverse("api-adapter-version", args=[version.pk])).json()["on_current_base"] is True
     settings.BASE_MODEL = tmp_path / "never-recorded"
     assert not usable_adapter_versions().exists()
+
+
+def test_only_the_previews_a_training_lists_are_served_and_any_other_name_is_not_found(client_for, owned):
+    from generation.models import TrainingJob
+    from generation.storage import preview_path
+
+    artist, _first, second = owned
+    client = client_for(artist.user)
+    for name in ("step-000002-0.png", "step-000002-1.png"):
+        preview_path(second, name).parent.mkdir(parents=True, exist_ok=True)
+        preview_path(second, name).write_bytes(b"\x89PNG")
+    TrainingJob.objects.filter(adapter_version=second).update(
+        previews=[{"step": 2, "prompt": "a red house", "seed": 0, "file": "step-000002-0.png"}]
+    )
+    assert client.get(reverse("api-adapter-version-preview", args=[second.pk, "step-000002-0.png"])).status_code == 200
+    for name in ("step-000002-1.png", "x" * 256, "x" * 5000, ".", "step-000002-0.png%00"):
+        response = client.get(reverse("api-adapter-version-preview", args=[second.pk, name]))
+        assert response.status_code == 404 and response.json()["error"]["code"] == "not_found", name
+
+
+@pytest.mark.parametrize("url_name,target", [
+    ("api-adapter-version-cancel", "version"), ("api-adapter-version-publish", "version"), ("api-style-unpublish", "style"),
+])
+def test_an_action_without_a_body_refuses_fields_rather_than_dropping_them(api_client_for, owned, url_name, target):
+    artist, first, second = owned
+    client = api_client_for(artist.user)
+    object_id = first.pk if target == "version" else first.style_id
+    response = client.post(reverse(url_name, args=[object_id]), {"version": second.pk}, format="json")
+    assert response.status_code == 400 and response.json()["error"]["message"] == "version: This field is not known here."
+    first.style.refresh_from_db()
+    assert first.style.published_version_id == second.pk  # nothing was changed
+    assert client.post(reverse(url_name, args=[object_id]), {}, format="json").status_code in {200, 400}
+
+
+def test_the_schema_names_the_training_states_and_presets_and_describes_the_train_request(client):
+    from generation.models import AdapterVersion
+
+    schema = client.get(reverse("api-schema"), HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    schemas = schema["components"]["schemas"]
+
+    def enum_of(component, field):
+        reference = schemas[component]["properties"][field]
+        while "$ref" in reference or "allOf" in reference:
+            reference = schemas[(reference.get("allOf") or [reference])[0]["$ref"].rsplit("/", 1)[1]]
+        return set(reference["enum"])
+
+    assert enum_of("TrainingState", "status") == set(AdapterVersion.Status.values)
+    assert enum_of("TrainingState", "preset") == set(AdapterVersion.Preset.values)
+    assert "Mixed into" not in schemas["TrainRequest"].get("description", "")
+    assert "preset" in schemas["TrainRequest"]["description"]
