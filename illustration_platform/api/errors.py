@@ -4,7 +4,8 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404, JsonResponse
 from django.utils.translation import gettext
 from django.views import defaults
-from rest_framework import exceptions
+from rest_framework import exceptions, status
+from rest_framework.authentication import TokenAuthentication
 from rest_framework.views import exception_handler as drf_exception_handler
 
 
@@ -18,6 +19,11 @@ def _first_message(detail):
     return str(detail)
 
 
+def _sent_a_token(request):
+    scheme = request.META.get("HTTP_AUTHORIZATION", "").split(maxsplit=1)
+    return bool(scheme) and scheme[0].lower() == TokenAuthentication.keyword.lower()
+
+
 def exception_handler(exc, context):
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
@@ -26,6 +32,10 @@ def exception_handler(exc, context):
     response = drf_exception_handler(exc, context)
     if response is None:
         return None
+    if isinstance(exc, exceptions.AuthenticationFailed) and _sent_a_token(context["request"]):
+        # DRF answers 403 when session authentication comes first; a token client must be told to re-authenticate.
+        response.status_code = status.HTTP_401_UNAUTHORIZED
+        response["WWW-Authenticate"] = TokenAuthentication.keyword
     detail = exc.detail if isinstance(exc, exceptions.APIException) else response.data
     codes = exc.get_codes() if isinstance(exc, exceptions.APIException) else "error"
     error = {
@@ -92,8 +102,8 @@ def document_errors(result, generator, request, public):
     answer = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
     reasons = {
         "400": "Refused: the message says why; nothing was changed.",
-        "401": "Not signed in (token authentication).",
-        "403": "Not signed in (session), or not allowed.",
+        "401": "The token sent is not valid (token authentication); sign in again for a new one.",
+        "403": "Not signed in, or not allowed.",
         "404": "No such object among yours, or no such page.",
     }
     answers_not_found = {

@@ -5,11 +5,12 @@ from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.generics import RetrieveAPIView
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 
 from illustration_platform.accounts.roles import IsArtist
+from illustration_platform.api.parsers import BoundedJSONParser
 
 from .. import selectors, services
 from ..models import ConsentEvent, DatasetSnapshot, Work
@@ -33,7 +34,7 @@ class WorkViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Updat
     permission_classes = [IsArtist]
     serializer_class = s.WorkSerializer
     queryset = Work.objects.none()  # for the schema; requests use get_queryset
-    parser_classes = [MultiPartParser, FormParser, JSONParser]
+    parser_classes = [MultiPartParser, FormParser, BoundedJSONParser]
     http_method_names = ["get", "post", "patch", "delete", "head", "options"]
     lookup_value_regex = r"[0-9]+"  # "abc" is a 404 from the router, not a ValueError from the lookup
 

@@ -50,13 +50,16 @@ def test_the_schema_documents_the_error_answers_the_api_gives(client, api_client
             codes = set(operation["responses"])
             if {} not in operation["security"]:
                 assert {"401", "403"} <= codes, (method, path)
+                assert "token" in operation["responses"]["401"]["description"], (method, path)
             if "{" in path:
                 assert "404" in codes, (method, path)
             if method in ("post", "patch"):
                 assert "400" in codes, (method, path)
 
     api_client.credentials(HTTP_AUTHORIZATION="Token not-a-token")
-    _documented(schema, "/api/works/", "get", api_client.get("/api/works/"))  # 401
+    bad_token = api_client.get("/api/works/")
+    assert bad_token.status_code == 401 and bad_token["WWW-Authenticate"] == "Token"
+    _documented(schema, "/api/works/", "get", bad_token)
     api_client.credentials()
     _documented(schema, "/api/me/", "get", api_client.get("/api/me/"))  # 403: no session
     api_client.force_login(artist.user)
@@ -99,3 +102,26 @@ def test_a_server_error_in_the_api_answers_json_without_the_traceback(client, mo
     assert response.status_code == 500
     assert response.json() == {"error": {"code": "error", "message": "A server error occurred."}}
     assert b"secret detail" not in response.content
+
+
+def test_a_bad_token_is_told_apart_from_no_sign_in(api_client, subscriber):
+    """A token client re-authenticates on 401; with no credentials at all the answer stays 403, as for sessions."""
+    api_client.credentials(HTTP_AUTHORIZATION="Token not-a-token")
+    response = api_client.get(reverse("api-me"))
+    assert response.status_code == 401 and response["WWW-Authenticate"] == "Token"
+    assert response.json()["error"] == {"code": "authentication_failed", "message": "Invalid token."}
+    api_client.credentials()
+    anonymous = api_client.get(reverse("api-me"))
+    assert anonymous.status_code == 403 and anonymous.json()["error"]["code"] == "not_authenticated"
+    api_client.force_login(subscriber)
+    assert api_client.get(reverse("api-me")).status_code == 200
+
+
+def test_a_deeply_nested_json_body_is_refused_as_a_parse_error(api_client):
+    from tests.factories import ArtistFactory
+
+    api_client.force_login(ArtistFactory().user)
+    body = '{"preset": ' + "[" * 100000 + "]" * 100000 + "}"
+    response = api_client.post("/api/styles/train/", body, content_type="application/json")
+    assert response.status_code == 400 and response.json()["error"]["code"] == "parse_error"
+    assert len(response.content) < 500  # the message does not echo the body back
