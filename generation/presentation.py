@@ -29,6 +29,11 @@ PRESET_CHOICES = [
     ("thorough", gettext_lazy("Thorough: more steps, closer to your works")),
 ]
 LOSS_CURVE_SIZE = (320, 80)
+LOG_LINES_SHOWN = 30
+
+
+# An absolute path on the server: its folders are nobody's business but the operator's.
+SERVER_PATH = re.compile(r"(?<![\w.:/~])/(?:[^\s/'\"]+/)+(?=[^\s/'\"])")
 
 
 def queue_refusal(version):
@@ -49,11 +54,6 @@ def cancel_message(version):
     if version.status == AdapterVersion.Status.CANCELLED:
         return messages.SUCCESS, CANCELLED_MESSAGE
     return messages.SUCCESS, CANCEL_MESSAGE
-LOG_LINES_SHOWN = 30
-
-
-# An absolute path on the server: its folders are nobody's business but the operator's.
-SERVER_PATH = re.compile(r"(?<![\w.:/~])/(?:[^\s/'\"]+/)+(?=[^\s/'\"])")
 
 
 @functools.lru_cache(maxsize=8)

@@ -114,7 +114,7 @@ def training_queue_state(*, adapter_version):
         heapq.heappush(workers_free_at, done_at)
     head = waiting[0]
     # A training whose worker died waits from its worker's last report; one never taken, from its start.
-    head_is_orphaned = head.adapter_version.status == AdapterVersion.Status.TRAINING and head.heartbeat_at
+    head_is_orphaned = head.adapter_version.status == AdapterVersion.Status.TRAINING and head.heartbeat_at is not None
     head_waiting_since = head.heartbeat_at if head_is_orphaned else head.adapter_version.created_at
     head_waited = (now - head_waiting_since).total_seconds()
     no_worker_taking = not running and head_waited > 2 * settings.TRAINING_STALE_SECONDS

@@ -5,8 +5,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.negotiation import BaseContentNegotiation
-from rest_framework.exceptions import APIException
-from rest_framework.exceptions import ValidationError as ApiValidationError
+from rest_framework.exceptions import APIException, ValidationError as ApiValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
