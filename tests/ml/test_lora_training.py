@@ -173,12 +173,15 @@ def watch_vae_encode(pipe) -> list[tuple[int, torch.dtype, torch.dtype]]:
     return seen
 
 
-@pytest.mark.parametrize("side, batches", [(32, [16, 4]), (512, [1, 1, 1])])
-def test_works_are_encoded_in_batches_that_fit_a_pixel_budget(tiny_base, side, batches):
+@pytest.mark.parametrize("side, budget, batches", [(32, lt.ENCODE_PIXELS, [16, 4]), (64, 64 * 64, [1, 1, 1])])
+def test_works_are_encoded_in_batches_that_fit_a_pixel_budget(tiny_base, monkeypatch, side, budget, batches):
     """16 small works at once, but one Stable Diffusion-sized work at a time
-    (its encoder's activations would outgrow the training step's)."""
+    (its encoder's activations would outgrow the training step's). The second case shrinks the budget to one
+    64 px work: a 512 px work through the tiny VAE's full-resolution attention took a minute on a 2-core CPU."""
     from PIL import Image
 
+    assert lt.ENCODE_PIXELS // (512 * 512) == 1  # an SD-sized work fills the real budget alone
+    monkeypatch.setattr(lt, "ENCODE_PIXELS", budget)
     pipe = load_base_pipeline(tiny_base)
     rng = np.random.default_rng(0)
     images = [Image.fromarray(rng.integers(0, 256, (side, side, 3), dtype=np.uint8)) for _ in range(sum(batches))]
@@ -303,11 +306,16 @@ def test_same_seed_same_adapter_and_images_other_seed_differs(tiny_base, works, 
     assert np.array_equal(outputs[0], outputs[1])
 
 
-def test_a_compiled_unet_trains_the_same_adapter_as_the_eager_one(tiny_base, works, tmp_path):
+def test_a_compiled_unet_trains_the_same_adapter_as_the_eager_one(works, tmp_path):
     from safetensors.torch import load_file
 
+    # Two UNet levels instead of the tiny base's three: inductor compiles (and gcc builds) a third fewer
+    # kernels, about 160 s instead of 245 s with a cold cache on a slow 2-core CPU.
+    torch.manual_seed(0)
+    two_level_base = tmp_path / "two-level-base"
+    build_pipeline(dataclasses.replace(TINY_CONFIG, unet_channels=(16, 32))).save_pretrained(two_level_base)
     eager, compiled = (
-        train_lora(base_path=tiny_base, examples=works, out_dir=tmp_path / f"a-{name}",
+        train_lora(base_path=two_level_base, examples=works, out_dir=tmp_path / f"a-{name}",
                    config=config(steps=6, compile_unet=flag), work_dir=tmp_path / f"w-{name}")
         for name, flag in (("eager", False), ("compiled", True))
     )
@@ -318,7 +326,7 @@ def test_a_compiled_unet_trains_the_same_adapter_as_the_eager_one(tiny_base, wor
     assert eager_weights.keys() == compiled_weights.keys()
     for key, weight in eager_weights.items():
         assert torch.allclose(compiled_weights[key], weight, rtol=1e-3, atol=1e-5), key
-    base_pipe = load_base_pipeline(tiny_base)
+    base_pipe = load_base_pipeline(two_level_base)
     before = images_of(base_pipe)
     apply_adapters(base_pipe, [("compiled", compiled.weights_path, 1.0)])
     assert not np.array_equal(images_of(base_pipe), before)  # a trained adapter, not its zero start
