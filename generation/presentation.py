@@ -17,6 +17,7 @@ from django.utils.translation import gettext, gettext_lazy
 from . import base_models
 from .models import AdapterVersion
 from .selectors import training_queue_state
+from .services import NOT_QUEUED_REASON
 
 TRAINING_QUEUED_MESSAGE = gettext_lazy("Training queued. Progress and previews appear below as it runs.")
 CANCEL_MESSAGE = gettext_lazy("Cancelling: the training stops within a few seconds.")
@@ -37,10 +38,11 @@ SERVER_PATH = re.compile(r"(?<![\w.:/~])/(?:[^\s/'\"]+/)+(?=[^\s/'\"])")
 
 
 def queue_refusal(version):
-    """The failure sentence of a training whose task the broker refused as its start committed (the version then
-    failed), else None."""
+    """The failure sentence of a training whose task the broker refused as its start committed, else None (also
+    for one a quick worker took and failed on a cause of its own: it was queued)."""
     version.refresh_from_db(fields=["status", "failure_reason", "failure_params"])
-    return version.failure_reason_shown if version.status == AdapterVersion.Status.FAILED else None
+    refused = version.status == AdapterVersion.Status.FAILED and version.failure_reason == NOT_QUEUED_REASON
+    return version.failure_reason_shown if refused else None
 
 
 def training_started_message(version):

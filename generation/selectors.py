@@ -112,13 +112,19 @@ def training_queue_state(*, adapter_version):
     for job in waiting:
         done_at = heapq.heappop(workers_free_at) + seconds_left(job)
         heapq.heappush(workers_free_at, done_at)
-    head = waiting[0]
-    # A training whose worker died waits from its worker's last report; one never taken, from its start.
+    return QueueState(len(running) + len(waiting), done_at, not running and _head_waited_too_long(waiting[0], now))
+
+
+def _head_waited_too_long(head, now):
+    """Whether the training at the head of a line with nothing running has waited two stale periods: since its
+    start (one never taken) or its worker's last report (one whose worker died), and since any worker last
+    reported, as one that has just finished a training is about to take the next."""
     head_is_orphaned = head.adapter_version.status == AdapterVersion.Status.TRAINING and head.heartbeat_at is not None
-    head_waiting_since = head.heartbeat_at if head_is_orphaned else head.adapter_version.created_at
-    head_waited = (now - head_waiting_since).total_seconds()
-    no_worker_taking = not running and head_waited > 2 * settings.TRAINING_STALE_SECONDS
-    return QueueState(len(running) + len(waiting), done_at, no_worker_taking)
+    since = head.heartbeat_at if head_is_orphaned else head.adapter_version.created_at
+    last_report = TrainingJob.objects.aggregate(last=Max("heartbeat_at"))["last"]
+    if last_report is not None:
+        since = max(since, last_report)
+    return (now - since).total_seconds() > 2 * settings.TRAINING_STALE_SECONDS
 
 
 def styles_of_artist(*, artist):

@@ -38,12 +38,13 @@ def _enqueue_training(adapter_version_id, if_refused=None):
     transaction.on_commit(enqueue)
 
 
+NOT_QUEUED_REASON = gettext_noop("The training could not be queued (the task queue did not answer); start it again in a moment.")
+
+
 @transaction.atomic
 def training_not_queued(*, adapter_version_id):
     """The broker refused the task: a training still waiting fails, so the artist can start it again."""
-    _fail_while_waiting(adapter_version_id, gettext_noop(
-        "The training could not be queued (the task queue did not answer); start it again in a moment."
-    ))
+    _fail_while_waiting(adapter_version_id, NOT_QUEUED_REASON)
 
 
 def _fail_while_waiting(adapter_version_id, reason, params=None):

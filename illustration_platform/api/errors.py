@@ -102,7 +102,7 @@ def document_errors(result, generator, request, public):
     answer = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
     reasons = {
         "400": "Refused: the message says why; nothing was changed.",
-        "401": "The token sent is not valid (token authentication); sign in again for a new one.",
+        "401": "The token sent was not accepted (token authentication): unknown, revoked, or of an inactive account.",
         "403": "Not signed in, or not allowed.",
         "404": "No such object among yours, or no such page.",
     }

@@ -116,6 +116,15 @@ def test_a_bad_token_is_told_apart_from_no_sign_in(api_client, subscriber):
     api_client.force_login(subscriber)
     assert api_client.get(reverse("api-me")).status_code == 200
 
+    from rest_framework.authtoken.models import Token
+
+    api_client.logout()
+    api_client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=subscriber).key}")
+    assert api_client.get(reverse("api-me")).status_code == 200
+    subscriber.is_active = False
+    subscriber.save()
+    assert api_client.get(reverse("api-me")).status_code == 401  # as README says: the key of an inactive account
+
 
 def test_a_deeply_nested_json_body_is_refused_as_a_parse_error(api_client):
     from tests.factories import ArtistFactory

@@ -166,3 +166,14 @@ def test_an_artist_who_left_is_not_told_a_taken_down_style_can_still_be_trained(
     page = client.get(reverse("generation:style")).content.decode()
     assert "Taken down by staff" in page and "no style of yours can be trained" in page
     assert "You can still train it." not in page
+
+
+def test_the_takedown_notice_reads_as_one_japanese_paragraph(staff_client):
+    artist, _works = opted_in_artist(4)
+    style = ready_version(artist).style
+    admin_action(staff_client, "take_down_styles", style)
+    client = Client()
+    client.force_login(artist.user)
+    client.post(reverse("set_language"), {"language": "ja", "next": "/"})
+    page = client.get(reverse("generation:style")).content.decode()
+    assert "どのバージョンも公開できません。学習は引き続き行えます。" in page  # no space between Japanese sentences

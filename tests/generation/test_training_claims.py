@@ -358,6 +358,19 @@ def test_a_training_the_queue_refused_is_answered_as_refused_by_the_api_and_the_
     assert AdapterVersion.objects.filter(style__artist=artist, status=AdapterVersion.Status.FAILED).count() == 2
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_training_that_failed_at_once_for_another_cause_is_still_answered_as_started(api_client_for, monkeypatch):
+    artist, _works = opted_in_artist(4)
+
+    def taken_and_failed_at_once(version_id):  # a worker quicker than the answer, failing on its own cause
+        services._fail_while_waiting(version_id, "The dataset could not be read.")
+
+    monkeypatch.setattr(train_adapter_version, "delay", taken_and_failed_at_once)
+    response = api_client_for(artist.user).post(reverse("api-style-train"), {"preset": "quick"}, format="json")
+    assert response.status_code == 201
+    assert response.json()["status"] == "failed" and response.json()["failure_reason"] == "The dataset could not be read."
+
+
 def test_the_queue_position_and_eta_count_every_training_ahead_in_a_fixed_number_of_queries(django_capture_on_commit_callbacks):
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
@@ -372,7 +385,8 @@ def test_the_queue_position_and_eta_count_every_training_ahead_in_a_fixed_number
     for position, version in enumerate(queue, start=1):
         with CaptureQueriesContext(connection) as queries:
             state = training_queue_state(adapter_version=AdapterVersion.objects.select_related("job").get(pk=version.pk))
-        counts.append(len(queries))
+        if position > 1:  # the waiting ones, whose page asks
+            counts.append(len(queries))
         steps_left = 12 * position - 4  # quick is 12 steps here; the first has done 4
         assert state[:2] == (position, steps_left * DEFAULT_SECONDS_PER_STEP) and not state.no_worker_taking
     assert len(set(counts)) == 1, counts
@@ -694,6 +708,18 @@ def test_every_training_in_line_behind_one_no_worker_takes_says_so_instead_of_an
     assert state(second)["waiting_for_worker"] is False and state(second)["eta_seconds"] > 0
     go_silent(TrainingJob.objects.get(adapter_version=first), 2 * settings.TRAINING_STALE_SECONDS + 1)
     assert state(second)["waiting_for_worker"] is True and state(second)["eta_seconds"] is None
+
+    # A worker that has just finished a training is about to take the next, however long that one waited.
+    third, fourth = trainings_waiting(2, django_capture_on_commit_callbacks)
+    for version in (third, fourth):
+        backdate(version, 2 * settings.TRAINING_STALE_SECONDS + 1)
+    services.training_cancel(adapter_version=first)
+    services.training_cancel(adapter_version=second)
+    assert state(third)["waiting_for_worker"] is True
+    job = services.training_job_claim(adapter_version_id=third.pk, worker="b")
+    with django_capture_on_commit_callbacks(execute=True):
+        services.training_job_finish(job=job, result=finished_result(adapter_dir(third)), adapter_root=settings.ADAPTER_ROOT)
+    assert state(fourth)["waiting_for_worker"] is False and state(fourth)["eta_seconds"] > 0
 
 
 def test_a_cancel_its_worker_died_before_hearing_is_not_promised_to_go_on(settings, client_for, queued):
