@@ -363,7 +363,8 @@ def test_a_training_that_failed_at_once_for_another_cause_is_still_answered_as_s
     artist, _works = opted_in_artist(4)
 
     def taken_and_failed_at_once(version_id):  # a worker quicker than the answer, failing on its own cause
-        services._fail_while_waiting(version_id, "The dataset could not be read.")
+        job = services.training_job_claim(adapter_version_id=version_id, worker="quick")
+        services.training_job_fail(job=job, reason="The dataset could not be read.")
 
     monkeypatch.setattr(train_adapter_version, "delay", taken_and_failed_at_once)
     response = api_client_for(artist.user).post(reverse("api-style-train"), {"preset": "quick"}, format="json")
