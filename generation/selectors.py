@@ -116,14 +116,11 @@ def training_queue_state(*, adapter_version):
 
 
 def _head_waited_too_long(head, now):
-    """Whether the training at the head of a line with nothing running has waited two stale periods: since its
-    start (one never taken) or its worker's last report (one whose worker died), and since any worker last
-    reported, as one that has just finished a training is about to take the next."""
-    head_is_orphaned = head.adapter_version.status == AdapterVersion.Status.TRAINING and head.heartbeat_at is not None
-    since = head.heartbeat_at if head_is_orphaned else head.adapter_version.created_at
+    """Whether the training at the head of a line with nothing running has waited two stale periods, since its
+    start and since any worker last reported: one that has just finished a training is about to take the next,
+    and a head whose worker died counts from that worker's last report, which is among them."""
     last_report = TrainingJob.objects.aggregate(last=Max("heartbeat_at"))["last"]
-    if last_report is not None:
-        since = max(since, last_report)
+    since = max(head.adapter_version.created_at, last_report or head.adapter_version.created_at)
     return (now - since).total_seconds() > 2 * settings.TRAINING_STALE_SECONDS
 
 
