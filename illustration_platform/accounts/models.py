@@ -1,5 +1,6 @@
 from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, PermissionsMixin
 from django.db import models
+from django.db.models.functions import Lower
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
@@ -14,6 +15,10 @@ class UserManager(BaseUserManager):
         user.set_password(password)
         user.save(using=self._db)
         return user
+
+    def get_by_natural_key(self, username):
+        # Addresses are stored in lower case, but people type them with capitals: log-in and token alike.
+        return self.get(email__iexact=username)
 
     def create_user(self, email, password=None, **extra_fields):
         extra_fields.setdefault("is_staff", False)
@@ -44,6 +49,17 @@ class User(AbstractBaseUser, PermissionsMixin):
     class Meta:
         verbose_name = _("user")
         verbose_name_plural = _("users")
+        # Log-in matches an address whatever its capitals, so no two may differ only in them.
+        constraints = [
+            models.UniqueConstraint(
+                Lower("email"), name="user_email_unique_ignoring_case",
+                violation_error_message=_("An account with this email address already exists."),
+            )
+        ]
+
+    def clean(self):
+        super().clean()
+        self.email = self.email.lower()
 
     def __str__(self):
         return self.email

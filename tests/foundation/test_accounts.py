@@ -44,6 +44,16 @@ def test_log_in_with_email_and_log_out(client):
     assert client.get(reverse("accounts:account")).status_code == 302
 
 
+def test_the_email_logs_in_whatever_its_capitals(client, api_client):
+    """Addresses are stored in lower case; people type them as they like, on the page and for a token."""
+    user = UserFactory(email="mixed.case@example.test")
+    typed = "Mixed.Case@Example.TEST"
+    assert client.post(reverse("accounts:login"), {"username": typed, "password": PASSWORD}).status_code == 302
+    assert client.get(reverse("api-me")).json()["email"] == user.email
+    response = api_client.post(reverse("api-token"), {"username": typed, "password": PASSWORD})
+    assert response.status_code == 200 and response.json()["token"]
+
+
 def test_log_in_with_a_wrong_password_says_so(client):
     user = UserFactory()
     response = client.post(reverse("accounts:login"), {"username": user.email, "password": "wrong"})
@@ -69,3 +79,17 @@ def test_api_token_for_email_and_password(api_client):
     token = api_client.post(reverse("api-token"), {"username": user.email, "password": PASSWORD}).json()["token"]
     api_client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
     assert api_client.get(reverse("api-me")).json()["email"] == user.email
+
+
+def test_the_admin_cannot_add_an_address_that_differs_only_in_capitals(client):
+    """Log-in matches an address whatever its capitals, so two accounts must never differ only in them."""
+    UserFactory(email="taken@example.test")
+    client.force_login(UserFactory(is_staff=True, is_superuser=True))
+    form = {"email": "Taken@Example.test", "display_name": "", "password1": PASSWORD, "password2": PASSWORD,
+            "usable_password": "true"}
+    response = client.post(reverse("admin:accounts_user_add"), form)
+    assert response.status_code == 200
+    assert "User with this Email address already exists." in response.content.decode()
+    assert get_user_model().objects.filter(email__iexact="taken@example.test").count() == 1
+    assert client.post(reverse("admin:accounts_user_add"), {**form, "email": "New.Person@Example.test"}).status_code == 302
+    assert get_user_model().objects.filter(email="new.person@example.test").exists()  # stored in lower case
