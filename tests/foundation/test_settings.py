@@ -33,6 +33,8 @@ BAD_ENVIRONMENTS = [
     ({"TRAINING_PRESET_OVERRIDES": '{"standard": {"steps": "600"}}'}, "TRAINING_PRESET_OVERRIDES: 'standard': steps must be a whole number (got '600')"),
     ({"TRAINING_PRESET_OVERRIDES": '{"fast": {"steps": 60}}'}, "TRAINING_PRESET_OVERRIDES: unknown preset 'fast'; choose from quick, standard, thorough"),
     ({"TRAINING_PRESET_OVERRIDES": '[600]'}, "TRAINING_PRESET_OVERRIDES: must be a JSON object of presets and their settings"),
+    ({"EMAIL_PORT": "smtp"}, "EMAIL_PORT must be a whole number, got 'smtp'"),
+    ({"EMAIL_USE_TLS": "yes", "EMAIL_USE_SSL": "yes"}, "EMAIL_USE_TLS (STARTTLS, usually port 587) and EMAIL_USE_SSL (port 465) exclude each other"),
     ({"DJANGO_SETTINGS_MODULE": "illustration_platform.settings.production", "ALLOWED_HOSTS": "example.com"}, "SECRET_KEY must be set in production"),
     ({"DJANGO_SETTINGS_MODULE": "illustration_platform.settings.production", "SECRET_KEY": "short", "ALLOWED_HOSTS": "example.com"}, "SECRET_KEY is too weak"),
     ({"DJANGO_SETTINGS_MODULE": "illustration_platform.settings.production", "SECRET_KEY": STRONG_KEY}, "ALLOWED_HOSTS must be set in production"),
@@ -63,3 +65,21 @@ def test_production_settings_pass_the_deploy_check():
     )
     assert result.returncode == 0, result.stderr
     assert "System check identified no issues" in result.stdout
+
+
+def test_production_reads_its_mail_server_and_hsts_from_the_environment():
+    production = {"DJANGO_SETTINGS_MODULE": "illustration_platform.settings.production", "SECRET_KEY": STRONG_KEY,
+                  "ALLOWED_HOSTS": "illustration.example"}
+    names = ["EMAIL_BACKEND", "EMAIL_HOST", "EMAIL_PORT", "EMAIL_HOST_USER", "EMAIL_HOST_PASSWORD", "EMAIL_USE_TLS",
+             "EMAIL_USE_SSL", "SECURE_HSTS_INCLUDE_SUBDOMAINS", "SECURE_HSTS_PRELOAD"]
+    show = f"from django.conf import settings; print(*(getattr(settings, name) for name in {names!r}), sep='|')"
+
+    result = run_manage("shell", "--no-imports", "-c", show, **production)
+    assert result.stdout.strip().split("|") == [
+        "django.core.mail.backends.smtp.EmailBackend", "localhost", "25", "", "", "False", "False", "True", "True"], result.stderr
+    result = run_manage("shell", "--no-imports", "-c", show, **production, EMAIL_HOST="smtp.example", EMAIL_PORT="587", EMAIL_HOST_USER="mailer",
+                        EMAIL_HOST_PASSWORD="secret", EMAIL_USE_TLS="true", SECURE_HSTS_INCLUDE_SUBDOMAINS="false",
+                        SECURE_HSTS_PRELOAD="no")
+    assert result.stdout.strip().split("|") == [
+        "django.core.mail.backends.smtp.EmailBackend", "smtp.example", "587", "mailer", "secret", "True", "False", "False",
+        "False"], result.stderr
