@@ -408,7 +408,7 @@ def _main(argv: list[str] | None) -> dict:
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an adapter in --out that another run made (without it, only a resume or rerun "
                              "of the same run, whose checkpoint is in --work, may replace it)")
-    parser.add_argument("--device", help="cuda, cpu, ... (default: CUDA when present)")
+    parser.add_argument("--device", help="cuda, cuda:N, mps or cpu (default: CUDA, else MPS, else the CPU)")
     parser.add_argument("--dtype", choices=("fp32", "fp16", "bf16"),
                         help="weights' precision (default: bf16 on a GPU that has it natively, compute capability 8.0 "
                              "and later, else fp16; fp32 on the CPU); the LoRA itself trains in fp32")

@@ -77,7 +77,5 @@ class HasRole(BasePermission):
         return False
 
 
-IsSubscriber = HasRole.for_role(Role.SUBSCRIBER)
 IsArtist = HasRole.for_role(Role.ARTIST)
 IsArtistOrNotFound = HasRole.for_role(Role.ARTIST, not_found=True)
-IsStaff = HasRole.for_role(Role.STAFF)
