@@ -93,15 +93,29 @@ class StyleSummary:
         }
 
 
-def summarise(images, size: int = scenes.IMAGE_SIZE) -> StyleSummary:
+@dataclass(frozen=True)
+class ImageStatistics:
+    """Each image's palette histogram and texture statistics, one row per image."""
+
+    palettes: np.ndarray
+    textures: np.ndarray
+
+    def summary(self, rows=None) -> StyleSummary:
+        """The set's summary, or that of the images at `rows` (repeats allowed, as a resample draws them)."""
+        palettes, textures = (self.palettes, self.textures) if rows is None else (self.palettes[rows], self.textures[rows])
+        return StyleSummary(palette=palettes.mean(axis=0), texture=textures.mean(axis=0), count=len(palettes))
+
+
+def image_statistics(images, size: int = scenes.IMAGE_SIZE) -> ImageStatistics:
     arrays = [image if isinstance(image, np.ndarray) else to_array(image, size) for image in images]
     if not arrays:
         raise ValueError("no images to summarise")
-    return StyleSummary(
-        palette=np.mean([palette_histogram(a) for a in arrays], axis=0),
-        texture=np.mean([texture_statistics(a) for a in arrays], axis=0),
-        count=len(arrays),
-    )
+    return ImageStatistics(palettes=np.array([palette_histogram(a) for a in arrays]),
+                           textures=np.array([texture_statistics(a) for a in arrays]))
+
+
+def summarise(images, size: int = scenes.IMAGE_SIZE) -> StyleSummary:
+    return image_statistics(images, size).summary()
 
 
 @lru_cache(maxsize=1)
@@ -126,3 +140,24 @@ def style_distance(a, b) -> float:
     a = a if isinstance(a, StyleSummary) else summarise(a)
     b = b if isinstance(b, StyleSummary) else summarise(b)
     return distance_parts(a, b)["total"]
+
+
+def fraction_closed_interval(base: ImageStatistics, lora: ImageStatistics, works: ImageStatistics, *, paired: bool,
+                             resamples: int = 1000, level: float = 0.9, seed: int = 0) -> list[float] | None:
+    """How much the fraction closed depends on which scenes were drawn: the central `level` of its values over
+    `resamples` sets drawn with replacement from the measured ones (a percentile bootstrap). Base and LoRA samples,
+    drawn for the same prompts and seeds, are resampled together; with `paired`, the works too (the i-th sample
+    was drawn for the i-th work's caption). None where no resample has a distance from the base to close."""
+    rng = np.random.default_rng(seed)
+    n_samples, n_works = len(base.palettes), len(works.palettes)
+    fractions = []
+    for _ in range(resamples):
+        rows = rng.integers(0, n_samples, n_samples)
+        works_summary = works.summary(rows if paired else rng.integers(0, n_works, n_works))
+        base_distance = distance_parts(base.summary(rows), works_summary)["total"]
+        if base_distance > 0:
+            fractions.append(1 - distance_parts(lora.summary(rows), works_summary)["total"] / base_distance)
+    if not fractions:
+        return None
+    low, high = np.quantile(fractions, [(1 - level) / 2, (1 + level) / 2])
+    return [float(low), float(high)]

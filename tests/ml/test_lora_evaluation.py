@@ -53,6 +53,31 @@ def test_style_distance_ignores_size_and_is_symmetric():
     assert sm.style_distance(a, b) > 0.5
 
 
+def test_the_interval_of_the_fraction_closed_shows_how_it_moves_with_the_scenes():
+    def statistics(styles, first_seed, count):
+        return sm.image_statistics([scenes.illustration(first_seed + i, styles[i % len(styles)]).image for i in range(count)])
+
+    def measured(count, paired=True, seed=0):
+        # The "LoRA" draws half its scenes in the style and half as the base does: about half of the distance closed.
+        base, lora, works = (statistics(styles, 300, count) for styles in (["plain"], ["pixel-art", "plain"], ["pixel-art"]))
+        closed = 1 - sm.distance_parts(lora.summary(), works.summary())["total"] / sm.distance_parts(base.summary(), works.summary())["total"]
+        return closed, sm.fraction_closed_interval(base, lora, works, paired=paired, seed=seed)
+
+    closed, (low, high) = measured(48)
+    assert 0.2 < closed < 0.8 and low < closed < high and high - low > 0.05
+    assert measured(48) == (closed, [low, high])  # seeded: the same interval every run
+    assert measured(48, seed=1)[1] != [low, high]
+    _, (low_192, high_192) = measured(192)
+    assert high_192 - low_192 < 0.7 * (high - low)  # four times the scenes: about half as wide
+    # A LoRA that draws each work exactly closes everything in every resample, when each sample is resampled with
+    # the work it was drawn for; resampled apart, the two sets differ.
+    base, works = statistics(["plain"], 300, 48), statistics(["pixel-art"], 300, 48)
+    assert sm.fraction_closed_interval(base, works, works, paired=True) == [1.0, 1.0]
+    assert sm.fraction_closed_interval(base, works, works, paired=False)[0] < 0.95
+    same = sm.image_statistics(drawn("plain", 5, 8))
+    assert sm.fraction_closed_interval(same, same, same, paired=True) is None  # nothing to close in any resample
+
+
 def test_style_aware_adherence_accepts_the_caption_and_the_styles_own_readings():
     targets = held_out_scenes(24)
     accepted = [style_readings(s, "pastel-outline", 32) for s in targets]
@@ -96,6 +121,8 @@ def test_evaluate_style_reports_distances_bound_and_adherence(tiny_setup):
     assert distance["fraction_closed"] == pytest.approx(
         1 - distance["lora_to_works"]["total"] / distance["base_to_works"]["total"], abs=1e-3)
     assert result["style_prompts"] == "works' captions" and result["n_style_samples"] == 6
+    low, high = distance["fraction_closed_interval"]
+    assert low <= high and low < 1 and high > -10
     adherence = result["caption_adherence"]
     assert 0 <= adherence["base"]["points"] <= 100 and set(adherence["base"]["accuracy"]) == {
         "colour", "background", "position", "shape"}
