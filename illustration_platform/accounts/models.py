@@ -1,5 +1,6 @@
 from django.contrib.auth.models import AbstractBaseUser, BaseUserManager, PermissionsMixin
 from django.db import models
+from django.db.models import Value
 from django.db.models.functions import Lower
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
@@ -17,8 +18,10 @@ class UserManager(BaseUserManager):
         return user
 
     def get_by_natural_key(self, username):
-        # Addresses are stored in lower case, but people type them with capitals: log-in and token alike.
-        return self.get(email__iexact=username)
+        # Addresses are stored in lower case, but people type them with capitals: log-in and token alike. The
+        # database's lower() on both sides, as the unique constraint folds them, so at most one account matches
+        # (iexact folds by upper(), which on PostgreSQL joins 'ı' and 'i' that lower() keeps apart).
+        return self.alias(email_folded=Lower("email")).get(email_folded=Lower(Value(username)))
 
     def create_user(self, email, password=None, **extra_fields):
         extra_fields.setdefault("is_staff", False)
@@ -59,7 +62,8 @@ class User(AbstractBaseUser, PermissionsMixin):
 
     def clean(self):
         super().clean()
-        self.email = self.email.lower()
+        if self.email:
+            self.email = self.email.lower()
 
     def __str__(self):
         return self.email

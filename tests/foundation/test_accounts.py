@@ -93,3 +93,39 @@ def test_the_admin_cannot_add_an_address_that_differs_only_in_capitals(client):
     assert get_user_model().objects.filter(email__iexact="taken@example.test").count() == 1
     assert client.post(reverse("admin:accounts_user_add"), {**form, "email": "New.Person@Example.test"}).status_code == 302
     assert get_user_model().objects.filter(email="new.person@example.test").exists()  # stored in lower case
+
+
+def test_addresses_that_only_the_database_folds_apart_are_two_accounts_that_each_log_in(client):
+    """'ı' (dotless) and 'i' differ under lower(), which the unique constraint uses; the log-in folds the same way,
+    so it finds one account, never two (which would be a server error)."""
+    for email in ("i@example.test", "ı@example.test"):
+        UserFactory(email=email)
+    for email in ("i@example.test", "ı@example.test"):
+        client.logout()
+        assert client.post(reverse("accounts:login"), {"username": email, "password": PASSWORD}).status_code == 302
+        assert client.get(reverse("api-me")).json()["email"] == email
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_migration_lowers_every_address_and_names_those_that_would_clash():
+    from django.core.management import CommandError
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    before, after = [("accounts", "0001_initial")], [("accounts", "0002_user_email_unique_ignoring_case")]
+    executor = MigrationExecutor(connection)
+    executor.migrate(before)
+    OldUser = executor.loader.project_state(before).apps.get_model("accounts", "User")
+    for email in ("Taken@Example.test", "taken@example.test", "Mixed.Case@Example.test"):
+        OldUser.objects.create(email=email, password="!")
+    try:
+        with pytest.raises(CommandError) as refused:
+            MigrationExecutor(connection).migrate(after)
+        assert str(refused.value).startswith(
+            "Accounts whose email addresses differ only in capitals: Taken@Example.test, taken@example.test. ")
+        OldUser.objects.filter(email="Taken@Example.test").delete()  # staff keep one of them
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.loader.build_graph()
+        executor.migrate(executor.loader.graph.leaf_nodes())
+    assert sorted(get_user_model().objects.values_list("email", flat=True)) == ["mixed.case@example.test", "taken@example.test"]
