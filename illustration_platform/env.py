@@ -34,7 +34,7 @@ def env_bool(name, default):
     raise ImproperlyConfigured(f"{name} must be true or false (1/0, yes/no, on/off), got {raw!r}.")
 
 
-def env_int(name, default, minimum=None):
+def env_int(name, default, minimum=None, maximum=None):
     raw = os.environ.get(name)
     if raw is None:
         return default
@@ -44,6 +44,8 @@ def env_int(name, default, minimum=None):
         raise ImproperlyConfigured(f"{name} must be a whole number, got {raw!r}.") from None
     if minimum is not None and value < minimum:
         raise ImproperlyConfigured(f"{name} must be at least {minimum}, got {value}.")
+    if maximum is not None and value > maximum:
+        raise ImproperlyConfigured(f"{name} must be at most {maximum}, got {value}.")
     return value
 
 

@@ -15,10 +15,9 @@ work, are refused as train_lora refuses them.
 * the style distance (`style_metrics`: palette histogram + outline/texture
   statistics) from the base's samples to the works and from the LoRA's
   samples to the works, and the fraction of that distance the LoRA closes,
-  with the range it takes over other sets of scenes (the central 90% of it
-  over 1000 sets resampled from the measured ones, samples together with
-  the works they were drawn for: a fraction from 48 scenes moves by several
-  points with the scenes drawn);
+  with how much it depends on the scenes measured (the central 90% of it
+  over 1000 resamples of the measured scenes, samples together with the
+  works they were drawn for; too narrow with few works);
 * the VAE bound: the same distance for the works passed through the base's
   VAE (how far what the latent space represents lies from the works; a
   reference, not a floor: the distance compares the sets' mean statistics, so
@@ -235,7 +234,7 @@ def evaluate_style(*, base, lora, works, n: int = 48, seed: int = 0, steps: int 
     closable = d_base["total"] - d_vae["total"]
     closed_of_closable = (d_base["total"] - d_lora["total"]) / closable if closable > 0 else None
     interval = sm.fraction_closed_interval(base_statistics, lora_statistics, works_statistics,
-                                           paired=all(captions), seed=seed)
+                                           paired=all(captions), seed=seed) if closed is not None else None
 
     base_adherence = adherence(base_adherence_images, targets)
     lora_adherence = adherence(lora_adherence_images, targets)

@@ -520,6 +520,7 @@ def test_fractions_closed_are_null_where_undefined_not_zero(tiny_setup, monkeypa
     distance = result["style_distance"]
     assert distance["base_to_works"]["total"] == 0
     assert distance["fraction_closed"] is None and distance["fraction_of_closable_closed"] is None
+    assert distance["fraction_closed_interval"] is None
     assert '"fraction_closed": null' in json.dumps(result) and result["targets"]["met"] is False
     # The base as far from the works as the bound: the LoRA closed nothing (0), of nothing closable (null).
     other = drawn("plain", 300, 6)
