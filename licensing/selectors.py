@@ -22,6 +22,17 @@ def work_for_user(*, user, pk):
     )
 
 
+def work_with_history(*, user, pk):
+    """One work of the signed-in artist, deleted or not: its consent history outlives it. Another's is a 404."""
+    return get_object_or_404(Work, pk=pk, artist__user=user)
+
+
+def work_in_a_snapshot(*, work):
+    """Whether any of the artist's frozen training sets holds the work: what was trained on it is retired when
+    its consent goes."""
+    return any(work.pk in snapshot.work_ids for snapshot in work.artist.snapshots.only("entries"))
+
+
 def works_opted_in(*, artist, terms):
     """Active works whose latest event is a grant under `terms`, whether or not they can be trained on."""
     return Work.objects.filter(

@@ -64,17 +64,23 @@ def captions_save(request):
         except services.LicensingError as error:
             messages.error(request, error.message)
     else:
-        changed = 0
-        for work in works:
-            caption = request.POST.get(f"caption-{work.pk}")
-            shown = f"shown-{work.pk}" in request.POST
-            if caption is None:
-                continue
-            if caption.strip() != work.caption or shown != work.shown_on_profile:
-                services.work_update(work=work, caption=caption, shown_on_profile=shown)
-                changed += 1
-        messages.success(request, _("Saved %(n)s works.") % {"n": changed})
+        messages.success(request, _("Saved %(n)s works.") % {"n": _save_edited_captions(request, works)})
     return redirect("licensing:studio")
+
+
+def _save_edited_captions(request, works):
+    """The captions and shown flags the studio's form sent, where they differ from the saved ones. Every button of
+    that form sends them: an artist who edits a caption and then opts the work in consents to the caption they see."""
+    changed = 0
+    for work in works:
+        caption = request.POST.get(f"caption-{work.pk}")
+        shown = f"shown-{work.pk}" in request.POST
+        if caption is None:
+            continue
+        if caption.strip() != work.caption or shown != work.shown_on_profile:
+            services.work_update(work=work, caption=caption, shown_on_profile=shown)
+            changed += 1
+    return changed
 
 
 def _gone():
@@ -84,7 +90,8 @@ def _gone():
 @role_required(Role.ARTIST)
 @require_POST
 def work_consent(request, pk, decision):
-    _artist(request) or _gone()
+    artist = _artist(request) or _gone()
+    _save_edited_captions(request, selectors.works_of_artist(artist=artist))
     work = selectors.work_for_user(user=request.user, pk=pk)
     if decision == "opt-in":
         try:
@@ -95,13 +102,24 @@ def work_consent(request, pk, decision):
     else:
         services.work_withdraw(work=work, actor=request.user, reason=request.POST.get("reason", ""))
         messages.success(request, _("Consent for work #%(id)s is withdrawn.") % {"id": work.pk})
+        _tell_what_the_style_lost(request, work)
     return redirect("licensing:studio")
+
+
+def _tell_what_the_style_lost(request, work):
+    """What a withdrawal did to the artist's style, told where the artist withdrew, not only on the style page."""
+    if selectors.work_in_a_snapshot(work=work):
+        messages.warning(request, _(
+            "Work #%(id)s was among the works a training of your style used: every version trained on it is retired, "
+            "and a published one is offline. My style shows whether a retrain on your other works has started."
+        ) % {"id": work.pk})
 
 
 @role_required(Role.ARTIST)
 @require_POST
 def opt_in_eligible(request):
     artist = _artist(request) or _gone()
+    _save_edited_captions(request, selectors.works_of_artist(artist=artist))
     try:
         events = services.works_opt_in_eligible(artist=artist, actor=request.user)
         messages.success(request, _("%(n)s works opted in.") % {"n": len(events)})
@@ -113,10 +131,12 @@ def opt_in_eligible(request):
 @role_required(Role.ARTIST)
 @require_POST
 def work_delete(request, pk):
-    _artist(request) or _gone()
+    artist = _artist(request) or _gone()
+    _save_edited_captions(request, selectors.works_of_artist(artist=artist).exclude(pk=pk))
     work = selectors.work_for_user(user=request.user, pk=pk)
     services.work_delete(work=work, actor=request.user)
     messages.success(request, _("Work #%(id)s is deleted.") % {"id": pk})
+    _tell_what_the_style_lost(request, work)
     return redirect("licensing:studio")
 
 
@@ -132,7 +152,7 @@ def consent_history(request):
     work = None
     if request.GET.get("work"):
         try:
-            work = selectors.work_for_user(user=request.user, pk=int(request.GET["work"]))
+            work = selectors.work_with_history(user=request.user, pk=int(request.GET["work"]))
         except ValueError:
             raise Http404 from None
     events = selectors.consent_history(artist=artist, work=work)

@@ -383,3 +383,29 @@ def test_a_training_under_way_takes_over_the_wish_to_go_live_of_the_version_it_r
     training_job_finish(job=job, result=finished_result(adapter_dir(running)), adapter_root=settings.ADAPTER_ROOT)
     running.refresh_from_db()
     assert running.style.published_version_id == running.pk
+
+
+@pytest.mark.parametrize("action", ["withdraw", "delete"])
+def test_the_studio_tells_an_artist_what_a_withdrawal_did_to_their_style(client, action, django_capture_on_commit_callbacks):
+    """Withdrawing or deleting a work the style was trained on takes the published style offline: the artist is
+    told so where they acted, and not told it for a work no training used."""
+    from django.urls import reverse
+
+    from licensing.services import work_upload
+    from .conftest import drawing_png
+
+    artist, works = opted_in_artist(6)
+    ready_version(artist)
+    untrained = work_upload(artist=artist, data=drawing_png(99)[0], filename="late.png", caption="a late addition").work
+    work_opt_in(work=untrained, actor=artist.user)
+    client.force_login(artist.user)
+
+    def act(work):
+        url = (reverse("licensing:work_consent", args=[work.pk, "opt-out"]) if action == "withdraw"
+               else reverse("licensing:work_delete", args=[work.pk]))
+        with django_capture_on_commit_callbacks(execute=False):
+            return client.post(url, follow=True).content.decode()
+
+    assert "was among the works a training of your style used" not in act(untrained)
+    told = f"Work #{works[1].pk} was among the works a training of your style used: every version trained on it is retired"
+    assert told in act(works[1])

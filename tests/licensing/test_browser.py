@@ -60,6 +60,13 @@ def run_flow(live_server, page, tmp_path):
     page.set_viewport_size({"width": 390, "height": 844})
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
     page.set_viewport_size({"width": 1280, "height": 800})
+    # Withdrawing asks first, saying what it does to the style; cancelled, nothing is withdrawn.
+    asked = []
+    page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.dismiss()))
+    page.click(f"#work-{one.pk} button:has-text('Withdraw')")
+    assert asked and "Every version of your style trained on it is retired" in asked[0]
+    assert not ConsentEvent.objects.filter(kind="withdrawn").exists()
+    page.once("dialog", lambda dialog: dialog.accept())
     page.click(f"#work-{one.pk} button:has-text('Withdraw')")
     assert f"Consent for work #{one.pk} is withdrawn." in page.inner_text(".messages")
     page.click("text=Consent history")

@@ -116,3 +116,38 @@ def test_leaving_withdraws_everything(client_for, artist, withdrawal_receiver):
     assert ConsentEvent.objects.filter(kind="withdrawn").count() == 1 and len(withdrawal_receiver.calls) == 1
     assert "You have left the platform" in client.get(reverse("licensing:studio")).content.decode()
     assert client_for(None).get(reverse("licensing:artist_page", args=[artist.slug])).status_code == 404
+
+
+def test_every_button_of_the_caption_form_saves_the_captions_it_sends(client_for, artist):
+    """Opt in, opt in all, withdraw and delete sit in the caption editor's form: a caption edited and then
+    opted in is the caption consented to, not the one saved before, and no edit is silently dropped."""
+    works = [make_work(artist, seed=seed, caption=f"old caption {seed}") for seed in (1, 2, 3, 4)]
+    client = client_for(artist.user)
+
+    def form(**captions):
+        return {f"caption-{work.pk}": captions.get(f"w{i}", work.caption) for i, work in enumerate(Work.objects.filter(
+            pk__in=[w.pk for w in works]).order_by("pk"))}
+
+    client.post(reverse("licensing:work_consent", args=[works[0].pk, "opt-in"]), form(w0="a fox, edited", w1="a hare, edited"))
+    first, second = Work.objects.get(pk=works[0].pk), Work.objects.get(pk=works[1].pk)
+    assert first.is_opted_in and first.caption == "a fox, edited" and second.caption == "a hare, edited"
+    client.post(reverse("licensing:opt_in_eligible"), form(w2="a crow, edited"))
+    third = Work.objects.get(pk=works[2].pk)
+    assert third.is_opted_in and third.caption == "a crow, edited"
+    client.post(reverse("licensing:work_consent", args=[works[1].pk, "opt-out"]), form(w3="an owl, edited"))
+    assert Work.objects.get(pk=works[3].pk).caption == "an owl, edited"
+    client.post(reverse("licensing:work_delete", args=[works[3].pk]), form(w3="never saved", w0="a fox, edited again"))
+    assert Work.objects.get(pk=works[0].pk).caption == "a fox, edited again"
+
+
+def test_the_history_of_a_deleted_work_stays_readable(client_for, artist, other_artist):
+    work = make_work(artist, seed=1, caption="a cat")
+    client = client_for(artist.user)
+    client.post(reverse("licensing:work_consent", args=[work.pk, "opt-in"]))
+    client.post(reverse("licensing:work_delete", args=[work.pk]))
+    response = client.get(reverse("licensing:history") + f"?work={work.pk}")
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert f"Consent history of work #{work.pk}" in page and "event-granted" in page and "event-withdrawn" in page
+    other = make_work(other_artist, seed=2)
+    assert client.get(reverse("licensing:history") + f"?work={other.pk}").status_code == 404
