@@ -172,6 +172,8 @@ def style_page_context(*, artist, styles):
         "styles": styles,
         "presets": PRESET_CHOICES,
         "trainable_works": works_for_training(artist=artist, terms=terms).count() if terms else 0,
+        "min_works": settings.STYLE_MIN_WORKS,
+        "published": any(style.published_version_id for style in styles),
         "works_awaiting_reconsent": works_needing_reconsent(artist=artist, terms=terms).count(),
         "latest_job": job_state(latest, current_base_sha256=current_base_sha256) if latest else None,
         "taken_down": next((style for style in styles if style.taken_down_at is not None), None),

@@ -57,3 +57,23 @@ def test_cancel_sits_beside_the_running_trainings_progress_once(client_for, djan
     assert page.count('aria-label="Cancel v2"') == 1
     job_section, versions_section = page.split('id="versions-heading"')
     assert 'aria-label="Cancel v2"' in job_section and f'action="{reverse("generation:cancel", args=[version.pk])}"' in job_section
+
+
+def test_the_page_says_when_the_style_is_offline_and_how_many_works_a_training_needs(client_for, settings):
+    from generation.models import Style
+
+    settings.STYLE_MIN_WORKS = 5
+    artist, _works = opted_in_artist(4)
+    client = client_for(artist.user)
+    page = client.get(reverse("generation:style")).content.decode()
+    assert "A training needs at least 5: opt in more of your works first." in page
+    assert "No versions yet: opt in your works, then train." in page
+    settings.STYLE_MIN_WORKS = 4
+    page = client.get(reverse("generation:style")).content.decode()
+    assert "A training needs at least" not in page and "No versions yet: train your style above." in page
+
+    offline = "No version of your style is published: image generation does not use it."
+    version = ready_version(artist)
+    assert offline not in client.get(reverse("generation:style")).content.decode()
+    Style.objects.filter(pk=version.style_id).update(published_version=None)  # as a withdrawal or an unpublish leaves it
+    assert offline in client.get(reverse("generation:style")).content.decode()
