@@ -6,6 +6,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import FileResponse, Http404
 from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 from django.views.decorators.http import require_POST
 
 from illustration_platform.accounts.roles import Role, has_role, role_required
@@ -123,6 +124,12 @@ def opt_in_eligible(request):
     try:
         events = services.works_opt_in_eligible(artist=artist, actor=request.user)
         messages.success(request, _("%(n)s works opted in.") % {"n": len(events)})
+        held_back = sum(not work.is_eligible for work in selectors.works_of_artist(artist=artist))
+        if held_back:
+            messages.warning(request, ngettext(
+                "%(n)s work cannot be opted in: its row says why (a caption to write, or a do-not-train signal).",
+                "%(n)s works cannot be opted in: each row says why (a caption to write, or a do-not-train signal).",
+                held_back) % {"n": held_back})
     except services.LicensingError as error:
         messages.error(request, error.message)
     return redirect("licensing:studio")

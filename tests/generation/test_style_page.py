@@ -77,3 +77,12 @@ def test_the_page_says_when_the_style_is_offline_and_how_many_works_a_training_n
     assert offline not in client.get(reverse("generation:style")).content.decode()
     Style.objects.filter(pk=version.style_id).update(published_version=None)  # as a withdrawal or an unpublish leaves it
     assert offline in client.get(reverse("generation:style")).content.decode()
+
+
+def test_the_final_loss_says_what_it_is_in_both_languages(client_for):
+    artist, _works = opted_in_artist(4)
+    ready_version(artist)
+    client = client_for(artist.user)
+    assert "mean over the last tenth of the steps" in client.get(reverse("generation:style")).content.decode()
+    japanese = client.get(reverse("generation:style"), HTTP_ACCEPT_LANGUAGE="ja").content.decode()
+    assert "最後の 1 割のステップの平均" in japanese

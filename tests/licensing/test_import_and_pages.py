@@ -151,3 +151,12 @@ def test_the_history_of_a_deleted_work_stays_readable(client_for, artist, other_
     assert f"Consent history of work #{work.pk}" in page and "event-granted" in page and "event-withdrawn" in page
     other = make_work(other_artist, seed=2)
     assert client.get(reverse("licensing:history") + f"?work={other.pk}").status_code == 404
+
+
+def test_opt_in_all_names_the_works_it_could_not_opt_in(client_for, artist):
+    make_work(artist, seed=1, caption="a cat")
+    make_work(artist, seed=2, caption="")
+    make_work(artist, seed=3, caption="")
+    page = client_for(artist.user).post(reverse("licensing:opt_in_eligible"), follow=True).content.decode()
+    assert "1 works opted in." in page
+    assert "2 works cannot be opted in: each row says why (a caption to write, or a do-not-train signal)." in page
