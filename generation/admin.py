@@ -50,8 +50,7 @@ class AdapterVersionInline(ShowsReasons, admin.TabularInline):
 def take_down_styles(modeladmin, request, queryset):
     styles = list(queryset)
     published = sum(style.published_version_id is not None for style in styles)
-    for style in styles:  # each, published or not: a training of it under way does not go live either
-        services.style_take_down(style=style)
+    styles = [services.style_take_down(style=style) for style in styles]  # published or not: a training under way does not go live either
     messages.success(request, ngettext(
         "Took down %(count)d style; its artist cannot publish it until you lift the takedown.",
         "Took down %(count)d styles; their artists cannot publish them until you lift the takedown.",
@@ -61,6 +60,12 @@ def take_down_styles(modeladmin, request, queryset):
             "%(count)d selected style was not published; a training of it under way will not go live.",
             "%(count)d selected styles were not published; a training of them under way will not go live.",
             len(styles) - published) % {"count": len(styles) - published})
+    unexplained = sum(not style.takedown_reason for style in styles)
+    if unexplained:  # the artist reads the reason on their style page; without one they learn only the date
+        messages.warning(request, ngettext(
+            "%(count)d style taken down has no reason yet: write the one its artist reads in the style's form.",
+            "%(count)d styles taken down have no reason yet: write the one each artist reads in the style's form.",
+            unexplained) % {"count": unexplained})
 
 
 @admin.action(description=_("Lift the takedown of the selected styles"), permissions=["change"])

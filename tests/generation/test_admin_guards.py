@@ -225,7 +225,8 @@ def test_the_takedown_counts_only_the_styles_it_took_down(staff_client):
                                  follow=True)
     shown = [str(message) for message in response.context["messages"]]
     assert shown == ["Took down 2 styles; their artists cannot publish them until you lift the takedown.",
-                     "1 selected style was not published; a training of it under way will not go live."]
+                     "1 selected style was not published; a training of it under way will not go live.",
+                     "2 styles taken down have no reason yet: write the one each artist reads in the style's form."]
 
 
 def test_a_versions_page_shows_its_reasons_as_sentences(staff_client):

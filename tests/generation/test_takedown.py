@@ -37,7 +37,8 @@ def test_a_takedown_holds_until_staff_lift_it(staff_client, api_client_for, clie
     earlier = ready_version(artist, publish=False)
     style = ready_version(artist).style
     assert admin_action(staff_client, "take_down_styles", style) == [
-        "Took down 1 style; its artist cannot publish it until you lift the takedown."]
+        "Took down 1 style; its artist cannot publish it until you lift the takedown.",
+        "1 style taken down has no reason yet: write the one its artist reads in the style's form."]
     style.refresh_from_db()
     assert style.published_version_id is None and style.taken_down_at is not None
     assert not usable_adapter_versions().exists()
@@ -63,6 +64,9 @@ def test_a_takedown_holds_until_staff_lift_it(staff_client, api_client_for, clie
                                "versions-TOTAL_FORMS": "0", "versions-INITIAL_FORMS": "0"}, follow=True)
     page = page_client.get(reverse("generation:style")).content.decode()
     assert "Their reason: A complaint about<br>work #4 is being looked at." in page
+    assert admin_action(staff_client, "take_down_styles", style) == [  # again, with its reason written: no reminder
+        "Took down 1 style; its artist cannot publish it until you lift the takedown.",
+        "1 selected style was not published; a training of it under way will not go live."]
 
     assert admin_action(staff_client, "lift_takedowns", style) == [
         "Lifted the takedown of 1 style; its artist can publish it again."]
@@ -107,7 +111,8 @@ def test_a_training_under_way_when_the_style_is_taken_down_does_not_go_live(sett
     job = services.training_job_claim(adapter_version_id=version.pk, worker="test")
     assert admin_action(staff_client, "take_down_styles", version.style) == [
         "Took down 1 style; its artist cannot publish it until you lift the takedown.",
-        "1 selected style was not published; a training of it under way will not go live."]
+        "1 selected style was not published; a training of it under way will not go live.",
+        "1 style taken down has no reason yet: write the one its artist reads in the style's form."]
     # Should a wish to go live slip past the takedown, the finish still stands and the takedown holds.
     AdapterVersion.objects.filter(pk=version.pk).update(publish_when_ready=True)
     finished = services.training_job_finish(job=job, result=finished_result(adapter_dir(version)),
