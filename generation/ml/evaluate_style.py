@@ -191,7 +191,7 @@ def evaluate_style(*, base, lora, works, n: int = 48, seed: int = 0, steps: int 
     work_pils = load_training_images(work_paths, resolution)
     works_statistics = sm.image_statistics(work_pils, resolution)
     works_summary = works_statistics.summary()
-    halves = (sm.summarise(work_pils[0::2], resolution), sm.summarise(work_pils[1::2], resolution))
+    halves = (works_statistics.summary(slice(0, None, 2)), works_statistics.summary(slice(1, None, 2)))
     vae_summary = sm.summarise(through_vae(pipe, work_pils), resolution)
 
     targets = held_out_scenes(n)

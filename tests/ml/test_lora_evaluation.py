@@ -404,10 +404,10 @@ def test_evaluate_style_reads_deep_grey_works_as_grey(tiny_setup, tmp_path, monk
         pixels = np.full((64, 64), 32768, dtype=np.uint16)
         pixels[16:48, 16:48] = 8000
         Image.fromarray(pixels).save(works / f"{i}.png")
-    seen, summarise = [], sm.summarise
-    monkeypatch.setattr(sm, "summarise", lambda images, *args: seen.append(images) or summarise(images, *args))
+    seen, image_statistics = [], sm.image_statistics
+    monkeypatch.setattr(sm, "image_statistics", lambda images, *args: seen.append(images) or image_statistics(images, *args))
     evaluate_style(base=tiny_setup / "base", lora=tiny_setup / "adapter", works=works, n=2, steps=1)
-    loaded = np.asarray(seen[0][0], dtype=int)
+    loaded = np.asarray(seen[0][0], dtype=int)  # the works, measured first
     assert abs(loaded[1, 1, 0] - 128) <= 2 and abs(loaded[16, 16, 0] - 32) <= 2
 
 
