@@ -320,12 +320,16 @@ def test_a_compiled_unet_trains_the_same_adapter_as_the_eager_one(works, tmp_pat
         for name, flag in (("eager", False), ("compiled", True))
     )
     # Compiled kernels may round differently, nothing more: the same steps,
-    # the same losses to float tolerance, the same weights.
+    # the same losses to float tolerance, the same weights. Weights are compared against each tensor's scale,
+    # not element by element: Adam divides each element's gradient by that element's own running size, so a
+    # rounding difference in a near-zero gradient becomes a whole step (on a Xeon with AMX, one element of 128
+    # in a lora_B ended 0.4% apart, 9e-5 at a value of 0.020).
     assert np.allclose(compiled.losses, eager.losses, rtol=1e-3, atol=1e-5)
     eager_weights, compiled_weights = load_file(eager.weights_path), load_file(compiled.weights_path)
     assert eager_weights.keys() == compiled_weights.keys()
     for key, weight in eager_weights.items():
-        assert torch.allclose(compiled_weights[key], weight, rtol=1e-3, atol=1e-5), key
+        scale = float(weight.abs().max())
+        assert torch.allclose(compiled_weights[key], weight, rtol=0, atol=1e-5 + 1e-2 * scale), key
     base_pipe = load_base_pipeline(two_level_base)
     before = images_of(base_pipe)
     apply_adapters(base_pipe, [("compiled", compiled.weights_path, 1.0)])
