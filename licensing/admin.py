@@ -65,6 +65,33 @@ def delete_works(modeladmin, request, queryset):
     messages.success(request, ngettext("Deleted %(count)d work.", "Deleted %(count)d works.", len(deleted)) % {"count": len(deleted)})
 
 
+@admin.action(description=_("Confirm that the artist made the selected works held for review (they can be opted in)"),
+              permissions=["change"])
+def confirm_ownership(modeladmin, request, queryset):
+    released = services.works_ownership_confirm(works=list(queryset), actor=request.user)
+    if not released:
+        messages.warning(request, _("None of the selected works was held for review; nothing changed."))
+        return
+    messages.success(request, ngettext(
+        "Released %(count)d work held for review.", "Released %(count)d works held for review.", len(released)
+    ) % {"count": len(released)})
+
+
+class HeldForReviewFilter(admin.SimpleListFilter):
+    title = _("held for review")
+    parameter_name = "held"
+
+    def lookups(self, request, model_admin):
+        return [("yes", _("Yes")), ("no", _("No"))]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.held_for_review()
+        if self.value() == "no":
+            return queryset.not_held_for_review()
+        return queryset
+
+
 class WorkAdminForm(forms.ModelForm):
     def clean(self):
         # The work as read for this request: refused here in the form, where work_update would refuse it too late.
@@ -81,14 +108,15 @@ class WorkAdmin(admin.ModelAdmin):
     form = WorkAdminForm
     list_display = ["id", "artist", "original_name", "status", "do_not_train", "shown_on_profile", "current_consent", "created_at"]
     list_select_related = ["artist", "current_consent"]
-    list_filter = ["status", "do_not_train", "shown_on_profile"]
+    list_filter = ["status", "do_not_train", HeldForReviewFilter, "shown_on_profile"]
     search_fields = ["artist__display_name", "original_name", "caption", "sha256"]
     readonly_fields = [
         "artist", "original", "training_image", "status", "do_not_train", "do_not_train_reason_shown", "sha256", "phash", "width",
-        "height", "original_format", "current_consent", "deleted_at", "near_duplicate_of",
+        "height", "original_format", "current_consent", "deleted_at", "near_duplicate_of", "same_image_as",
+        "ownership_confirmed_at", "ownership_confirmed_by",
     ]
     exclude = ["do_not_train_reason", "do_not_train_params"]  # shown as one sentence, in the reader's language
-    actions = [delete_works]
+    actions = [confirm_ownership, delete_works]
 
     @admin.display(description=_("do-not-train reason"))
     def do_not_train_reason_shown(self, work):

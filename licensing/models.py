@@ -128,8 +128,25 @@ def work_upload_path(instance, filename):
     return f"works/{instance.artist_id}/{filename}"
 
 
+OWNERSHIP_HELD_REASON = _(
+    "This image is the same as a work on another artist's account, so it cannot be opted in until the platform's "
+    "team has confirmed that you made it."
+)
+
+
+class WorkQuerySet(models.QuerySet):
+    def held_for_review(self):
+        """Works held as the same image as another artist's work, not yet confirmed as their artist's."""
+        return self.filter(same_image_as__isnull=False, ownership_confirmed_at__isnull=True)
+
+    def not_held_for_review(self):
+        return self.exclude(same_image_as__isnull=False, ownership_confirmed_at__isnull=True)
+
+
 class Work(models.Model):
     """One uploaded image: the file as uploaded, an RGB copy for training, hashes, caption and signals."""
+
+    objects = WorkQuerySet.as_manager()
 
     class Status(models.TextChoices):
         ACTIVE = "active", _("Active")
@@ -141,7 +158,7 @@ class Work(models.Model):
     original_name = models.CharField(_("uploaded file name"), max_length=255, blank=True)
     original_format = models.CharField(_("format"), max_length=8)
     sha256 = models.CharField(_("SHA-256"), max_length=64, db_index=True)
-    phash = models.CharField(_("perceptual hash"), max_length=16)
+    phash = models.CharField(_("perceptual hash"), max_length=16, db_index=True)
     width = models.PositiveIntegerField(_("width"))
     height = models.PositiveIntegerField(_("height"))
     caption = models.TextField(_("caption"), blank=True)
@@ -152,6 +169,17 @@ class Work(models.Model):
     do_not_train_params = models.JSONField(_("do-not-train reason values"), default=dict, blank=True)
     near_duplicate_of = models.ForeignKey(
         "self", verbose_name=_("resembles"), null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # Set at upload when another artist's active work is the same file or has the same perceptual hash: the work
+    # cannot be opted in until staff confirm that this artist made it (ownership_confirmed_at).
+    same_image_as = models.ForeignKey(
+        "self", verbose_name=_("same image as another artist's work"), null=True, blank=True,
+        on_delete=models.SET_NULL, related_name="+",
+    )
+    ownership_confirmed_at = models.DateTimeField(_("ownership confirmed at"), null=True, blank=True)
+    ownership_confirmed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, verbose_name=_("ownership confirmed by"), null=True, blank=True,
+        on_delete=models.PROTECT, related_name="+",
     )
     status = models.CharField(_("status"), max_length=16, choices=Status.choices, default=Status.ACTIVE)
     current_consent = models.ForeignKey(
@@ -188,12 +216,18 @@ class Work(models.Model):
         return translated_reason(self.do_not_train_reason, self.do_not_train_params)
 
     @property
+    def ownership_held(self):
+        return self.same_image_as_id is not None and self.ownership_confirmed_at is None
+
+    @property
     def ineligible_reason(self):
         """Why the work cannot be opted in, in one sentence; empty when it can."""
         if self.is_deleted:
             return _("The work has been deleted.")
         if self.do_not_train:
             return self.do_not_train_reason_shown or _("The file carries a do-not-train signal.")
+        if self.ownership_held:
+            return OWNERSHIP_HELD_REASON
         if not self.caption.strip():
             return _("Write a caption first.")
         return ""

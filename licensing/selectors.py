@@ -41,8 +41,11 @@ def works_opted_in(*, artist, terms):
 
 
 def works_for_training(*, artist, terms):
-    """Works a snapshot may hold: opted in under `terms`, captioned, no do-not-train signal."""
-    return works_opted_in(artist=artist, terms=terms).filter(do_not_train=False).exclude(caption="")
+    """Works a snapshot may hold: opted in under `terms`, captioned, no do-not-train signal, not held as the same
+    image as another artist's work."""
+    return (
+        works_opted_in(artist=artist, terms=terms).filter(do_not_train=False).exclude(caption="").not_held_for_review()
+    )
 
 
 def works_needing_reconsent(*, artist, terms):

@@ -127,8 +127,10 @@ def opt_in_eligible(request):
         held_back = sum(not work.is_eligible for work in selectors.works_of_artist(artist=artist))
         if held_back:
             messages.warning(request, ngettext(
-                "%(n)s work cannot be opted in: its row says why (a caption to write, or a do-not-train signal).",
-                "%(n)s works cannot be opted in: each row says why (a caption to write, or a do-not-train signal).",
+                "%(n)s work cannot be opted in: its row says why (a caption to write, a do-not-train signal, or a "
+                "review of who made it).",
+                "%(n)s works cannot be opted in: each row says why (a caption to write, a do-not-train signal, or a "
+                "review of who made it).",
                 held_back) % {"n": held_back})
     except services.LicensingError as error:
         messages.error(request, error.message)

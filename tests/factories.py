@@ -1,3 +1,5 @@
+import itertools
+
 import factory
 from django.contrib.auth import get_user_model
 
@@ -49,11 +51,17 @@ class ConsentTermsFactory(factory.django.DjangoModelFactory):
     text = "I allow training on this work and may withdraw at any time."
 
 
-def make_work(artist, seed=1, caption="a drawing", **kwargs):
+# Default images of their own: two artists' works of one image would be held as copies of each other.
+_unused_seeds = itertools.count(1_000_000)
+
+
+def make_work(artist, seed=None, caption="a drawing", **kwargs):
     """Upload a real generated PNG for `artist` through the licensing service; returns the Work."""
     from licensing.services import work_upload
     from tests.licensing.images import good_png
 
+    if seed is None:
+        seed = next(_unused_seeds)
     result = work_upload(artist=artist, data=good_png(seed), filename=f"work-{seed}.png", caption=caption)
     assert result.status == "created", result.message
     work = result.work

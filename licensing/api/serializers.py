@@ -28,6 +28,10 @@ class WorkSerializer(RefusesUnknownFields, serializers.ModelSerializer):
     eligible = serializers.BooleanField(source="is_eligible", read_only=True)
     ineligible_reason = serializers.SerializerMethodField()
     do_not_train_reason = serializers.CharField(source="do_not_train_reason_shown", read_only=True)
+    ownership_held = serializers.BooleanField(
+        read_only=True, help_text="The same image as another artist's work: it cannot be opted in until staff confirm "
+        "this artist made it. Which work is not said.",
+    )
     original_url = serializers.SerializerMethodField()
     training_image_url = serializers.SerializerMethodField()
 
@@ -35,7 +39,7 @@ class WorkSerializer(RefusesUnknownFields, serializers.ModelSerializer):
         model = Work
         fields = [
             "id", "original_name", "original_format", "width", "height", "sha256", "phash", "caption",
-            "shown_on_profile", "do_not_train", "do_not_train_reason", "near_duplicate_of", "consent",
+            "shown_on_profile", "do_not_train", "do_not_train_reason", "near_duplicate_of", "ownership_held", "consent",
             "consent_terms_version", "eligible", "ineligible_reason", "original_url", "training_image_url", "created_at",
         ]
         read_only_fields = [name for name in fields if name not in ("caption", "shown_on_profile")]

@@ -1,4 +1,5 @@
 import io
+import itertools
 import json
 import time
 from pathlib import Path
@@ -48,9 +49,15 @@ def drawing_png(seed, style="pastel-outline"):
     return buffer.getvalue(), drawn.caption
 
 
-def opted_in_artist(count, style="pastel-outline", first_seed=0):
+# Drawings of their own by default: two artists' works of one drawing would be held as copies of each other.
+_unused_seeds = itertools.count(100_000, 1_000)
+
+
+def opted_in_artist(count, style="pastel-outline", first_seed=None):
     """An artist with `count` captioned works opted in under the current terms."""
     artist = ArtistFactory()
+    if first_seed is None:
+        first_seed = next(_unused_seeds)
     works = []
     for seed in range(first_seed, first_seed + count):
         data, caption = drawing_png(seed, style)

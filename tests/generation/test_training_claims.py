@@ -59,8 +59,8 @@ def another_training_claimed_by(worker, capture_on_commit):
 def trainings_waiting(count, capture_on_commit):
     """`count` artists' trainings, started in turn and left waiting (their messages never sent)."""
     queue = []
-    for seed in range(count):
-        artist, _works = opted_in_artist(4, first_seed=10 * seed)
+    for _ in range(count):
+        artist, _works = opted_in_artist(4)
         with capture_on_commit(execute=False):
             queue.append(services.style_training_start(artist=artist, actor=artist.user, preset="quick"))
     return queue

@@ -159,4 +159,4 @@ def test_opt_in_all_names_the_works_it_could_not_opt_in(client_for, artist):
     make_work(artist, seed=3, caption="")
     page = client_for(artist.user).post(reverse("licensing:opt_in_eligible"), follow=True).content.decode()
     assert "1 works opted in." in page
-    assert "2 works cannot be opted in: each row says why (a caption to write, or a do-not-train signal)." in page
+    assert "2 works cannot be opted in: each row says why (a caption to write, a do-not-train signal, or a review of who made it)." in page

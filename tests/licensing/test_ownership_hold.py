@@ -1,0 +1,164 @@
+"""An upload that is another artist's work (the same file, or a copy with its perceptual hash) is held for review:
+stored, but never opted in or trained on until staff confirm that its artist made it."""
+
+import io
+
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.urls import reverse
+
+from generation.ml import scenes
+from licensing import selectors, services
+from licensing.models import ConsentTerms, Work
+from licensing.services import LicensingError
+from tests.factories import StaffFactory, make_work
+from tests.licensing import images
+
+pytestmark = pytest.mark.django_db
+
+HELD = "This image is the same as a work on another artist's account"
+
+
+def upload(artist, data, name="copy.png", caption="a cat"):
+    return services.work_upload(artist=artist, data=data, filename=name, caption=caption)
+
+
+def training_works(artist):
+    return list(selectors.works_for_training(artist=artist, terms=ConsentTerms.current(ConsentTerms.Kind.TRAINING)))
+
+
+def test_the_same_file_as_another_artists_work_is_held_and_cannot_be_opted_in(artist, other_artist):
+    original = make_work(artist, seed=7)
+    result = upload(other_artist, images.good_png(7))
+    copy = result.work
+    assert result.status == "created" and copy.same_image_as == original and copy.ownership_held
+    assert any(HELD in str(warning) for warning in result.warnings)
+    assert not copy.is_eligible and HELD in str(copy.ineligible_reason)
+    with pytest.raises(LicensingError) as refused:
+        services.work_opt_in(work=copy, actor=other_artist.user)
+    assert refused.value.code == "not_eligible" and HELD in refused.value.message
+    assert services.works_opt_in_eligible(artist=other_artist, actor=other_artist.user) == []
+    assert training_works(other_artist) == []
+    # The first artist's own work is untouched.
+    assert not Work.objects.get(pk=original.pk).ownership_held
+
+
+def test_a_re_encoded_copy_with_the_same_perceptual_hash_is_held(artist, other_artist):
+    original = make_work(artist, seed=8)
+    jpeg = images.good_jpeg(8)
+    copy = upload(other_artist, jpeg, name="copy.jpg").work
+    assert copy.sha256 != original.sha256 and copy.phash == original.phash
+    assert copy.same_image_as == original and copy.ownership_held
+
+
+def drawing_png(seed, style):
+    buffer = io.BytesIO()
+    scenes.illustration(seed, style).image.resize((256, 256)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_a_different_drawing_that_shares_the_perceptual_hash_is_not_held(artist, other_artist):
+    """An orange and a pink circle at one place on one yellow background: one hash, two pictures."""
+    original = upload(artist, drawing_png(465, "pastel-outline"), name="orange.png").work
+    other = upload(other_artist, drawing_png(538, "pastel-outline"), name="pink.png").work
+    assert other.phash == original.phash and other.sha256 != original.sha256
+    assert other.same_image_as is None and not other.ownership_held
+
+
+def test_a_held_copy_does_not_hold_the_original_when_its_artist_uploads_it_again(artist, other_artist):
+    original = make_work(artist, seed=19)
+    assert upload(other_artist, images.good_png(19)).work.ownership_held
+    services.work_delete(work=original, actor=artist.user)
+    again = upload(artist, images.good_png(19), name="again.png").work
+    assert again.same_image_as is None and not again.ownership_held
+
+
+def test_other_images_deleted_works_and_the_artists_own_works_are_not_held(artist, other_artist):
+    gone = make_work(artist, seed=9)
+    services.work_delete(work=gone, actor=artist.user)
+    make_work(artist, seed=10)
+    assert not upload(other_artist, images.good_png(9)).work.ownership_held  # its only match was deleted
+    assert not upload(other_artist, images.good_png(11)).work.ownership_held  # another image
+    assert upload(artist, images.good_jpeg(10), name="mine-again.jpg").work.same_image_as is None  # the artist's own
+
+
+def test_staff_confirming_ownership_releases_the_work_for_opt_in_and_training(artist, other_artist):
+    make_work(artist, seed=12)
+    copy = upload(other_artist, images.good_png(12)).work
+    staff = StaffFactory()
+    released = services.works_ownership_confirm(works=[copy, make_work(other_artist, seed=13)], actor=staff)
+    assert released == [copy] and not released[0].ownership_held
+    copy.refresh_from_db()
+    assert not copy.ownership_held and copy.ownership_confirmed_by == staff and copy.ownership_confirmed_at
+    services.work_opt_in(work=copy, actor=other_artist.user)
+    assert copy in training_works(other_artist)
+    assert services.works_ownership_confirm(works=[copy], actor=staff) == []  # already released: nothing changes
+
+
+def test_a_deleted_held_work_is_not_released(artist, other_artist):
+    make_work(artist, seed=20)
+    copy = upload(other_artist, images.good_png(20)).work
+    services.work_delete(work=copy, actor=other_artist.user)
+    assert services.works_ownership_confirm(works=[copy], actor=StaffFactory()) == []
+    assert Work.objects.get(pk=copy.pk).ownership_confirmed_at is None
+
+
+def test_a_held_work_never_enters_training_even_if_its_consent_row_says_granted(artist, other_artist):
+    """The training selector holds it back on its own, not only the opt-in service."""
+    make_work(artist, seed=14)
+    copy = upload(other_artist, images.good_png(14)).work
+    original = copy.same_image_as
+    Work.objects.filter(pk=copy.pk).update(same_image_as=None)
+    services.work_opt_in(work=copy, actor=other_artist.user)
+    assert training_works(other_artist) == [copy]
+    Work.objects.filter(pk=copy.pk).update(same_image_as=original)
+    assert training_works(other_artist) == []
+
+
+def test_the_admin_lists_held_works_and_releases_them(client, artist, other_artist):
+    make_work(artist, seed=15)
+    copy = upload(other_artist, images.good_png(15)).work
+    free = make_work(other_artist, seed=16)
+    client.force_login(StaffFactory())
+    listing = reverse("admin:licensing_work_changelist")
+    held_page = client.get(listing, {"held": "yes"}).content.decode()
+    assert f'href="/admin/licensing/work/{copy.pk}/change/' in held_page
+    assert f'href="/admin/licensing/work/{free.pk}/change/' not in held_page
+    response = client.post(listing, {"action": "confirm_ownership", "_selected_action": [copy.pk, free.pk]}, follow=True)
+    assert "Released 1 work held for review." in response.content.decode()
+    assert not Work.objects.get(pk=copy.pk).ownership_held
+    again = client.post(listing, {"action": "confirm_ownership", "_selected_action": [copy.pk]}, follow=True)
+    assert "None of the selected works was held for review; nothing changed." in again.content.decode()
+
+
+def test_the_api_says_the_work_is_held_without_naming_the_other_artists_work(api_client_for, artist, other_artist):
+    original = make_work(artist, seed=17)
+    client = api_client_for(other_artist.user)
+    created = client.post(
+        reverse("works-list"), {"image": SimpleUploadedFile("copy.png", images.good_png(17)), "caption": "a cat"},
+        format="multipart",
+    )
+    assert created.status_code == 201, created.content
+    body = created.json()
+    assert body["ownership_held"] is True and not body["eligible"] and HELD in body["ineligible_reason"]
+    assert any(HELD in warning for warning in body["warnings"])
+    # Nothing names the other artist or their work.
+    assert "same_image_as" not in body and body["near_duplicate_of"] is None
+    listed = client.get(reverse("works-list")).content.decode()
+    for told in (original.artist.slug, original.artist.display_name, f"#{original.pk}", original.original_name):
+        assert told not in created.content.decode() and told not in listed
+    refused = client.post(reverse("works-opt-in", args=[body["id"]]))
+    assert refused.status_code == 400 and HELD in str(refused.json())
+    # The hold is not the artist's to lift: read-only, so sending it back changes nothing.
+    patched = client.patch(reverse("works-detail", args=[body["id"]]), {"ownership_held": False}, format="json")
+    assert patched.json()["ownership_held"] is True and Work.objects.get(pk=body["id"]).ownership_held
+
+
+def test_the_studio_shows_the_hold_and_offers_no_opt_in(client_for, artist, other_artist):
+    make_work(artist, seed=18)
+    copy = upload(other_artist, images.good_png(18)).work
+    page = client_for(other_artist.user).get(reverse("licensing:studio")).content.decode()
+    row = page[page.index(f'id="work-{copy.pk}"'):]
+    row = row[:row.index("</tr>")]
+    assert "Held for review" in row and HELD in row.replace("&#x27;", "'")
+    assert reverse("licensing:work_consent", args=[copy.pk, "opt-in"]) not in row
