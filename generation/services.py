@@ -361,10 +361,10 @@ def style_take_down(*, style, reason=""):
     list(Artist.objects.select_for_update().filter(pk=style.artist_id).values_list("pk"))
     style = style_unpublish(style=style)
     if style.taken_down_at is None:
-        style.taken_down_at, style.takedown_reason = timezone.now(), reason
+        style.taken_down_at, style.takedown_reason, style.takedown_lifted_at = timezone.now(), reason, None
     elif reason:
         style.takedown_reason = reason
-    style.save(update_fields=["taken_down_at", "takedown_reason"])
+    style.save(update_fields=["taken_down_at", "takedown_reason", "takedown_lifted_at"])
     return style
 
 
@@ -372,9 +372,11 @@ def style_take_down(*, style, reason=""):
 def style_takedown_lift(*, style):
     """Staff lift their takedown; the artist publishes again (nothing goes live by itself)."""
     style = Style.objects.select_for_update().get(pk=style.pk)
+    if style.taken_down_at is not None:
+        style.takedown_lifted_at = timezone.now()
     style.taken_down_at = None
     style.takedown_reason = ""
-    style.save(update_fields=["taken_down_at", "takedown_reason"])
+    style.save(update_fields=["taken_down_at", "takedown_reason", "takedown_lifted_at"])
     return style
 
 

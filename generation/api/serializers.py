@@ -72,6 +72,9 @@ class StyleSerializer(serializers.Serializer):
         allow_null=True, help_text="When staff took the style down; until they lift it no version can be published."
     )
     takedown_reason = serializers.CharField(allow_blank=True, help_text="Staff's reason for the takedown, if given.")
+    takedown_lifted_at = serializers.DateTimeField(
+        allow_null=True, help_text="When staff last lifted a takedown of the style; null while it is down."
+    )
     versions = serializers.SerializerMethodField()
 
     def get_versions(self, style) -> list[int]:

@@ -72,8 +72,17 @@ def test_a_takedown_holds_until_staff_lift_it(staff_client, api_client_for, clie
         "Lifted the takedown of 1 style; its artist can publish it again."]
     style.refresh_from_db()
     assert style.taken_down_at is None and style.takedown_reason == "" and style.published_version_id is None
+    # The artist is told, on the page and through the API, until they publish again.
+    lifted = f"Staff lifted their takedown of this style on {style.takedown_lifted_at:%Y-%m-%d %H:%M} UTC: you can publish a version again."
+    page = page_client.get(reverse("generation:style")).content.decode()
+    assert lifted in page and "Taken down by staff" not in page
+    assert api.get(reverse("api-styles")).json()[0]["takedown_lifted_at"] is not None
     assert api.post(reverse("api-adapter-version-publish", args=[earlier.pk])).status_code == 200
     assert list(usable_adapter_versions()) == [earlier]
+    assert "Staff lifted their takedown" not in page_client.get(reverse("generation:style")).content.decode()
+    # A new takedown is not shown as lifted.
+    admin_action(staff_client, "take_down_styles", style)
+    assert api.get(reverse("api-styles")).json()[0]["takedown_lifted_at"] is None
 
 
 def test_the_reason_is_written_only_while_a_style_is_down(staff_client):
