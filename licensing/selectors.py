@@ -71,7 +71,11 @@ def artist_public(*, slug):
 
 
 def works_shown(*, artist):
-    return Work.objects.filter(artist=artist, status=Work.Status.ACTIVE, shown_on_profile=True).order_by("-created_at", "-id")
+    """The works on the artist's public page: a work held as another artist's image waits for staff there too."""
+    return (
+        Work.objects.filter(artist=artist, status=Work.Status.ACTIVE, shown_on_profile=True).not_held_for_review()
+        .order_by("-created_at", "-id")
+    )
 
 
 def studio_summary(*, artist):

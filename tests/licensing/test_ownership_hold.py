@@ -160,5 +160,17 @@ def test_the_studio_shows_the_hold_and_offers_no_opt_in(client_for, artist, othe
     page = client_for(other_artist.user).get(reverse("licensing:studio")).content.decode()
     row = page[page.index(f'id="work-{copy.pk}"'):]
     row = row[:row.index("</tr>")]
-    assert "Held for review" in row and HELD in row.replace("&#x27;", "'")
+    assert "Held for review" in row and HELD in row.replace("&#x27;", "'") and "not shown on your public page" in row
     assert reverse("licensing:work_consent", args=[copy.pk, "opt-in"]) not in row
+
+
+def test_a_held_work_is_not_shown_publicly_until_released(client, artist, other_artist):
+    make_work(artist, seed=21)
+    copy = upload(other_artist, images.good_png(21)).work
+    services.work_update(work=copy, shown_on_profile=True)
+    public_file = reverse("licensing:work_file", args=[copy.pk, "original"])
+    assert list(selectors.works_shown(artist=other_artist)) == []
+    assert client.get(public_file).status_code == 404
+    services.works_ownership_confirm(works=[copy], actor=StaffFactory())
+    assert list(selectors.works_shown(artist=other_artist)) == [copy]
+    assert client.get(public_file).status_code == 200
