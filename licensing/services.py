@@ -11,7 +11,7 @@ import imagehash
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -115,6 +115,7 @@ def work_upload(*, artist, data, filename="", caption=""):
     try:
         with transaction.atomic():
             Artist.objects.select_for_update().filter(pk=artist.pk).first()
+            _lock_picture(image.phash)
             existing = Work.objects.filter(artist=artist, sha256=image.sha256, status=Work.Status.ACTIVE).first()
             if existing is not None:
                 return UploadResult(
@@ -158,6 +159,15 @@ def work_upload(*, artist, data, filename="", caption=""):
     if work.ownership_held:
         warnings.append(str(OWNERSHIP_HELD_REASON))
     return UploadResult("created", work, "", warnings)
+
+
+def _lock_picture(phash):
+    """Uploads of one picture (one perceptual hash) by different artists, one at a time: each upload locks only its
+    own artist, so two artists uploading one image at once would each miss the other's. SQLite already runs one
+    write transaction at a time (IMMEDIATE); PostgreSQL takes a lock on the hash, released at commit."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [int(phash, 16) - 2**63])  # a signed 64-bit key
 
 
 def _same_image_of_another_artist(artist, image):
