@@ -174,3 +174,15 @@ def test_a_held_work_is_not_shown_publicly_until_released(client, artist, other_
     services.works_ownership_confirm(works=[copy], actor=StaffFactory())
     assert list(selectors.works_shown(artist=other_artist)) == [copy]
     assert client.get(public_file).status_code == 200
+
+
+def test_staff_who_may_only_view_works_cannot_release_one(client, artist, other_artist):
+    from django.contrib.auth.models import Permission
+
+    make_work(artist, seed=22)
+    copy = upload(other_artist, images.good_png(22)).work
+    viewer = StaffFactory(is_superuser=False)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_work"))
+    client.force_login(viewer)
+    client.post(reverse("admin:licensing_work_changelist"), {"action": "confirm_ownership", "_selected_action": [copy.pk]})
+    assert Work.objects.get(pk=copy.pk).ownership_held
