@@ -11,7 +11,8 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import dj_database_url
-from django.core.exceptions import ImproperlyConfigured
+from django.core.exceptions import ImproperlyConfigured, ValidationError
+from django.core.validators import validate_email
 
 TRUE_WORDS = {"1", "true", "yes", "on"}
 FALSE_WORDS = {"0", "false", "no", "off", ""}
@@ -71,6 +72,17 @@ def env_list(name, default):
     if raw is None:
         return list(default)
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def env_addresses(name):
+    """A comma-separated list of email addresses, as Django's ADMINS wants them: (name, address) pairs."""
+    addresses = env_list(name, [])
+    for address in addresses:
+        try:
+            validate_email(address)
+        except ValidationError:
+            raise ImproperlyConfigured(f"{name} must be email addresses separated by commas, got {address!r}.") from None
+    return [("", address) for address in addresses]
 
 
 def env_path(name, default):

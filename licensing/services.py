@@ -5,7 +5,9 @@ deleted again before the error propagates. Deleting files of removed works happe
 """
 
 import io
+import logging
 from dataclasses import dataclass, field
+from functools import partial
 
 import imagehash
 from django.conf import settings
@@ -22,7 +24,10 @@ import uuid
 
 from . import hooks
 from .models import OWNERSHIP_HELD_REASON, Artist, ConsentEvent, ConsentTerms, DatasetSnapshot, Work, snapshot_fingerprint
+from .tasks import tell_staff_of_held_work
 from .validation import validate_image
+
+logger = logging.getLogger(__name__)
 
 
 class LicensingError(Exception):
@@ -142,6 +147,8 @@ def work_upload(*, artist, data, filename="", caption=""):
             work.training_image.save(f"{stem}-train.png", ContentFile(image.training_png), save=False)
             written.append(work.training_image.name)
             work.save()
+            if work.ownership_held and settings.ADMINS:
+                transaction.on_commit(partial(_tell_staff_of_hold, work.pk))
     except IntegrityError:
         _delete_files(written)
         existing = Work.objects.filter(artist=artist, sha256=image.sha256, status=Work.Status.ACTIVE).first()
@@ -159,6 +166,13 @@ def work_upload(*, artist, data, filename="", caption=""):
     if work.ownership_held:
         warnings.append(str(OWNERSHIP_HELD_REASON))
     return UploadResult("created", work, "", warnings)
+
+
+def _tell_staff_of_hold(work_id):
+    try:
+        tell_staff_of_held_work.delay(work_id)
+    except Exception:  # the broker is down: the hold stands, and staff still find it under the admin's filter
+        logger.warning("could not queue the mail to staff about held work %s", work_id, exc_info=True)
 
 
 def _lock_picture(phash):

@@ -12,6 +12,7 @@ from django.utils.translation import gettext_lazy as _
 from generation.ml import BUILTIN_BASE_MODEL, default_threads
 from generation.ml.training_config import check_preset_overrides
 from illustration_platform.env import (
+    env_addresses,
     env_bool,
     env_broker_url,
     env_choice,
@@ -130,6 +131,10 @@ EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
 EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
 EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
 EMAIL_TIMEOUT = 30  # a mail server that never answers must not hold a web worker
+# Staff who are mailed when an upload is held as another artist's image, and (as Django does with ADMINS)
+# the tracebacks of server errors in production.
+ADMINS = env_addresses("ADMINS")
+SERVER_EMAIL = env_str("SERVER_EMAIL", DEFAULT_FROM_EMAIL)
 if EMAIL_USE_TLS and EMAIL_USE_SSL:
     raise ImproperlyConfigured("EMAIL_USE_TLS (STARTTLS, usually port 587) and EMAIL_USE_SSL (port 465) exclude each other; set one.")
 

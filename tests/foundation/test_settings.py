@@ -34,6 +34,7 @@ BAD_ENVIRONMENTS = [
     ({"TRAINING_PRESET_OVERRIDES": '{"fast": {"steps": 60}}'}, "TRAINING_PRESET_OVERRIDES: unknown preset 'fast'; choose from quick, standard, thorough"),
     ({"TRAINING_PRESET_OVERRIDES": '[600]'}, "TRAINING_PRESET_OVERRIDES: must be a JSON object of presets and their settings"),
     ({"EMAIL_PORT": "smtp"}, "EMAIL_PORT must be a whole number, got 'smtp'"),
+    ({"ADMINS": "staff@example.test, Staff <ops>"}, "ADMINS must be email addresses separated by commas, got 'Staff <ops>'"),
     ({"EMAIL_PORT": "70000"}, "EMAIL_PORT must be at most 65535, got 70000"),
     ({"DJANGO_SETTINGS_MODULE": "illustration_platform.settings.production", "SECRET_KEY": STRONG_KEY, "ALLOWED_HOSTS": "example.com",
       "SECURE_HSTS_INCLUDE_SUBDOMAINS": "false"}, "SECURE_HSTS_PRELOAD needs SECURE_HSTS_INCLUDE_SUBDOMAINS"),
@@ -86,3 +87,11 @@ def test_production_reads_its_mail_server_and_hsts_from_the_environment():
     assert result.stdout.strip().split("|") == [
         "django.core.mail.backends.smtp.EmailBackend", "smtp.example", "587", "mailer", "secret", "True", "False", "False",
         "False"], result.stderr
+
+
+def test_admins_and_the_server_email_come_from_the_environment():
+    show = "from django.conf import settings; print(settings.ADMINS, settings.SERVER_EMAIL, sep='|')"
+    result = run_manage("shell", "--no-imports", "-c", show, ADMINS="legal@example.test, ops@example.test",
+                        DEFAULT_FROM_EMAIL="platform@example.test")
+    assert result.stdout.strip() == "[('', 'legal@example.test'), ('', 'ops@example.test')]|platform@example.test", result.stderr
+    assert run_manage("shell", "--no-imports", "-c", show).stdout.strip() == "[]|noreply@localhost"

@@ -186,3 +186,47 @@ def test_staff_who_may_only_view_works_cannot_release_one(client, artist, other_
     client.force_login(viewer)
     client.post(reverse("admin:licensing_work_changelist"), {"action": "confirm_ownership", "_selected_action": [copy.pk]})
     assert Work.objects.get(pk=copy.pk).ownership_held
+
+
+def test_staff_are_mailed_about_a_hold_once_it_is_committed(settings, monkeypatch, artist, other_artist,
+                                                            django_capture_on_commit_callbacks, mailoutbox):
+    from licensing import tasks
+
+    settings.ADMINS = [("", "staff@example.test")]
+    queued = []
+    monkeypatch.setattr(tasks.tell_staff_of_held_work, "delay", queued.append)  # the broker's side is Celery's
+    original = make_work(artist, seed=23)
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        copy = upload(other_artist, images.good_png(23)).work
+        make_work(other_artist, seed=24)  # not held: no mail
+    assert queued == []  # nothing before the commit
+    for callback in callbacks:
+        callback()
+    assert queued == [copy.pk]
+
+    assert tasks.tell_staff_of_held_work(copy.pk) == "mailed"
+    (mail,) = mailoutbox
+    assert mail.to == ["staff@example.test"]
+    assert f"Work #{copy.pk} is held for review: the same image as work #{original.pk}" in mail.subject
+    assert f"/admin/licensing/work/{copy.pk}/change/" in mail.body and other_artist.slug in mail.body
+    services.works_ownership_confirm(works=[copy], actor=StaffFactory())
+    assert tasks.tell_staff_of_held_work(copy.pk) == "not held" and len(mailoutbox) == 1  # released meanwhile
+
+
+def test_no_mail_is_queued_without_admins_and_a_broker_that_refuses_loses_no_upload(
+        settings, monkeypatch, artist, other_artist, django_capture_on_commit_callbacks):
+    from licensing import tasks
+
+    def refuse(work_id):
+        raise ConnectionRefusedError("the broker is down")
+
+    monkeypatch.setattr(tasks.tell_staff_of_held_work, "delay", refuse)
+    make_work(artist, seed=25)
+    settings.ADMINS = []
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        upload(other_artist, images.good_png(25), name="a.png")
+    assert callbacks == []
+    settings.ADMINS = [("", "staff@example.test")]
+    with django_capture_on_commit_callbacks(execute=True):
+        copy = upload(other_artist, images.good_jpeg(25), name="b.jpg").work
+    assert Work.objects.get(pk=copy.pk).ownership_held
