@@ -47,7 +47,8 @@ class Style(models.Model):
     # Staff's takedown holds until staff lift it: the artist cannot publish meanwhile (see style_take_down).
     taken_down_at = models.DateTimeField(_("taken down at"), null=True, blank=True)
     takedown_reason = models.TextField(_("takedown reason"), blank=True, help_text=_("Shown to the artist on their style page."))
-    # The artist's style page says the takedown was lifted until they publish again: nothing goes live by itself.
+    # The artist's style page says the takedown was lifted until they publish again (nothing goes live by itself);
+    # publishing clears it.
     takedown_lifted_at = models.DateTimeField(_("takedown lifted at"), null=True, blank=True)
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
 

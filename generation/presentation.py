@@ -177,8 +177,7 @@ def style_page_context(*, artist, styles):
         "works_awaiting_reconsent": works_needing_reconsent(artist=artist, terms=terms).count(),
         "latest_job": job_state(latest, current_base_sha256=current_base_sha256) if latest else None,
         "taken_down": next((style for style in styles if style.taken_down_at is not None), None),
-        "takedown_lifted": next((style for style in styles if style.taken_down_at is None and style.takedown_lifted_at
-                                 and style.published_version_id is None), None),
+        "takedown_lifted": next((style for style in styles if style.taken_down_at is None and style.takedown_lifted_at), None),
         "versions": [
             {
                 "version": version,

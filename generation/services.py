@@ -332,7 +332,8 @@ def adapter_version_publish(*, adapter_version):
     if style.taken_down_at is not None:
         raise ValidationError(_takedown_refusal(style))
     style.published_version = version
-    style.save(update_fields=["published_version"])
+    style.takedown_lifted_at = None  # published again: the page's note that the takedown was lifted has done its work
+    style.save(update_fields=["published_version", "takedown_lifted_at"])
     under_way.update(publish_when_ready=False)
     return style
 

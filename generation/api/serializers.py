@@ -73,7 +73,8 @@ class StyleSerializer(serializers.Serializer):
     )
     takedown_reason = serializers.CharField(allow_blank=True, help_text="Staff's reason for the takedown, if given.")
     takedown_lifted_at = serializers.DateTimeField(
-        allow_null=True, help_text="When staff last lifted a takedown of the style; null while it is down."
+        allow_null=True, help_text="When staff lifted the style's takedown; null while it is down, and once a version "
+        "is published again."
     )
     versions = serializers.SerializerMethodField()
 

@@ -80,6 +80,9 @@ def test_a_takedown_holds_until_staff_lift_it(staff_client, api_client_for, clie
     assert api.post(reverse("api-adapter-version-publish", args=[earlier.pk])).status_code == 200
     assert list(usable_adapter_versions()) == [earlier]
     assert "Staff lifted their takedown" not in page_client.get(reverse("generation:style")).content.decode()
+    # The artist's own unpublish later does not bring the old note back.
+    assert api.post(reverse("api-style-unpublish", args=[style.pk])).status_code == 200
+    assert "Staff lifted their takedown" not in page_client.get(reverse("generation:style")).content.decode()
     # A new takedown is not shown as lifted.
     admin_action(staff_client, "take_down_styles", style)
     assert api.get(reverse("api-styles")).json()[0]["takedown_lifted_at"] is None
