@@ -136,11 +136,11 @@ OWNERSHIP_HELD_REASON = _(
 
 class WorkQuerySet(models.QuerySet):
     def held_for_review(self):
-        """Works held as the same image as another artist's work, not yet confirmed as their artist's."""
-        return self.filter(same_image_as__isnull=False, ownership_confirmed_at__isnull=True)
+        """Active works held as the same image as another artist's work, not yet confirmed as their artist's."""
+        return self.filter(status=Work.Status.ACTIVE, same_image_as__isnull=False, ownership_confirmed_at__isnull=True)
 
     def not_held_for_review(self):
-        return self.exclude(same_image_as__isnull=False, ownership_confirmed_at__isnull=True)
+        return self.exclude(status=Work.Status.ACTIVE, same_image_as__isnull=False, ownership_confirmed_at__isnull=True)
 
 
 class Work(models.Model):
@@ -177,6 +177,7 @@ class Work(models.Model):
         on_delete=models.SET_NULL, related_name="+",
     )
     ownership_confirmed_at = models.DateTimeField(_("ownership confirmed at"), null=True, blank=True)
+    staff_told_of_hold_at = models.DateTimeField(_("staff mailed about the hold at"), null=True, blank=True)
     ownership_confirmed_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, verbose_name=_("ownership confirmed by"), null=True, blank=True,
         on_delete=models.PROTECT, related_name="+",
@@ -217,7 +218,7 @@ class Work(models.Model):
 
     @property
     def ownership_held(self):
-        return self.same_image_as_id is not None and self.ownership_confirmed_at is None
+        return not self.is_deleted and self.same_image_as_id is not None and self.ownership_confirmed_at is None
 
     @property
     def ineligible_reason(self):

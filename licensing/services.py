@@ -13,8 +13,9 @@ import imagehash
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
+from django.core.mail import mail_admins
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Q
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_noop
@@ -24,7 +25,6 @@ import uuid
 
 from . import hooks
 from .models import OWNERSHIP_HELD_REASON, Artist, ConsentEvent, ConsentTerms, DatasetSnapshot, Work, snapshot_fingerprint
-from .tasks import tell_staff_of_held_work
 from .validation import validate_image
 
 logger = logging.getLogger(__name__)
@@ -169,19 +169,35 @@ def work_upload(*, artist, data, filename="", caption=""):
 
 
 def _tell_staff_of_hold(work_id):
+    from .tasks import tell_staff_of_held_work  # the task calls back into this module
+
     try:
         tell_staff_of_held_work.delay(work_id)
     except Exception:  # the broker is down: the hold stands, and staff still find it under the admin's filter
         logger.warning("could not queue the mail to staff about held work %s", work_id, exc_info=True)
 
 
+# The first of PostgreSQL's two advisory-lock keys, naming this lock's kind so that no other lock shares its keys.
+PICTURE_LOCK_KIND = 0x57524B  # "WRK"
+
+
 def _lock_picture(phash):
     """Uploads of one picture (one perceptual hash) by different artists, one at a time: each upload locks only its
     own artist, so two artists uploading one image at once would each miss the other's. SQLite already runs one
-    write transaction at a time (IMMEDIATE); PostgreSQL takes a lock on the hash, released at commit."""
+    write transaction at a time (IMMEDIATE); PostgreSQL takes a lock on the hash, released at commit (folded to
+    the 32 bits of a key: two pictures that share a key only wait for each other)."""
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [int(phash, 16) - 2**63])  # a signed 64-bit key
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [PICTURE_LOCK_KIND, int(phash, 16) % 2**32 - 2**31])
+
+
+# A copy's pixels stay within this of the original's (of 255, the largest channel's difference at 32x32 px), all
+# but 1% of them: measured at most 23 for JPEG at quality 30, 48 for that at half size, and at least 85 between
+# different drawings that share a perceptual hash.
+COPY_PIXEL_DIFFERENCE = 64
+# At most this many works that share the upload's perceptual hash are compared by their pixels: a hash that many
+# works share belongs to near-blank images (every flat colour has the same one), and each comparison decodes a file.
+PICTURES_COMPARED = 10
 
 
 def _same_image_of_another_artist(artist, image):
@@ -189,33 +205,52 @@ def _same_image_of_another_artist(artist, image):
     or resized copy of it. Candidates are found by exact hashes through the index (a hash distance would read
     every artist's works on each upload); a shared perceptual hash is confirmed by the pixels, since different
     simple drawings share one (a pink and an orange circle at one place on one background)."""
-    candidates = (
-        Work.objects.filter(Q(sha256=image.sha256) | Q(phash=image.phash), status=Work.Status.ACTIVE)
-        .exclude(artist=artist).not_held_for_review().order_by("pk")
-    )
-    for other in candidates:
-        if other.sha256 == image.sha256 or _same_picture(image.training_png, other):
+    others = Work.objects.filter(status=Work.Status.ACTIVE).exclude(artist=artist).not_held_for_review().order_by("pk")
+    same_file = others.filter(sha256=image.sha256).first()
+    if same_file is not None:
+        return same_file
+    ours = _thumbnail(io.BytesIO(image.training_png))
+    for other in others.filter(phash=image.phash)[:PICTURES_COMPARED]:
+        try:
+            with other.training_image.open("rb") as file:
+                theirs = _thumbnail(file)
+        except (OSError, ValueError):  # its file is missing or unreadable: nothing to compare, so not held on it
+            continue
+        red, green, blue = ImageChops.difference(ours, theirs).split()
+        largest = ImageChops.lighter(ImageChops.lighter(red, green), blue)
+        if sum(largest.histogram()[COPY_PIXEL_DIFFERENCE + 1:]) <= 0.01 * 32 * 32:
             return other
     return None
 
 
-# A copy's pixels stay within this of the original's (of 255, the largest channel's difference at 32x32 px), all
-# but 1% of them: measured at most 23 for JPEG at quality 30, 48 for that at half size, and at least 85 between
-# different drawings that share a perceptual hash.
-COPY_PIXEL_DIFFERENCE = 64
+def _thumbnail(file):
+    with Image.open(file) as image:
+        return image.convert("RGB").resize((32, 32), Image.Resampling.BOX)
 
 
-def _same_picture(training_png, other):
-    try:
-        with other.training_image.open("rb") as file, Image.open(file) as stored:
-            theirs = stored.convert("RGB").resize((32, 32), Image.Resampling.BOX)
-    except (OSError, ValueError):  # its file is missing or unreadable: nothing to compare, so not held on it
-        return False
-    with Image.open(io.BytesIO(training_png)) as uploaded:
-        ours = uploaded.convert("RGB").resize((32, 32), Image.Resampling.BOX)
-    red, green, blue = ImageChops.difference(ours, theirs).split()
-    largest = ImageChops.lighter(ImageChops.lighter(red, green), blue)
-    return sum(largest.histogram()[COPY_PIXEL_DIFFERENCE + 1:]) <= 0.01 * 32 * 32
+def held_work_tell_staff(*, work_id):
+    """Mail ADMINS about a work held for review, once (a task delivered twice sends one mail); False when it was
+    released, deleted or already told of. The mail goes inside the transaction: if recording it fails, it is sent
+    again rather than never."""
+    with transaction.atomic():
+        work = (
+            Work.objects.select_for_update(of=("self",)).select_related("artist", "same_image_as__artist")
+            .filter(pk=work_id).first()
+        )
+        if work is None or not work.ownership_held or work.staff_told_of_hold_at is not None:
+            return False
+        other = work.same_image_as
+        mail_admins(
+            f"Work #{work.pk} is held for review: the same image as work #{other.pk} of another artist",
+            f"{work.artist.display_name} ({work.artist.slug}) uploaded work #{work.pk}, the same image as work "
+            f"#{other.pk} of {other.artist.display_name} ({other.artist.slug}). It cannot be opted in or shown until "
+            f"staff confirm that its artist made it (the Work admin's action), or delete it.\n\n"
+            f"Held work: {settings.SITE_URL}{reverse('admin:licensing_work_change', args=[work.pk])}\n"
+            f"Matched work: {settings.SITE_URL}{reverse('admin:licensing_work_change', args=[other.pk])}\n",
+        )
+        work.staff_told_of_hold_at = timezone.now()
+        work.save(update_fields=["staff_told_of_hold_at"])
+    return True
 
 
 def _near_duplicate(artist, phash):

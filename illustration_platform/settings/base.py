@@ -135,6 +135,10 @@ EMAIL_TIMEOUT = 30  # a mail server that never answers must not hold a web worke
 # the tracebacks of server errors in production.
 ADMINS = env_addresses("ADMINS")
 SERVER_EMAIL = env_str("SERVER_EMAIL", DEFAULT_FROM_EMAIL)
+# The site's address, for links in mails that a worker sends (no request to take the host from).
+SITE_URL = env_str("SITE_URL", "http://127.0.0.1:8000").rstrip("/")
+if not SITE_URL.startswith(("http://", "https://")):
+    raise ImproperlyConfigured(f"SITE_URL must start with http:// or https://, got {SITE_URL!r}.")
 if EMAIL_USE_TLS and EMAIL_USE_SSL:
     raise ImproperlyConfigured("EMAIL_USE_TLS (STARTTLS, usually port 587) and EMAIL_USE_SSL (port 465) exclude each other; set one.")
 

@@ -35,6 +35,7 @@ BAD_ENVIRONMENTS = [
     ({"TRAINING_PRESET_OVERRIDES": '[600]'}, "TRAINING_PRESET_OVERRIDES: must be a JSON object of presets and their settings"),
     ({"EMAIL_PORT": "smtp"}, "EMAIL_PORT must be a whole number, got 'smtp'"),
     ({"ADMINS": "staff@example.test, Staff <ops>"}, "ADMINS must be email addresses separated by commas, got 'Staff <ops>'"),
+    ({"SITE_URL": "illustration.example"}, "SITE_URL must start with http:// or https://, got 'illustration.example'"),
     ({"EMAIL_PORT": "70000"}, "EMAIL_PORT must be at most 65535, got 70000"),
     ({"DJANGO_SETTINGS_MODULE": "illustration_platform.settings.production", "SECRET_KEY": STRONG_KEY, "ALLOWED_HOSTS": "example.com",
       "SECURE_HSTS_INCLUDE_SUBDOMAINS": "false"}, "SECURE_HSTS_PRELOAD needs SECURE_HSTS_INCLUDE_SUBDOMAINS"),

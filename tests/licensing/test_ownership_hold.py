@@ -204,13 +204,31 @@ def test_staff_are_mailed_about_a_hold_once_it_is_committed(settings, monkeypatc
         callback()
     assert queued == [copy.pk]
 
+    settings.SITE_URL = "https://illustration.example"
     assert tasks.tell_staff_of_held_work(copy.pk) == "mailed"
+    assert tasks.tell_staff_of_held_work(copy.pk) == "not mailed"  # delivered twice: one mail
     (mail,) = mailoutbox
     assert mail.to == ["staff@example.test"]
     assert f"Work #{copy.pk} is held for review: the same image as work #{original.pk}" in mail.subject
-    assert f"/admin/licensing/work/{copy.pk}/change/" in mail.body and other_artist.slug in mail.body
-    services.works_ownership_confirm(works=[copy], actor=StaffFactory())
-    assert tasks.tell_staff_of_held_work(copy.pk) == "not held" and len(mailoutbox) == 1  # released meanwhile
+    assert f"https://illustration.example/admin/licensing/work/{copy.pk}/change/" in mail.body
+    assert other_artist.slug in mail.body and artist.slug in mail.body
+
+
+def test_no_mail_goes_for_a_hold_released_or_deleted_before_it_is_sent(settings, artist, other_artist, mailoutbox):
+    from licensing import tasks
+
+    settings.ADMINS = [("", "staff@example.test")]
+    make_work(artist, seed=26)
+    released = upload(other_artist, images.good_png(26)).work
+    services.works_ownership_confirm(works=[released], actor=StaffFactory())
+    deleted = upload(other_artist, images.good_jpeg(26), name="again.jpg").work
+    assert deleted.ownership_held
+    services.work_delete(work=deleted, actor=other_artist.user)
+    assert tasks.tell_staff_of_held_work(released.pk) == "not mailed"
+    assert tasks.tell_staff_of_held_work(deleted.pk) == "not mailed"
+    assert mailoutbox == []
+    assert not Work.objects.get(pk=deleted.pk).ownership_held
+    assert list(Work.objects.held_for_review()) == []
 
 
 def test_no_mail_is_queued_without_admins_and_a_broker_that_refuses_loses_no_upload(

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 @pytest.fixture(autouse=True)
 def postgresql_only():
     if connection.vendor != "postgresql":
-        pytest.skip("row locks only race on PostgreSQL; CI runs these there")
+        pytest.skip("the picture lock is PostgreSQL's (SQLite runs one writer at a time); CI runs this there")
 
 
 def test_the_second_of_two_simultaneous_uploads_of_one_picture_is_held(artist, other_artist):
