@@ -170,18 +170,19 @@ class Work(models.Model):
     near_duplicate_of = models.ForeignKey(
         "self", verbose_name=_("resembles"), null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
-    # Set at upload when another artist's active work is the same file or has the same perceptual hash: the work
-    # cannot be opted in until staff confirm that this artist made it (ownership_confirmed_at).
+    # Set at upload when another artist's active work is the same file, or a re-encoded or resized copy of it (the
+    # same perceptual hash and pixels): the work is held, neither opted in nor shown, until staff confirm that this
+    # artist made it (ownership_confirmed_at).
     same_image_as = models.ForeignKey(
         "self", verbose_name=_("same image as another artist's work"), null=True, blank=True,
         on_delete=models.SET_NULL, related_name="+",
     )
     ownership_confirmed_at = models.DateTimeField(_("ownership confirmed at"), null=True, blank=True)
-    staff_told_of_hold_at = models.DateTimeField(_("staff mailed about the hold at"), null=True, blank=True)
     ownership_confirmed_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, verbose_name=_("ownership confirmed by"), null=True, blank=True,
         on_delete=models.PROTECT, related_name="+",
     )
+    staff_told_of_hold_at = models.DateTimeField(_("staff mailed about the hold at"), null=True, blank=True)
     status = models.CharField(_("status"), max_length=16, choices=Status.choices, default=Status.ACTIVE)
     current_consent = models.ForeignKey(
         "ConsentEvent", verbose_name=_("latest consent event"), null=True, blank=True,
