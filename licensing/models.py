@@ -134,13 +134,16 @@ OWNERSHIP_HELD_REASON = _(
 )
 
 
+# Active works held as the same image as another artist's work, not yet confirmed as their artist's.
+HELD_FOR_REVIEW = models.Q(status="active", same_image_as__isnull=False, ownership_confirmed_at__isnull=True)
+
+
 class WorkQuerySet(models.QuerySet):
     def held_for_review(self):
-        """Active works held as the same image as another artist's work, not yet confirmed as their artist's."""
-        return self.filter(status=Work.Status.ACTIVE, same_image_as__isnull=False, ownership_confirmed_at__isnull=True)
+        return self.filter(HELD_FOR_REVIEW)
 
     def not_held_for_review(self):
-        return self.exclude(status=Work.Status.ACTIVE, same_image_as__isnull=False, ownership_confirmed_at__isnull=True)
+        return self.exclude(HELD_FOR_REVIEW)
 
 
 class Work(models.Model):

@@ -209,8 +209,10 @@ def _same_image_of_another_artist(artist, image):
     same_file = others.filter(sha256=image.sha256).first()
     if same_file is not None:
         return same_file
-    ours = _thumbnail(io.BytesIO(image.training_png))
+    ours = None  # decoded only once there is a work to compare with: most uploads share no hash
     for other in others.filter(phash=image.phash)[:PICTURES_COMPARED]:
+        if ours is None:
+            ours = _thumbnail(io.BytesIO(image.training_png))
         try:
             with other.training_image.open("rb") as file:
                 theirs = _thumbnail(file)
@@ -268,8 +270,7 @@ def works_ownership_confirm(*, works, actor):
     """Staff confirm that each held work's artist made it: it can be opted in from now on. Returns those released."""
     with transaction.atomic():
         released = list(
-            Work.objects.select_for_update().held_for_review()
-            .filter(pk__in=[work.pk for work in works], status=Work.Status.ACTIVE).order_by("pk")
+            Work.objects.select_for_update().held_for_review().filter(pk__in=[work.pk for work in works]).order_by("pk")
         )
         now = timezone.now()
         for work in released:
