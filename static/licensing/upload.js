@@ -69,9 +69,17 @@
     return row;
   }
 
-  function finish(item, kind, text) {
+  function finish(item, kind, text, warnings) {
     item.row.classList.add("upload-" + kind);
-    item.row.querySelector(".upload-status").textContent = text;
+    var status = item.row.querySelector(".upload-status");
+    status.textContent = text;
+    // One line each: joined into one run of text they read as one sentence, wrongly so in Japanese.
+    (warnings || []).forEach(function (warning) {
+      var line = document.createElement("span");
+      line.className = "upload-warning";
+      line.textContent = warning;
+      status.appendChild(line);
+    });
     item.row.querySelector("progress").value = 100;
     counts[kind] += 1;
     running -= 1;
@@ -94,8 +102,7 @@
       var body = {};
       try { body = JSON.parse(xhr.responseText); } catch (e) { body = {}; }
       if (xhr.status === 201) {
-        var extra = (body.warnings || []).join(" ");
-        finish(item, "created", msg("uploaded") + " (#" + body.id + ")" + (extra ? " — " + extra : ""));
+        finish(item, "created", msg("uploaded") + " (#" + body.id + ")", body.warnings);
       } else if (xhr.status === 409) {
         finish(item, "duplicate", msg("duplicate") + ": " + (body.error ? body.error.message : ""));
       } else {

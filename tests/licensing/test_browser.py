@@ -77,3 +77,33 @@ def run_flow(live_server, page, tmp_path):
     # the only failed request is the refused SVG (and the browser's favicon probe); no CSP violation, no script error
     assert [url for status, url in page.failed if not url.endswith("/favicon.ico")] == [live_server.url + "/api/works/"]
     assert [e for e in page.errors if not e.startswith("Failed to load resource")] == []
+
+
+def test_each_upload_warning_is_a_line_of_its_own(live_server, page, tmp_path):
+    """Run together, two warnings read as one sentence (in Japanese with no space between them at all)."""
+    ConsentTermsFactory(kind="training", version=1)
+    artist = ArtistFactory()
+    first = tmp_path / "first.png"
+    first.write_bytes(images.good_png(20))
+    # The same picture again, re-encoded and marked do-not-train: a near-duplicate with a marker.
+    marked = tmp_path / "marked.png"
+    marked.write_bytes(images.png_with_xmp("DMI-PROHIBITED", 20))
+    page.goto(live_server.url + reverse("accounts:login"))
+    page.fill("input[name=username]", artist.user.email)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("main form.stacked button[type=submit]")
+    page.wait_for_load_state()
+    page.goto(live_server.url + reverse("licensing:upload"))
+    page.set_input_files("#file-input", [str(first), str(marked)])
+    page.wait_for_selector("#upload-summary[data-done=true]", timeout=60_000)
+    first_work, marked_work = Work.objects.order_by("pk")
+    assert marked_work.near_duplicate_of == first_work and marked_work.do_not_train
+    rows = page.locator(".upload-created")
+    assert rows.count() == 2 and rows.nth(0).locator(".upload-warning").count() == 0
+    lines = rows.nth(1).locator(".upload-warning")
+    assert lines.all_inner_texts() == [f"This image looks very like work #{first_work.pk}.",
+                                       marked_work.do_not_train_reason_shown]
+    # each on a line of its own, under the upload's own status
+    boxes = [lines.nth(i).bounding_box() for i in range(2)]
+    assert boxes[1]["y"] >= boxes[0]["y"] + boxes[0]["height"] - 1
+    assert rows.nth(1).locator(".upload-status").inner_text().startswith(f"Uploaded (#{marked_work.pk})")
