@@ -113,7 +113,7 @@ class WorkAdmin(admin.ModelAdmin):
     readonly_fields = [
         "artist", "original", "training_image", "status", "do_not_train", "do_not_train_reason_shown", "sha256", "phash", "width",
         "height", "original_format", "current_consent", "deleted_at", "near_duplicate_of", "same_image_as",
-        "ownership_confirmed_at", "ownership_confirmed_by", "staff_told_of_hold_at",
+        "ownership_confirmed_at", "ownership_confirmed_by", "staff_told_of_hold_at", "copied_artist_told_at",
     ]
     exclude = ["do_not_train_reason", "do_not_train_params"]  # shown as one sentence, in the reader's language
     actions = [confirm_ownership, delete_works]

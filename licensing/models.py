@@ -10,6 +10,7 @@ import uuid
 
 from django.conf import settings
 from django.db import models
+from django.utils.functional import cached_property
 from django.utils.translation import gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import pgettext_lazy
@@ -145,6 +146,11 @@ class WorkQuerySet(models.QuerySet):
     def not_held_for_review(self):
         return self.exclude(HELD_FOR_REVIEW)
 
+    def with_copy_held(self):
+        """Each work with `copy_held_for_review`: whether another artist's upload of it is held, in this one query."""
+        held_copies = Work.objects.held_for_review().filter(same_image_as=models.OuterRef("pk"))
+        return self.annotate(copy_held_for_review=models.Exists(held_copies))
+
 
 class Work(models.Model):
     """One uploaded image: the file as uploaded, an RGB copy for training, hashes, caption and signals."""
@@ -186,6 +192,7 @@ class Work(models.Model):
         on_delete=models.PROTECT, related_name="+",
     )
     staff_told_of_hold_at = models.DateTimeField(_("staff mailed about the hold at"), null=True, blank=True)
+    copied_artist_told_at = models.DateTimeField(_("copied artist mailed about the hold at"), null=True, blank=True)
     status = models.CharField(_("status"), max_length=16, choices=Status.choices, default=Status.ACTIVE)
     current_consent = models.ForeignKey(
         "ConsentEvent", verbose_name=_("latest consent event"), null=True, blank=True,
@@ -223,6 +230,11 @@ class Work(models.Model):
     @property
     def ownership_held(self):
         return not self.is_deleted and self.same_image_as_id is not None and self.ownership_confirmed_at is None
+
+    @cached_property
+    def copy_held_for_review(self):
+        """Whether another artist's upload of this work is held (`with_copy_held` sets it for a whole list)."""
+        return Work.objects.held_for_review().filter(same_image_as=self).exists()
 
     @property
     def ineligible_reason(self):

@@ -10,6 +10,7 @@ def works_of_artist(*, artist):
     return (
         Work.objects.filter(artist=artist, status=Work.Status.ACTIVE)
         .select_related("current_consent", "current_consent__terms")
+        .with_copy_held()
         .order_by("-created_at", "-id")
     )
 
@@ -17,7 +18,7 @@ def works_of_artist(*, artist):
 def work_for_user(*, user, pk):
     """One active work of the signed-in artist; anything else (another artist's, deleted, missing) is a 404."""
     return get_object_or_404(
-        Work.objects.select_related("artist", "current_consent", "current_consent__terms"),
+        Work.objects.select_related("artist", "current_consent", "current_consent__terms").with_copy_held(),
         pk=pk, artist__user=user, status=Work.Status.ACTIVE,
     )
 

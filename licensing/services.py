@@ -13,10 +13,10 @@ import imagehash
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
-from django.core.mail import mail_admins
+from django.core.mail import mail_admins, send_mail
 from django.db import IntegrityError, connection, transaction
 from django.urls import reverse
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_noop
 from PIL import Image, ImageChops
@@ -147,8 +147,8 @@ def work_upload(*, artist, data, filename="", caption=""):
             work.training_image.save(f"{stem}-train.png", ContentFile(image.training_png), save=False)
             written.append(work.training_image.name)
             work.save()
-            if work.ownership_held and settings.ADMINS:
-                transaction.on_commit(partial(_tell_staff_of_hold, work.pk))
+            if work.ownership_held:
+                transaction.on_commit(partial(_tell_of_hold, work.pk))
     except IntegrityError:
         _delete_files(written)
         existing = Work.objects.filter(artist=artist, sha256=image.sha256, status=Work.Status.ACTIVE).first()
@@ -168,13 +168,16 @@ def work_upload(*, artist, data, filename="", caption=""):
     return UploadResult("created", work, "", warnings)
 
 
-def _tell_staff_of_hold(work_id):
-    from .tasks import tell_staff_of_held_work  # the task calls back into this module
+def _tell_of_hold(work_id):
+    """Queue the mails about a new hold: to staff (when ADMINS names any) and to the artist whose work it copies."""
+    from .tasks import tell_artist_of_copied_work, tell_staff_of_held_work  # the tasks call back into this module
 
-    try:
-        tell_staff_of_held_work.delay(work_id)
-    except Exception:  # the broker is down: the hold stands, and staff still find it under the admin's filter
-        logger.warning("could not queue the mail to staff about held work %s", work_id, exc_info=True)
+    tasks = [tell_staff_of_held_work, tell_artist_of_copied_work] if settings.ADMINS else [tell_artist_of_copied_work]
+    for task in tasks:
+        try:
+            task.delay(work_id)
+        except Exception:  # the broker is down: the hold stands, staff find it under the admin's filter, the artist
+            logger.warning("could not queue %s for held work %s", task.name, work_id, exc_info=True)  # in the studio
 
 
 # The first of PostgreSQL's two advisory-lock keys, naming this lock's kind so that no other lock shares its keys.
@@ -252,6 +255,35 @@ def held_work_tell_staff(*, work_id):
         )
         work.staff_told_of_hold_at = timezone.now()
         work.save(update_fields=["staff_told_of_hold_at"])
+    return True
+
+
+def held_work_tell_copied_artist(*, work_id):
+    """Mail the artist whose work a held upload copies, once, without saying whose account it is on; False when
+    the hold was released or deleted, they were already told, or they cannot be mailed (left, deactivated, no
+    address). In the site's language (LANGUAGE_CODE): no artist's own language is stored."""
+    with transaction.atomic():
+        work = (
+            Work.objects.select_for_update(of=("self",)).select_related("same_image_as__artist__user")
+            .filter(pk=work_id).first()
+        )
+        if work is None or not work.ownership_held or work.copied_artist_told_at is not None:
+            return False
+        original = work.same_image_as
+        user = original.artist.user
+        if original.is_deleted or original.artist.has_left or not user.is_active or not user.email:
+            return False
+        with translation.override(settings.LANGUAGE_CODE):
+            subject = _("A copy of your work #%(id)s was uploaded to another account") % {"id": original.pk}
+            body = _(
+                "Another account uploaded the same image as your work #%(id)s. That upload is held: it cannot be "
+                "opted in, trained on or shown until the platform's team has reviewed it. Your own work is not "
+                "affected, and you need do nothing; the team will write to you if they need to know more.\n\n"
+                "Your work: %(url)s\n"
+            ) % {"id": original.pk, "url": f"{settings.SITE_URL}{reverse('licensing:studio')}#work-{original.pk}"}
+        send_mail(subject, body, None, [user.email])
+        work.copied_artist_told_at = timezone.now()
+        work.save(update_fields=["copied_artist_told_at"])
     return True
 
 

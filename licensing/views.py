@@ -33,7 +33,8 @@ def studio(request):
     terms = summary["terms"]
     for work in works:
         work.needs_new_consent = work.needs_reconsent(terms)
-    context = {"artist": artist, "works": works, "summary": summary, "terms": terms}
+    copies_held = [work.pk for work in works if work.copy_held_for_review]
+    context = {"artist": artist, "works": works, "summary": summary, "terms": terms, "copies_held": copies_held}
     return render(request, "licensing/studio.html", context)
 
 

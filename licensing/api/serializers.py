@@ -32,6 +32,9 @@ class WorkSerializer(RefusesUnknownFields, serializers.ModelSerializer):
         read_only=True, help_text="The same image as another artist's work: it cannot be opted in until staff confirm "
         "this artist made it. Which work is not said.",
     )
+    copy_held_for_review = serializers.BooleanField(
+        read_only=True, help_text="Another artist's upload of this work is held for review (whose is not said).",
+    )
     original_url = serializers.SerializerMethodField()
     training_image_url = serializers.SerializerMethodField()
 
@@ -39,8 +42,9 @@ class WorkSerializer(RefusesUnknownFields, serializers.ModelSerializer):
         model = Work
         fields = [
             "id", "original_name", "original_format", "width", "height", "sha256", "phash", "caption",
-            "shown_on_profile", "do_not_train", "do_not_train_reason", "near_duplicate_of", "ownership_held", "consent",
-            "consent_terms_version", "eligible", "ineligible_reason", "original_url", "training_image_url", "created_at",
+            "shown_on_profile", "do_not_train", "do_not_train_reason", "near_duplicate_of", "ownership_held",
+            "copy_held_for_review", "consent", "consent_terms_version", "eligible", "ineligible_reason", "original_url",
+            "training_image_url", "created_at",
         ]
         read_only_fields = [name for name in fields if name not in ("caption", "shown_on_profile")]
 

@@ -195,6 +195,7 @@ def test_staff_are_mailed_about_a_hold_once_it_is_committed(settings, monkeypatc
     settings.ADMINS = [("", "staff@example.test")]
     queued = []
     monkeypatch.setattr(tasks.tell_staff_of_held_work, "delay", queued.append)  # the broker's side is Celery's
+    monkeypatch.setattr(tasks.tell_artist_of_copied_work, "delay", lambda work_id: None)
     original = make_work(artist, seed=23)
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         copy = upload(other_artist, images.good_png(23)).work
@@ -238,13 +239,101 @@ def test_no_mail_is_queued_without_admins_and_a_broker_that_refuses_loses_no_upl
     def refuse(work_id):
         raise ConnectionRefusedError("the broker is down")
 
-    monkeypatch.setattr(tasks.tell_staff_of_held_work, "delay", refuse)
+    queued = []
+    monkeypatch.setattr(tasks.tell_staff_of_held_work, "delay", queued.append)
+    monkeypatch.setattr(tasks.tell_artist_of_copied_work, "delay", lambda work_id: queued.append(("artist", work_id)))
     make_work(artist, seed=25)
     settings.ADMINS = []
-    with django_capture_on_commit_callbacks(execute=True) as callbacks:
-        upload(other_artist, images.good_png(25), name="a.png")
-    assert callbacks == []
+    with django_capture_on_commit_callbacks(execute=True):
+        first = upload(other_artist, images.good_png(25), name="a.png").work
+    assert queued == [("artist", first.pk)]  # the copied artist is told all the same
+    monkeypatch.setattr(tasks.tell_staff_of_held_work, "delay", refuse)
+    monkeypatch.setattr(tasks.tell_artist_of_copied_work, "delay", refuse)
     settings.ADMINS = [("", "staff@example.test")]
     with django_capture_on_commit_callbacks(execute=True):
         copy = upload(other_artist, images.good_jpeg(25), name="b.jpg").work
     assert Work.objects.get(pk=copy.pk).ownership_held
+
+
+def test_the_copied_artist_is_mailed_once_without_being_told_whose_upload_it_is(
+        settings, monkeypatch, artist, other_artist, django_capture_on_commit_callbacks, mailoutbox):
+    from licensing import tasks
+
+    settings.ADMINS = []
+    settings.SITE_URL = "https://illustration.example"
+    queued = []
+    monkeypatch.setattr(tasks.tell_artist_of_copied_work, "delay", queued.append)
+    original = make_work(artist, seed=27)
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        copy = upload(other_artist, images.good_png(27)).work
+    assert queued == []  # nothing before the commit
+    for callback in callbacks:
+        callback()
+    assert queued == [copy.pk]
+    assert tasks.tell_artist_of_copied_work(copy.pk) == "mailed"
+    assert tasks.tell_artist_of_copied_work(copy.pk) == "not mailed"  # delivered twice: one mail
+    (mail,) = mailoutbox
+    assert mail.to == [artist.user.email]
+    assert mail.subject == f"A copy of your work #{original.pk} was uploaded to another account"
+    assert f"https://illustration.example/studio/#work-{original.pk}" in mail.body
+    assert "held" in mail.body and "you need do nothing" in mail.body
+    for told in (other_artist.slug, other_artist.display_name, other_artist.user.email, copy.original_name):
+        assert told not in mail.subject and told not in mail.body
+    assert Work.objects.get(pk=copy.pk).copied_artist_told_at is not None
+
+
+def test_the_copied_artist_is_not_mailed_once_the_hold_is_over_or_when_they_cannot_be(
+        settings, artist, other_artist, mailoutbox):
+    from licensing import tasks
+
+    make_work(artist, seed=28)
+    released = upload(other_artist, images.good_png(28)).work
+    services.works_ownership_confirm(works=[released], actor=StaffFactory())
+    deleted = upload(other_artist, images.good_jpeg(28), name="again.jpg").work
+    services.work_delete(work=deleted, actor=other_artist.user)
+    original = make_work(artist, seed=29)
+    copy = upload(other_artist, images.good_png(29)).work
+    artist.user.is_active = False
+    artist.user.save()
+    for work in (released, deleted, copy):
+        assert tasks.tell_artist_of_copied_work(work.pk) == "not mailed"
+    artist.user.is_active = True
+    artist.user.save()
+    services.work_delete(work=original, actor=artist.user)  # the copy stays held for staff, but nothing is left to tell
+    assert Work.objects.get(pk=copy.pk).ownership_held
+    assert tasks.tell_artist_of_copied_work(copy.pk) == "not mailed"
+    assert mailoutbox == []
+
+
+def test_the_mail_to_the_copied_artist_is_in_the_sites_language(settings, artist, other_artist, mailoutbox):
+    from licensing import tasks
+
+    settings.LANGUAGE_CODE = "ja"
+    original = make_work(artist, seed=30)
+    copy = upload(other_artist, images.good_png(30)).work
+    assert tasks.tell_artist_of_copied_work(copy.pk) == "mailed"
+    (mail,) = mailoutbox
+    assert f"#{original.pk}" in mail.subject and "作品" in mail.subject and "copy" not in mail.subject
+
+
+def test_the_copied_artist_sees_in_the_studio_and_the_api_that_a_copy_is_held(
+        client_for, api_client_for, artist, other_artist):
+    original = make_work(artist, seed=31)
+    untouched = make_work(artist, seed=32)
+    copy = upload(other_artist, images.good_png(31)).work
+    page = client_for(artist.user).get(reverse("licensing:studio")).content.decode()
+    assert "Another account uploaded a copy of 1 of your works." in page
+    row = page[page.index(f'id="work-{original.pk}"'):]
+    assert "A copy on another account is held for review." in row[:row.index("</tr>")]
+    row = page[page.index(f'id="work-{untouched.pk}"'):]
+    assert "A copy on another account" not in row[:row.index("</tr>")]
+    for told in (other_artist.slug, other_artist.display_name, f"#{copy.pk}"):
+        assert told not in page
+    client = api_client_for(artist.user)
+    listed = {work["id"]: work["copy_held_for_review"] for work in client.get(reverse("works-list")).json()["results"]}
+    assert listed == {original.pk: True, untouched.pk: False}
+    assert client.get(reverse("works-detail", args=[original.pk])).json()["copy_held_for_review"] is True
+    # Once staff release the copy (its artist made it too), it is no longer held, and no longer said to be.
+    services.works_ownership_confirm(works=[copy], actor=StaffFactory())
+    assert client.get(reverse("works-detail", args=[original.pk])).json()["copy_held_for_review"] is False
+    assert "Another account uploaded" not in client_for(artist.user).get(reverse("licensing:studio")).content.decode()
