@@ -7,6 +7,7 @@ deleted again before the error propagates. Deleting files of removed works happe
 import io
 import logging
 from dataclasses import dataclass, field
+from datetime import timedelta
 from functools import partial
 
 import imagehash
@@ -258,10 +259,16 @@ def held_work_tell_staff(*, work_id):
     return True
 
 
+# At most one mail a day about copies of one artist's works: each re-encoding or re-upload of a copy is held
+# afresh, and must not become a way to flood the artist's inbox. The studio lists every copy held.
+COPY_MAIL_INTERVAL = timedelta(days=1)
+
+
 def held_work_tell_copied_artist(*, work_id):
-    """Mail the artist whose work a held upload copies, once, without saying whose account it is on; False when
-    the hold was released or deleted, they were already told, or they cannot be mailed (left, deactivated, no
-    address). In the site's language (LANGUAGE_CODE): no artist's own language is stored."""
+    """Mail the artist whose work a held upload copies, without saying whose account it is on; False when the
+    hold was released or deleted, they were already told of it or of another copy within COPY_MAIL_INTERVAL, or
+    they cannot be mailed (left, deactivated, no address). In the site's language (LANGUAGE_CODE): no artist's
+    own language is stored. The earlier upload is not always the real artist's, so the mail takes no side."""
     with transaction.atomic():
         work = (
             Work.objects.select_for_update(of=("self",)).select_related("same_image_as__artist__user")
@@ -270,19 +277,24 @@ def held_work_tell_copied_artist(*, work_id):
         if work is None or not work.ownership_held or work.copied_artist_told_at is not None:
             return False
         original = work.same_image_as
+        artist = Artist.objects.select_for_update().get(pk=original.artist_id)  # one artist's copies one at a time
         user = original.artist.user
-        if original.is_deleted or original.artist.has_left or not user.is_active or not user.email:
+        if original.is_deleted or artist.has_left or not user.is_active or not user.email:
+            return False
+        now = timezone.now()
+        if Work.objects.filter(same_image_as__artist=artist, copied_artist_told_at__gt=now - COPY_MAIL_INTERVAL).exists():
             return False
         with translation.override(settings.LANGUAGE_CODE):
             subject = _("A copy of your work #%(id)s was uploaded to another account") % {"id": original.pk}
             body = _(
-                "Another account uploaded the same image as your work #%(id)s. That upload is held: it cannot be "
-                "opted in, trained on or shown until the platform's team has reviewed it. Your own work is not "
-                "affected, and you need do nothing; the team will write to you if they need to know more.\n\n"
+                "Another account uploaded the same image as your work #%(id)s. The platform's team will review which "
+                "account's artist made it; until then that upload is held: it cannot be opted in, trained on or "
+                "shown. Nothing changes for your work meanwhile, and you need do nothing now; the team will write to "
+                "you if they need to know more. Your studio marks every work of yours that has a copy held.\n\n"
                 "Your work: %(url)s\n"
             ) % {"id": original.pk, "url": f"{settings.SITE_URL}{reverse('licensing:studio')}#work-{original.pk}"}
         send_mail(subject, body, None, [user.email])
-        work.copied_artist_told_at = timezone.now()
+        work.copied_artist_told_at = now
         work.save(update_fields=["copied_artist_told_at"])
     return True
 
