@@ -55,6 +55,12 @@ def usable_adapter_versions(*, style_ids=None):
     return AdapterVersion.objects.filter(pk__in=usable).select_related("style", "style__artist", "base_model")
 
 
+def usable_versions_of_artist(*, artist):
+    """The versions of the artist's styles that generation uses now, each with the snapshot it was trained on."""
+    style_ids = Style.objects.filter(artist=artist).values("pk")
+    return list(usable_adapter_versions(style_ids=style_ids).select_related("snapshot__terms").order_by("style__name"))
+
+
 def seconds_per_step_estimate(*, base_model):
     """Median seconds per step of this base's recent finished trainings, for queue ETAs.
 

@@ -1,0 +1,51 @@
+"""The artist's public page says whether their style can be used to make images, and on what it was trained."""
+
+import pytest
+from django.urls import reverse
+
+from generation.models import Style
+from generation.services import style_take_down, style_unpublish
+from licensing.services import work_withdraw
+
+from .conftest import opted_in_artist, ready_version
+
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("generation_roots", "training_terms")]
+
+NOT_AVAILABLE = "This artist's style is not available for making images at the moment."
+
+
+def public_page(client, artist):
+    response = client.get(reverse("licensing:artist_page", args=[artist.slug]))
+    assert response.status_code == 200
+    return response.content.decode()
+
+
+def test_the_public_page_names_the_version_in_use_and_what_it_was_trained_on(client):
+    artist, works = opted_in_artist(5)
+    ready_version(artist, publish=False)
+    version = ready_version(artist)
+    Style.objects.filter(pk=version.style_id).update(description="soft pastel shapes with a dark outline")
+    page = public_page(client, artist)
+    assert "soft pastel shapes with a dark outline" in page
+    assert (f"version {version.number}, trained on 5 works that the artist opted in under consent terms version "
+            f"{version.snapshot.terms.version}") in page
+    assert NOT_AVAILABLE not in page and "version 1," not in page  # only the version in use
+
+
+def test_the_public_page_says_so_when_no_version_can_be_used(client):
+    artist, works = opted_in_artist(5)
+    assert NOT_AVAILABLE in public_page(client, artist)  # never trained
+    version = ready_version(artist)
+    style_unpublish(style=version.style)
+    assert NOT_AVAILABLE in public_page(client, artist)
+    ready_version(artist)
+    style_take_down(style=version.style, reason="a complaint")
+    assert NOT_AVAILABLE in public_page(client, artist)
+
+
+def test_a_withdrawal_takes_the_version_off_the_public_page_at_once(client):
+    artist, works = opted_in_artist(5)
+    ready_version(artist)
+    assert NOT_AVAILABLE not in public_page(client, artist)
+    work_withdraw(work=works[0], actor=artist.user, reason="")
+    assert NOT_AVAILABLE in public_page(client, artist)
