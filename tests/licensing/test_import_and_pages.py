@@ -76,6 +76,9 @@ def test_caption_editor_bulk_operations(client_for, artist):
     client.post(reverse("licensing:work_consent", args=[works[0].pk, "opt-out"]))
     page = client.get(reverse("licensing:history")).content.decode()
     assert page.count("event-granted") == 3 and page.count("event-withdrawn") == 1
+    # Each event's number is shown: a retired style version names the withdrawals that retired it by these.
+    withdrawn = ConsentEvent.objects.get(work=works[0], kind=ConsentEvent.Kind.WITHDRAWN)
+    assert f'id="event-{withdrawn.pk}"><td>#{withdrawn.pk}</td>' in page
     assert page.count(" UTC</time>") == 4  # the site keeps no reader's time zone: it says which one it shows
 
 
