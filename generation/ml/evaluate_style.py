@@ -62,7 +62,7 @@ from . import style_metrics as sm
 from .classify import classify
 from .evaluate_base import ATTRIBUTES, DEFAULT_GUIDANCE, DEFAULT_STEPS, held_out_caption_count, held_out_scenes
 from .lora_training import (
-    WEIGHTS_NAME, AdapterError, BaseModelError, TrainingDataError, _native_resolution, apply_adapters,
+    WEIGHTS_NAME, AdapterError, BaseModelError, TrainingDataError, _native_resolution, apply_adapters, caption_report,
     checked_adapter_file, disable_adapters, load_base_pipeline, load_training_images,
     native_resolution_of, vae_batches,
 )
@@ -246,6 +246,7 @@ def evaluate_style(*, base, lora, works, n: int = 48, seed: int = 0, steps: int 
         "n_works": len(work_paths),
         "style_prompts": prompt_source,
         "n_style_samples": len(style_prompts),
+        "style_prompts_note": caption_report(pipe.tokenizer, style_prompts),
         "n_adherence_samples": n,
         "seed": seed,
         "steps": steps,
@@ -388,6 +389,8 @@ def _main(argv: list[str] | None) -> dict:
     except (AdapterError, BaseModelError, TrainingDataError, DataFolderError, SamplesNotFinite) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2)
+    if result["style_prompts_note"]:
+        print(f"note: {result['style_prompts_note']}", file=sys.stderr)
     print(json.dumps(result))
     return result
 

@@ -8,6 +8,7 @@ every load passes `local_files_only=True`.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +61,20 @@ class SamplesNotFinite(ValueError):
     would pass for a black image, since the cast to 8 bits turns NaN into 0."""
 
 
+class _DropPromptTruncationNotes(logging.Filter):
+    """diffusers logs the part of a prompt its text encoder cannot read, for every prompt and every batch: megabytes
+    of log for a long caption. Callers say it once instead (lora_training.caption_report)."""
+
+    def filter(self, record):
+        return not record.getMessage().startswith("The following part of your input was truncated")
+
+
+def _quiet_prompt_truncation(pipe) -> None:
+    pipeline_logger = logging.getLogger(type(pipe).__module__)  # the logger of the pipeline class's own module
+    if not any(isinstance(existing, _DropPromptTruncationNotes) for existing in pipeline_logger.filters):
+        pipeline_logger.addFilter(_DropPromptTruncationNotes())
+
+
 def generate(
     pipe: DiffusionPipeline,
     prompt: str | list[str],
@@ -79,6 +94,7 @@ def generate(
     negatives = None
     if negative_prompt is not None:
         negatives = [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) else list(negative_prompt)
+    _quiet_prompt_truncation(pipe)
     arrays = pipe(
         prompt=prompts,
         negative_prompt=negatives,

@@ -148,7 +148,7 @@ def fraction_closed_interval(base: ImageStatistics, lora: ImageStatistics, works
     `resamples` sets drawn with replacement from the measured ones (a percentile bootstrap). Base and LoRA samples,
     drawn for the same prompts and seeds, are resampled together; with `paired`, the works too (the i-th sample
     was drawn for the i-th work's caption). None where no resample has a distance from the base to close."""
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(seed % 2**64)  # a negative seed as torch's generators take it (numpy refuses it)
     n_samples, n_works = len(base.palettes), len(works.palettes)
     fractions = []
     for _ in range(resamples):

@@ -38,7 +38,7 @@ SEED_MIN, SEED_MAX = -2**63, 2**64 - 1
 # Upper bounds far above any real use (the presets train rank 32 at batch 8 at most and 2000 steps at most; LoRAs
 # for SD and SDXL use ranks up to a few hundred and batches of tens; SDXL draws at 1024 px), so that a typo such as
 # 100000000 is refused in a sentence instead of failing to allocate its memory with a traceback, or running for years.
-SETTING_MAXIMA = {"rank": 1024, "batch_size": 1024, "resolution": 4096, "steps": 1_000_000}
+SETTING_MAXIMA = {"rank": 1024, "alpha": 4096, "batch_size": 1024, "resolution": 4096, "steps": 1_000_000}
 # Sampling steps (sample, evaluate_style): the schedulers split 1000 training timesteps, so more steps repeat them
 # (DDPM's and DDIM's schedulers refuse them); a typo such as 100000000000 ran out of memory making the timestep list.
 SAMPLING_STEPS_MAX = 1000

@@ -1201,6 +1201,22 @@ def test_a_caption_without_its_image_is_an_error_naming_it(tmp_path):
         read_data_folder(tmp_path)
 
 
+def test_a_caption_whose_image_is_not_read_or_named_image_png_txt_says_why(tmp_path):
+    scenes.illustration(1).image.save(tmp_path / "a.png")
+    (tmp_path / "a.txt").write_text("a red star")
+    (tmp_path / "b.svg").write_text("<svg xmlns='http://www.w3.org/2000/svg'/>")
+    (tmp_path / "b.txt").write_text("a blue moon")
+    with pytest.raises(DataFolderError, match=r"^1 caption\(s\) without an image: b.txt \(b.svg is not an image type "
+                                              r"this tool reads; export it as PNG or JPEG\)$"):
+        read_data_folder(tmp_path)
+    (tmp_path / "b.svg").unlink()
+    (tmp_path / "b.txt").unlink()
+    (tmp_path / "a.txt").rename(tmp_path / "a.png.txt")
+    with pytest.raises(DataFolderError, match=r"^1 image\(s\) without a .txt caption: a.png \(found a.png.txt: name it "
+                                              r"a.txt\)$"):
+        read_data_folder(tmp_path)
+
+
 def test_two_images_of_one_name_are_refused_not_trained_twice_under_one_caption(tmp_path):
     scenes.illustration(1).image.save(tmp_path / "a.png")
     scenes.illustration(1).image.save(tmp_path / "a.jpg")  # the same work, exported twice
@@ -1220,6 +1236,7 @@ def test_two_images_of_one_name_are_refused_not_trained_twice_under_one_caption(
     ("out-parent-not-writable", "--out: {tmp}/locked is not writable"),
     ("out-parent-is-a-file", "--out: {tmp}/afile is not a folder"),
     ("work-not-writable", "--work: {tmp}/locked is not writable"),
+    ("work-inside-data", "--work {data}/run is inside --data {data}: its cache and checkpoints would sit among the works"),
     ("seed-too-large", "--seed: 18446744073709551616 is not a seed from -2**63 to 2**64 - 1"),
     ("seed-not-a-number", "--seed: 'one' is not a whole number"),
     ("cuda-missing", "--device cuda: CUDA is not available"),
@@ -1251,6 +1268,8 @@ def test_cli_refuses_bad_input_in_one_line_before_loading(case, message, tiny_ba
             extra = ["--work", str(tmp_path / "locked" / "work")]
     elif case == "out-parent-is-a-file":
         out = tmp_path / "afile" / "adapter"
+    elif case == "work-inside-data":
+        extra = ["--work", str(data / "run")]
     elif case.startswith("seed"):
         extra = ["--seed", "18446744073709551616" if case == "seed-too-large" else "one"]
     elif case.startswith("cuda"):
@@ -1360,6 +1379,9 @@ def test_cli_refuses_a_device_type_it_does_not_train_on_in_one_line(device, tiny
 
 @pytest.mark.parametrize("setting, value, bound", [("rank", 100_000_000, 1024), ("batch_size", 100_000_000, 1024),
                                                    ("resolution", 8192, 4096),
+                                                   # 10**23 trained nothing: its gradients overflowed, so clipping
+                                                   # scaled them all to 0 and an adapter of zeros was saved
+                                                   ("alpha", 10**23, 4096),
                                                    ("steps", 99999999999999999999, 1_000_000)])  # ran for ever
 def test_sizes_that_cannot_fit_in_memory_are_refused_before_training(setting, value, bound, tiny_base, data_folder,
                                                                      tmp_path, capsys, monkeypatch):

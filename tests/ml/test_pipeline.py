@@ -447,3 +447,28 @@ def test_builtin_model_is_small_loads_offline_and_follows_its_captions():
     assert accuracy["colour"] >= 0.85
     assert accuracy["position"] >= 0.75
     assert accuracy["shape"] >= 0.6
+
+
+def test_a_prompt_longer_than_the_text_encoder_reads_is_cut_without_logging_the_rest(tiny_folder):
+    """diffusers logs the cut part of every long prompt at every call: megabytes for a long caption, which callers
+    report once themselves (lora_training.caption_report)."""
+    import logging
+
+    pipe = load_pipeline(tiny_folder)
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    pipeline_logger = logging.getLogger(type(pipe).__module__)
+    pipeline_logger.addHandler(handler)
+    level = pipeline_logger.level
+    pipeline_logger.setLevel(logging.WARNING)
+    try:
+        long_prompt = "a red star on a blue background" + " and a red star" * 200
+        short = generate(pipe, "a red star on a blue background", seed=3, steps=2)[0]
+        cut = generate(pipe, long_prompt, seed=3, steps=2)[0]
+        pipeline_logger.warning("another warning of the pipeline")
+    finally:
+        pipeline_logger.removeHandler(handler)
+        pipeline_logger.setLevel(level)
+    assert [record.getMessage() for record in records] == ["another warning of the pipeline"]  # only that one is dropped
+    assert np.asarray(cut).shape == np.asarray(short).shape
