@@ -174,17 +174,20 @@ def refuse_unpaired_captions(entries: list[Path], images: list[Path], captions: 
                for p in images if p.stem not in captions]
     if missing:
         raise DataFolderError(f"{len(missing)} image(s) without a .txt caption: {_shown(missing)}")
-    stems = {p.stem for p in images} | {p.name for p in images}
+    stems = {p.stem for p in images}
     orphans = []
     for stem, caption in captions.items():
         if stem in stems:
             continue
-        # An image of that name that is not a file (a broken link or a link loop, a folder), or a file of that name
-        # this tool does not read as an image (an SVG drawing, a PSD): the caption's image, in the artist's eyes.
+        # An image of that name that is not a file (a broken link or a link loop, a folder), a file of that name
+        # this tool does not read as an image (an SVG drawing, a PSD), or `name.png.txt` beside `name.txt`: the
+        # caption's image, in the artist's eyes.
         unusable = [p.name for p in entries if p.stem == stem and is_image_name(p)]
-        unread = [p.name for p in entries if p.stem == stem and p != caption and not is_image_name(p)]
+        unread = [p.name for p in entries if p.stem == stem and p != caption and p.is_file() and not is_image_name(p)]
         if unusable:
             caption_name = f"{caption.name} ({unusable[0]} is a broken link or not a file)"
+        elif stem in {p.name for p in images}:
+            caption_name = f"{caption.name} ({stem} already has {captions[Path(stem).stem].name}; keep one)"
         elif unread:
             caption_name = (f"{caption.name} ({unread[0]} is not an image type this tool reads; export it as PNG or "
                             "JPEG)")
@@ -487,9 +490,9 @@ def _main(argv: list[str] | None) -> dict:
         refuse_work_inside_out(work, args.out)  # now, before the work folder is made to hold the run's lock
     except AdapterFolderError as exc:
         parser.error(str(exc))
-    data = args.data.resolve()
-    if data in (work.resolve(), *work.resolve().parents):
-        parser.error(f"--work {work} is inside --data {args.data}: its cache and checkpoints would sit among the works; "
+    if args.data.resolve() in (work.resolve(), *work.resolve().parents):
+        named = f"--work {work}" if args.work else f"the work folder {work} (default <out>.work)"
+        parser.error(f"{named} is inside --data {args.data}: its cache and checkpoints would sit among the works; "
                      "give them apart")
     # Checked now, not as a PermissionError once the run is over: the adapter is written beside --out and renamed.
     problem = folder_write_problem(out.parent) or (folder_write_problem(out) if out.is_dir() else None)

@@ -27,9 +27,15 @@ def test_the_public_page_names_the_version_in_use_and_what_it_was_trained_on(cli
     Style.objects.filter(pk=version.style_id).update(description="soft pastel shapes with a dark outline")
     page = public_page(client, artist)
     assert "soft pastel shapes with a dark outline" in page
-    assert (f"version {version.number}, trained on 5 works that the artist opted in under consent terms version "
-            f"{version.snapshot.terms.version}") in page
-    assert NOT_AVAILABLE not in page and "version 1," not in page  # only the version in use
+    assert ("It was trained only on works the artist opted in, under consent terms version "
+            f"{version.snapshot.terms.version}, and it is taken out of use at once") in page
+    assert NOT_AVAILABLE not in page
+    # What the artist did not choose to show stays private: how many works they opted in, how many versions.
+    assert "5 works" not in page and f"version {version.number}" not in page
+    # The style's name was the artist's name when it was made: a name they changed since is not shown again.
+    type(artist).objects.filter(pk=artist.pk).update(display_name="Renamed Artist")
+    page = public_page(client, artist)
+    assert "Renamed Artist" in page and version.style.name not in page
 
 
 def test_the_public_page_says_so_when_no_version_can_be_used(client):
@@ -40,6 +46,25 @@ def test_the_public_page_says_so_when_no_version_can_be_used(client):
     assert NOT_AVAILABLE in public_page(client, artist)
     ready_version(artist)
     style_take_down(style=version.style, reason="a complaint")
+    assert NOT_AVAILABLE in public_page(client, artist)
+
+
+def test_a_version_of_another_base_or_of_a_deactivated_account_is_not_shown_as_in_use(client, settings,
+                                                                                     django_assert_max_num_queries):
+    from generation.models import BaseModel
+
+    artist, works = opted_in_artist(5)
+    version = ready_version(artist)
+    with django_assert_max_num_queries(8):  # the same few queries however many works or versions
+        assert NOT_AVAILABLE not in public_page(client, artist)
+    current = version.base_model
+    version.base_model = BaseModel.objects.create(sha256="f" * 64, name="another base", path="/elsewhere", kind=current.kind)
+    version.save(update_fields=["base_model"])
+    assert NOT_AVAILABLE in public_page(client, artist)
+    version.base_model = current
+    version.save(update_fields=["base_model"])
+    artist.user.is_active = False
+    artist.user.save(update_fields=["is_active"])
     assert NOT_AVAILABLE in public_page(client, artist)
 
 

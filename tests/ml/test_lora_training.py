@@ -1211,9 +1211,18 @@ def test_a_caption_whose_image_is_not_read_or_named_image_png_txt_says_why(tmp_p
         read_data_folder(tmp_path)
     (tmp_path / "b.svg").unlink()
     (tmp_path / "b.txt").unlink()
+    (tmp_path / "b").mkdir()  # a folder of that name is no image the artist meant: no hint
+    (tmp_path / "b.txt").write_text("a blue moon")
+    with pytest.raises(DataFolderError, match=r"^1 caption\(s\) without an image: b.txt$"):
+        read_data_folder(tmp_path)
+    (tmp_path / "b.txt").unlink()
     (tmp_path / "a.txt").rename(tmp_path / "a.png.txt")
     with pytest.raises(DataFolderError, match=r"^1 image\(s\) without a .txt caption: a.png \(found a.png.txt: name it "
                                               r"a.txt\)$"):
+        read_data_folder(tmp_path)
+    (tmp_path / "a.txt").write_text("a red star")  # both: which one is meant cannot be told
+    with pytest.raises(DataFolderError, match=r"^1 caption\(s\) without an image: a.png.txt \(a.png already has a.txt; "
+                                              r"keep one\)$"):
         read_data_folder(tmp_path)
 
 
@@ -1237,6 +1246,7 @@ def test_two_images_of_one_name_are_refused_not_trained_twice_under_one_caption(
     ("out-parent-is-a-file", "--out: {tmp}/afile is not a folder"),
     ("work-not-writable", "--work: {tmp}/locked is not writable"),
     ("work-inside-data", "--work {data}/run is inside --data {data}: its cache and checkpoints would sit among the works"),
+    ("out-inside-data", "the work folder {data}/adapter.work (default <out>.work) is inside --data {data}: "),
     ("seed-too-large", "--seed: 18446744073709551616 is not a seed from -2**63 to 2**64 - 1"),
     ("seed-not-a-number", "--seed: 'one' is not a whole number"),
     ("cuda-missing", "--device cuda: CUDA is not available"),
@@ -1270,6 +1280,8 @@ def test_cli_refuses_bad_input_in_one_line_before_loading(case, message, tiny_ba
         out = tmp_path / "afile" / "adapter"
     elif case == "work-inside-data":
         extra = ["--work", str(data / "run")]
+    elif case == "out-inside-data":
+        out = data / "adapter"
     elif case.startswith("seed"):
         extra = ["--seed", "18446744073709551616" if case == "seed-too-large" else "one"]
     elif case.startswith("cuda"):
@@ -1390,6 +1402,7 @@ def test_sizes_that_cannot_fit_in_memory_are_refused_before_training(setting, va
     for kind in tc.PRESETS:  # every preset, on either kind of base, stays within the bounds
         for preset in tc.PRESETS[kind].values():
             assert preset.rank <= 1024 and preset.batch_size <= 1024 and preset.steps <= 1_000_000
+            assert preset.alpha <= 4096
     tc.preset_config("standard", **{setting: bound})  # the bound itself is allowed
     refuse_loading(monkeypatch)
     flag = "--" + setting.replace("_", "-")
