@@ -68,7 +68,9 @@ def consent_history(*, artist, work=None):
 
 
 def artist_public(*, slug):
-    return get_object_or_404(Artist, slug=slug, left_at__isnull=True)
+    """An artist still on the platform: not left, and an account staff have not deactivated (generation treats such
+    an artist as off the platform too)."""
+    return get_object_or_404(Artist, slug=slug, left_at__isnull=True, user__is_active=True)
 
 
 def works_shown(*, artist):

@@ -49,7 +49,7 @@ def test_the_public_page_says_so_when_no_version_can_be_used(client):
     assert NOT_AVAILABLE in public_page(client, artist)
 
 
-def test_a_version_of_another_base_or_of_a_deactivated_account_is_not_shown_as_in_use(client, settings,
+def test_a_version_of_another_base_is_not_shown_as_in_use_nor_a_deactivated_artists_page(client, settings,
                                                                                      django_assert_max_num_queries):
     from generation.models import BaseModel
 
@@ -63,9 +63,9 @@ def test_a_version_of_another_base_or_of_a_deactivated_account_is_not_shown_as_i
     assert NOT_AVAILABLE in public_page(client, artist)
     version.base_model = current
     version.save(update_fields=["base_model"])
-    artist.user.is_active = False
+    artist.user.is_active = False  # a deactivated account has no public page at all
     artist.user.save(update_fields=["is_active"])
-    assert NOT_AVAILABLE in public_page(client, artist)
+    assert client.get(reverse("licensing:artist_page", args=[artist.slug])).status_code == 404
 
 
 def test_a_withdrawal_takes_the_version_off_the_public_page_at_once(client):

@@ -141,3 +141,19 @@ def test_public_artist_page_shows_only_works_chosen_for_it(client, api_client, a
     assert client.get(reverse("licensing:work_file", args=[shown.pk, "original"])).status_code == 200
     assert client.get(reverse("licensing:work_file", args=[hidden.pk, "original"])).status_code == 404
     assert client.get(reverse("licensing:work_file", args=[shown.pk, "training"])).status_code == 404
+
+
+
+def test_a_deactivated_artists_page_and_files_are_not_public(client, client_for, api_client, artist):
+    """Staff deactivating an account takes the artist off the platform, as generation already treats them."""
+    shown = make_work(artist, seed=3, caption="shown one", shown_on_profile=True)
+    artist.user.is_active = False
+    artist.user.save(update_fields=["is_active"])
+    assert client.get(reverse("licensing:artist_page", args=[artist.slug])).status_code == 404
+    assert api_client.get(reverse("artist-public", args=[artist.slug])).status_code == 404
+    assert client.get(reverse("licensing:work_file", args=[shown.pk, "original"])).status_code == 404
+    staff = StaffFactory()
+    assert client_for(staff).get(reverse("licensing:work_file", args=[shown.pk, "original"])).status_code == 200
+    artist.user.is_active = True  # staff reactivating the account brings the page back
+    artist.user.save(update_fields=["is_active"])
+    assert client_for(None).get(reverse("licensing:artist_page", args=[artist.slug])).status_code == 200
