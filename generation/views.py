@@ -41,7 +41,9 @@ def style_page(request):
     # A refused "Train my style" comes back with what was chosen.
     preset = request.GET.get("preset")
     context["chosen_preset"] = preset if preset in dict(presentation.PRESET_CHOICES) else "standard"
-    context["publish_when_ready"] = request.GET.get("publish_when_ready") != "off"
+    # Quick is a first look, not published unless asked for (as the page's script does when quick is chosen).
+    default = "off" if context["chosen_preset"] == "quick" else "on"
+    context["publish_when_ready"] = request.GET.get("publish_when_ready", default) != "off"
     return render(request, "generation/style.html", context)
 
 

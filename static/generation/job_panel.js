@@ -3,7 +3,8 @@
 // (the new panel replaces the note). A training no longer shown to this account (404) is not asked for again.
 // A log the reader opened stays open across refreshes (htmx itself gives focus back to the element of the
 // same id), opens on its newest lines and keeps its place: following the end if it was there, else where the
-// reader left it. "Train my style" is sent once: a second click would only be refused.
+// reader left it. "Train my style" is sent once: a second click would only be refused. A quick training is not
+// published by default.
 (function () {
   "use strict";
   function panelOf(event) {
@@ -68,6 +69,18 @@
     button.dataset.sent = "true";
     button.setAttribute("aria-disabled", "true");
   });
+  // Quick is a first look: published by default, it would replace the artist's style with a rough one. Choosing it
+  // unticks "Publish this version when it is ready", unless the artist set that box themselves; another preset
+  // puts the default back.
+  var preset = document.getElementById("preset");
+  var publish = document.querySelector("input[name=publish_when_ready]");
+  if (preset && publish) {
+    var chosenByHand = false;
+    publish.addEventListener("change", function () { chosenByHand = true; });
+    preset.addEventListener("change", function () {
+      if (!chosenByHand) { publish.checked = preset.value !== "quick"; }
+    });
+  }
   window.addEventListener("pageshow", function (event) {
     if (!event.persisted) { return; }  // back to this page from the browser's cache: the form can be sent again
     document.querySelectorAll("button[data-send-once][data-sent]").forEach(function (button) {

@@ -154,3 +154,32 @@ def test_a_second_click_on_train_sends_nothing(live_server, page, monkeypatch):
     assert len(posts) == 1, posts
     assert page.get_by_text("A training of this style is already under way.").count() == 0
     assert AdapterVersion.objects.filter(style__artist=artist).count() == 1
+
+
+def test_choosing_quick_unticks_publishing_unless_the_artist_chose_it(live_server, page, client):
+    """Quick is a first look: published by default, it would replace the artist's style with a rough one."""
+    artist, _works = opted_in_artist(4)
+    open_style_page(page, live_server, artist)
+    publish = page.get_by_label("Publish this version when it is ready")
+    assert publish.is_checked()  # standard, the default preset, is published when ready
+    page.get_by_label("Preset").select_option("quick")
+    assert not publish.is_checked()
+    page.get_by_label("Preset").select_option("thorough")
+    assert publish.is_checked()
+    page.get_by_label("Preset").select_option("quick")
+    publish.check()  # the artist's own choice stands whatever preset follows
+    page.get_by_label("Preset").select_option("standard")
+    page.get_by_label("Preset").select_option("quick")
+    assert publish.is_checked()
+    publish.uncheck()
+    page.get_by_role("button", name="Train my style").click()
+    page.locator(".job-panel").wait_for()
+    version = AdapterVersion.objects.get(style__artist=artist)
+    assert version.preset == "quick" and not version.publish_when_ready
+    # Without the script, a page asked for with quick chosen (a refused start comes back so) has the box unticked.
+    client.force_login(artist.user)
+    quick = client.get(reverse("generation:style") + "?preset=quick").content.decode()
+    box = quick[quick.index('name="publish_when_ready"') - 40:quick.index('name="publish_when_ready"') + 40]
+    assert "checked" not in box
+    standard = client.get(reverse("generation:style")).content.decode()
+    assert 'name="publish_when_ready" checked' in standard
