@@ -20,6 +20,14 @@ def test_artist_uploads_twenty_captioned_works_opts_in_withdraws_one_and_sees_hi
     assert len(receiver.calls) == 1 and receiver.calls[0]["in_atomic_block"]
 
 
+def log_in(page, live_server, artist):
+    page.goto(live_server.url + reverse("accounts:login"))
+    page.fill("input[name=username]", artist.user.email)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("main form.stacked button[type=submit]")
+    page.wait_for_load_state()
+
+
 def run_flow(live_server, page, tmp_path):
     ConsentTermsFactory(kind="training", version=1)
     artist = ArtistFactory()
@@ -33,11 +41,7 @@ def run_flow(live_server, page, tmp_path):
     (tmp_path / "evil.png").write_bytes(b"<svg xmlns='http://www.w3.org/2000/svg'></svg>")
     files.append(str(tmp_path / "evil.png"))
 
-    page.goto(live_server.url + reverse("accounts:login"))
-    page.fill("input[name=username]", artist.user.email)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("main form.stacked button[type=submit]")
-    page.wait_for_load_state()
+    log_in(page, live_server, artist)
     page.goto(live_server.url + reverse("licensing:upload"))
     page.set_input_files("#file-input", files)
     page.wait_for_selector("#upload-summary[data-done=true]", timeout=60_000)
@@ -88,11 +92,7 @@ def test_each_upload_warning_is_a_line_of_its_own(live_server, page, tmp_path):
     # The same picture again, re-encoded and marked do-not-train: a near-duplicate with a marker.
     marked = tmp_path / "marked.png"
     marked.write_bytes(images.png_with_xmp("DMI-PROHIBITED", 20))
-    page.goto(live_server.url + reverse("accounts:login"))
-    page.fill("input[name=username]", artist.user.email)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("main form.stacked button[type=submit]")
-    page.wait_for_load_state()
+    log_in(page, live_server, artist)
     page.goto(live_server.url + reverse("licensing:upload"))
     page.set_input_files("#file-input", [str(first), str(marked)])
     page.wait_for_selector("#upload-summary[data-done=true]", timeout=60_000)
