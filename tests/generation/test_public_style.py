@@ -20,7 +20,7 @@ def public_page(client, artist):
     return response.content.decode()
 
 
-def test_the_public_page_names_the_version_in_use_and_what_it_was_trained_on(client):
+def test_the_public_page_says_the_style_is_in_use_and_under_which_consent_terms(client):
     artist, works = opted_in_artist(5)
     ready_version(artist, publish=False)
     version = ready_version(artist)
