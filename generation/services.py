@@ -480,7 +480,7 @@ def withdrawal_receiver(work_ids, event_ids):
 def _retrain_after_withdrawal(*, style, preset, publish):
     """Queue a retrain on the works that remain; never let it stand in the way of the withdrawal itself."""
     artist = style.artist
-    if artist.has_left or not artist.user.is_active:
+    if not artist.is_on_platform:
         logger.info("no retrain of style %s after a withdrawal: its artist is off the platform", style.pk)
         return
     # The withdrawal has locked every version of this artist, so this one cannot finish meanwhile.

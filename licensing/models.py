@@ -121,6 +121,11 @@ class Artist(models.Model):
         return self.left_at is not None
 
     @property
+    def is_on_platform(self):
+        """Neither left nor deactivated by staff: generation, the public page and the mails treat either as gone."""
+        return not self.has_left and self.user.is_active
+
+    @property
     def link_list(self):
         return [line.strip() for line in self.links.splitlines() if line.strip()]
 

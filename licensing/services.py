@@ -270,16 +270,14 @@ def held_work_tell_copied_artist(*, work_id):
     they cannot be mailed (left, deactivated, no address). In the site's language (LANGUAGE_CODE): no artist's
     own language is stored. The earlier upload is not always the real artist's, so the mail takes no side."""
     with transaction.atomic():
-        work = (
-            Work.objects.select_for_update(of=("self",)).select_related("same_image_as__artist__user")
-            .filter(pk=work_id).first()
-        )
+        work = Work.objects.select_for_update(of=("self",)).select_related("same_image_as").filter(pk=work_id).first()
         if work is None or not work.ownership_held or work.copied_artist_told_at is not None:
             return False
         original = work.same_image_as
-        artist = Artist.objects.select_for_update().get(pk=original.artist_id)  # one artist's copies one at a time
-        user = original.artist.user
-        if original.is_deleted or artist.has_left or not user.is_active or not user.email:
+        # Locked: one artist's copies are told of one at a time.
+        artist = Artist.objects.select_for_update(of=("self",)).select_related("user").get(pk=original.artist_id)
+        user = artist.user
+        if original.is_deleted or not artist.is_on_platform or not user.email:
             return False
         now = timezone.now()
         if Work.objects.filter(same_image_as__artist=artist, copied_artist_told_at__gt=now - COPY_MAIL_INTERVAL).exists():

@@ -238,8 +238,7 @@ def work_file(request, pk, kind):
     if work is None:
         raise Http404
     owner = request.user.is_authenticated and work.artist.user_id == request.user.pk
-    public = (kind == "original" and work.shown_on_profile and not work.ownership_held and not work.artist.has_left
-              and work.artist.user.is_active)
+    public = kind == "original" and work.shown_on_profile and not work.ownership_held and work.artist.is_on_platform
     if not (owner or public or has_role(request.user, Role.STAFF)):
         raise Http404
     field = work.original if kind == "original" else work.training_image
