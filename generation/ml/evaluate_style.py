@@ -315,9 +315,7 @@ def grid_problem(grid, works) -> str | None:
     """Why the grid PNG cannot be written at `grid` (None: it can): not inside the works folder, where it would
     replace a work or become one, and somewhere this user may write. Checked before minutes of sampling."""
     grid, works = Path(grid), Path(works)
-    resolved_works = works.resolve()
-    resolved_grid = grid.resolve()
-    if resolved_grid == resolved_works or resolved_works in resolved_grid.parents:
+    if grid.resolve().is_relative_to(works.resolve()):
         return f"it is inside the --works folder {works}, where it would replace or add a work; give a path outside it"
     problem = folder_write_problem(grid.parent)
     if problem:

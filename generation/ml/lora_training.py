@@ -228,8 +228,7 @@ def _fsync_dir(path: Path) -> None:
 
 def refuse_work_inside_out(work_dir, out_dir) -> None:
     """An AdapterFolderError when the work folder lies inside the output folder, which saving replaces whole."""
-    work = Path(work_dir).resolve()
-    if Path(out_dir).resolve() in (work, *work.parents):
+    if Path(work_dir).resolve().is_relative_to(Path(out_dir).resolve()):
         raise AdapterFolderError(f"the work folder {work_dir} is inside the output folder {out_dir}, which saving "
                                  "replaces: give them apart")
 

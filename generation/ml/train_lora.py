@@ -490,7 +490,7 @@ def _main(argv: list[str] | None) -> dict:
         refuse_work_inside_out(work, args.out)  # now, before the work folder is made to hold the run's lock
     except AdapterFolderError as exc:
         parser.error(str(exc))
-    if args.data.resolve() in (work.resolve(), *work.resolve().parents):
+    if work.resolve().is_relative_to(args.data.resolve()):
         named = f"--work {work}" if args.work else f"the work folder {work} (default <out>.work)"
         parser.error(f"{named} is inside --data {args.data}: its cache and checkpoints would sit among the works; "
                      "give them apart")
