@@ -175,6 +175,7 @@ def refuse_unpaired_captions(entries: list[Path], images: list[Path], captions: 
     if missing:
         raise DataFolderError(f"{len(missing)} image(s) without a .txt caption: {_shown(missing)}")
     stems = {p.stem for p in images}
+    image_names = {p.name for p in images}
     orphans = []
     for stem, caption in captions.items():
         if stem in stems:
@@ -186,7 +187,7 @@ def refuse_unpaired_captions(entries: list[Path], images: list[Path], captions: 
         unread = [p.name for p in entries if p.stem == stem and p != caption and p.is_file() and not is_image_name(p)]
         if unusable:
             caption_name = f"{caption.name} ({unusable[0]} is a broken link or not a file)"
-        elif stem in {p.name for p in images}:
+        elif stem in image_names:
             caption_name = f"{caption.name} ({stem} already has {captions[Path(stem).stem].name}; keep one)"
         elif unread:
             caption_name = (f"{caption.name} ({unread[0]} is not an image type this tool reads; export it as PNG or "
