@@ -76,7 +76,7 @@
     // One line each: joined into one run of text they read as one sentence, wrongly so in Japanese.
     (warnings || []).forEach(function (warning) {
       var line = document.createElement("span");
-      line.className = "upload-warning";
+      line.className = "warning upload-warning";
       line.textContent = warning;
       status.appendChild(line);
     });
