@@ -12,6 +12,11 @@ class BecomeArtistForm(forms.Form):
     links = forms.CharField(label=_("Links (one per line)"), widget=forms.Textarea(attrs={"rows": 3}), required=False)
     payout_contact = forms.CharField(label=_("Payout contact"), max_length=200, required=False)
     accept_agreement = forms.BooleanField(label=_("I accept the artist agreement shown above"))
+    # The version shown above, so that a newer one published while the page was open is not accepted unseen.
+    agreement_version = forms.IntegerField(widget=forms.HiddenInput, required=False, min_value=1, error_messages={
+        "invalid": _("The page sent an unreadable agreement version; reload it and accept the agreement again."),
+        "min_value": _("The page sent an unreadable agreement version; reload it and accept the agreement again."),
+    })
 
 
 class ArtistProfileForm(forms.ModelForm):

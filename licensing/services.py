@@ -51,13 +51,21 @@ class UploadResult:
 # ---------------------------------------------------------------- artists
 
 
-def artist_become(*, user, display_name, slug, bio="", links="", payout_contact="", accept_agreement):
-    """Make `user` an artist (or bring back one who left), accepting the current artist agreement."""
+def artist_become(*, user, display_name, slug, bio="", links="", payout_contact="", accept_agreement,
+                  agreement_version=None):
+    """Make `user` an artist (or bring back one who left), accepting the current artist agreement.
+
+    `agreement_version` is the version the person was shown; when given, a different current version is refused."""
     agreement = ConsentTerms.current(ConsentTerms.Kind.ARTIST_AGREEMENT)
     if agreement is None:
         raise LicensingError(_("No artist agreement has been published yet; please try again later."))
     if not accept_agreement:
         raise LicensingError(_("You must accept the artist agreement to become an artist."))
+    if agreement_version is not None and agreement_version != agreement.version:
+        raise LicensingError(_(
+            "The artist agreement changed to version %(version)s after this page showed you another version. Read "
+            "version %(version)s, then accept it; nothing was changed."
+        ) % {"version": agreement.version}, code="terms_changed")
     with transaction.atomic():
         if Artist.objects.filter(slug=slug).exclude(user=user).exists():
             raise LicensingError(_("That address is taken; choose another slug."), code="slug_taken")
@@ -408,17 +416,26 @@ def _work_remove(work):
 # ---------------------------------------------------------------- consent
 
 
-def _current_training_terms():
+def _current_training_terms(shown_version=None):
+    """The training terms in force. Consent is recorded only under terms the artist was shown: when the caller says
+    which version it showed (`shown_version`) and another is now in force, the opt-in is refused."""
     terms = ConsentTerms.current(ConsentTerms.Kind.TRAINING)
     if terms is None:
         raise LicensingError(_("No consent terms have been published yet, so works cannot be opted in."), code="no_terms")
+    if shown_version is not None and shown_version != terms.version:
+        raise LicensingError(_(
+            "The consent terms changed to version %(version)s after this page showed you another version. Read "
+            "version %(version)s, then opt in again; nothing was opted in."
+        ) % {"version": terms.version}, code="terms_changed")
     return terms
 
 
-def work_opt_in(*, work, actor):
-    """Grant consent for one eligible work under the current terms; idempotent when already granted under them."""
+def work_opt_in(*, work, actor, terms_version=None):
+    """Grant consent for one eligible work under the current terms; idempotent when already granted under them.
+
+    `terms_version` is the version the artist was shown, if the caller knows it; see `_current_training_terms`."""
     with transaction.atomic():
-        terms = _current_training_terms()
+        terms = _current_training_terms(terms_version)
         work = Work.objects.select_for_update(of=("self",)).select_related("current_consent").get(pk=work.pk)
         reason = work.ineligible_reason
         if reason:
@@ -431,17 +448,17 @@ def work_opt_in(*, work, actor):
     return event
 
 
-def works_opt_in_eligible(*, artist, actor):
+def works_opt_in_eligible(*, artist, actor, terms_version=None):
     """Opt in every eligible work of the artist not yet granted under the current terms; returns the new events."""
     events = []
     with transaction.atomic():
-        terms = _current_training_terms()
+        terms = _current_training_terms(terms_version)
         for work in Work.objects.select_for_update(of=("self",)).select_related("current_consent").filter(
             artist=artist, status=Work.Status.ACTIVE
         ):
             if not work.is_eligible or (work.is_opted_in and work.current_consent.terms_id == terms.pk):
                 continue
-            events.append(work_opt_in(work=work, actor=actor))
+            events.append(work_opt_in(work=work, actor=actor, terms_version=terms_version))
     return events
 
 

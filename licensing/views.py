@@ -34,7 +34,10 @@ def studio(request):
     for work in works:
         work.needs_new_consent = work.needs_reconsent(terms)
     copies_held = [work.pk for work in works if work.copy_held_for_review]
-    context = {"artist": artist, "works": works, "summary": summary, "terms": terms, "copies_held": copies_held}
+    # The terms are shown open while there is a work to opt in: consent is given to a text the artist can see.
+    consent_to_give = any(work.is_eligible and (not work.is_opted_in or work.needs_new_consent) for work in works)
+    context = {"artist": artist, "works": works, "summary": summary, "terms": terms, "copies_held": copies_held,
+               "consent_to_give": consent_to_give}
     return render(request, "licensing/studio.html", context)
 
 
@@ -89,6 +92,17 @@ def _gone():
     raise Http404
 
 
+def _terms_version_shown(request):
+    """The consent terms version the studio page showed beside its opt-in buttons (None when the form sent none)."""
+    shown = request.POST.get("terms_version")
+    if shown is None:
+        return None
+    try:
+        return int(shown)
+    except ValueError:
+        return 0  # no version is 0: an unreadable version is refused as not the one in force
+
+
 @role_required(Role.ARTIST)
 @require_POST
 def work_consent(request, pk, decision):
@@ -97,7 +111,7 @@ def work_consent(request, pk, decision):
     work = selectors.work_for_user(user=request.user, pk=pk)
     if decision == "opt-in":
         try:
-            services.work_opt_in(work=work, actor=request.user)
+            services.work_opt_in(work=work, actor=request.user, terms_version=_terms_version_shown(request))
             messages.success(request, _("Work #%(id)s is opted in.") % {"id": work.pk})
         except services.LicensingError as error:
             messages.error(request, error.message)
@@ -123,7 +137,8 @@ def opt_in_eligible(request):
     artist = _artist(request) or _gone()
     _save_edited_captions(request, selectors.works_of_artist(artist=artist))
     try:
-        events = services.works_opt_in_eligible(artist=artist, actor=request.user)
+        events = services.works_opt_in_eligible(
+            artist=artist, actor=request.user, terms_version=_terms_version_shown(request))
         messages.success(request, _("%(n)s works opted in.") % {"n": len(events)})
         held_back = sum(not work.is_eligible for work in selectors.works_of_artist(artist=artist))
         if held_back:
@@ -196,6 +211,9 @@ def become_artist(request):
             messages.success(request, _("Welcome, artist! Upload your first works."))
             return redirect("licensing:upload")
         except services.LicensingError as error:
+            if error.code == "terms_changed":  # the box ticked for the old version must be ticked again for the new
+                form = BecomeArtistForm({key: value for key, value in request.POST.items() if key != "accept_agreement"})
+                form.is_valid()
             form.add_error("slug" if error.code == "slug_taken" else None, error.message)
     return render(request, "licensing/become_artist.html", {"form": form, "agreement": agreement})
 

@@ -81,6 +81,15 @@ class WorkUploadResultSerializer(WorkSerializer):
         fields = WorkSerializer.Meta.fields + ["warnings"]
 
 
+class OptInSerializer(RefusesUnknownFields, serializers.Serializer):
+    terms_version = serializers.IntegerField(
+        required=False, min_value=1, max_value=2**31 - 1,
+        help_text="The consent terms version shown to the artist (GET /api/consent-terms/current/). When given and "
+                  "another version is now in force, nothing is opted in and the answer is 409 with code "
+                  "terms_changed. Without it, consent is recorded under the version in force.",
+    )
+
+
 class WithdrawSerializer(RefusesUnknownFields, serializers.Serializer):
     reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=300)
 

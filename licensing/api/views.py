@@ -24,7 +24,16 @@ class Conflict(APIException):
 
 
 def _refuse(error):
-    raise ValidationError({"non_field_errors": [error.message]}, code=getattr(error, "code", "invalid"))
+    code = getattr(error, "code", "invalid")
+    if code == "terms_changed":  # the request was sound; the terms moved under it
+        raise Conflict(error.message, code=code)
+    raise ValidationError({"non_field_errors": [error.message]}, code=code)
+
+
+def _terms_version_shown(request):
+    form = s.OptInSerializer(data=request.data)
+    form.is_valid(raise_exception=True)
+    return form.validated_data.get("terms_version")
 
 
 class WorkViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.UpdateModelMixin,
@@ -86,11 +95,14 @@ class WorkViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Updat
         services.work_delete(work=self.get_object(), actor=request.user)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
-    @extend_schema(request=None, responses={201: s.ConsentEventSerializer})
+    @extend_schema(request=s.OptInSerializer, responses={201: s.ConsentEventSerializer, 409: OpenApiResponse(
+        description="The consent terms in force are not the terms_version given.")})
     @action(detail=True, methods=["post"], url_path="opt-in")
     def opt_in(self, request, pk=None):
+        work = self.get_object()
+        terms_version = _terms_version_shown(request)
         try:
-            event = services.work_opt_in(work=self.get_object(), actor=request.user)
+            event = services.work_opt_in(work=work, actor=request.user, terms_version=terms_version)
         except services.LicensingError as error:
             _refuse(error)
         return Response(s.ConsentEventSerializer(event).data, status=status.HTTP_201_CREATED)
@@ -111,11 +123,14 @@ class WorkViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Updat
         events = selectors.consent_history(artist=request.user.artist, work=self.get_object())
         return Response(s.ConsentEventSerializer(events, many=True).data)
 
-    @extend_schema(request=None, responses=s.OptInAllResultSerializer)
+    @extend_schema(request=s.OptInSerializer, responses={200: s.OptInAllResultSerializer, 409: OpenApiResponse(
+        description="The consent terms in force are not the terms_version given.")})
     @action(detail=False, methods=["post"], url_path="opt-in-eligible")
     def opt_in_eligible(self, request):
+        terms_version = _terms_version_shown(request)
         try:
-            events = services.works_opt_in_eligible(artist=request.user.artist, actor=request.user)
+            events = services.works_opt_in_eligible(
+                artist=request.user.artist, actor=request.user, terms_version=terms_version)
         except services.LicensingError as error:
             _refuse(error)
         return Response({"opted_in": [e.work_id for e in events], "events": s.ConsentEventSerializer(events, many=True).data})

@@ -1,0 +1,94 @@
+"""Consent is recorded only under the terms the person was shown: terms published while a page was open are
+never accepted unseen, in the studio, on the become-an-artist page or through the API."""
+
+import pytest
+from django.urls import reverse
+
+from licensing import services
+from licensing.models import Artist, ConsentEvent
+from tests.factories import ConsentTermsFactory, make_work
+
+pytestmark = pytest.mark.django_db
+
+
+def publish_training_terms_v2():
+    return ConsentTermsFactory(kind="training", version=2, text="Version two: adapters may also be sold to studios.")
+
+
+def test_an_opt_in_under_terms_no_longer_in_force_is_refused_and_records_nothing(artist):
+    work = make_work(artist)
+    publish_training_terms_v2()
+    with pytest.raises(services.LicensingError, match="changed to version 2") as refused:
+        services.work_opt_in(work=work, actor=artist.user, terms_version=1)
+    assert refused.value.code == "terms_changed"
+    with pytest.raises(services.LicensingError, match="changed to version 2"):
+        services.works_opt_in_eligible(artist=artist, actor=artist.user, terms_version=1)
+    assert not ConsentEvent.objects.exists()
+    assert services.work_opt_in(work=work, actor=artist.user, terms_version=2).terms.version == 2
+
+
+def test_the_studio_shows_the_terms_open_while_a_work_waits_for_consent(client_for, artist, consent_terms):
+    work = make_work(artist)
+    client = client_for(artist.user)
+    page = client.get(reverse("licensing:studio")).content.decode()
+    assert '<details id="consent-terms" open>' in page and consent_terms.text[:60] in page
+    assert '<input type="hidden" name="terms_version" value="1">' in page
+    services.work_opt_in(work=work, actor=artist.user)
+    assert '<details id="consent-terms">' in client.get(reverse("licensing:studio")).content.decode()
+
+
+@pytest.mark.parametrize("view", ["one", "all"])
+def test_a_studio_opened_before_new_terms_opts_nothing_in_and_shows_the_new_terms(client_for, artist, view):
+    work = make_work(artist)
+    client = client_for(artist.user)
+    url = reverse("licensing:work_consent", args=[work.pk, "opt-in"]) if view == "one" else reverse(
+        "licensing:opt_in_eligible")
+    publish_training_terms_v2()
+    page = client.post(url, {"terms_version": "1"}, follow=True).content.decode()
+    assert "The consent terms changed to version 2" in page and "nothing was opted in" in page
+    assert not ConsentEvent.objects.exists()
+    assert "Version two: adapters may also be sold" in page and 'name="terms_version" value="2"' in page
+    client.post(url, {"terms_version": "2"})
+    assert ConsentEvent.objects.get().terms.version == 2
+
+
+def test_an_unreadable_terms_version_from_the_studio_is_refused(client_for, artist):
+    work = make_work(artist)
+    page = client_for(artist.user).post(reverse("licensing:work_consent", args=[work.pk, "opt-in"]),
+                                        {"terms_version": "v1"}, follow=True).content.decode()
+    assert "nothing was opted in" in page and not ConsentEvent.objects.exists()
+
+
+def test_becoming_an_artist_under_an_agreement_no_longer_shown_is_refused(client_for, subscriber):
+    client = client_for(subscriber)
+    form = {"display_name": "Mio", "slug": "mio", "accept_agreement": "on"}
+    assert 'name="agreement_version" value="1"' in client.get(reverse("licensing:become_artist")).content.decode()
+    ConsentTermsFactory(kind="artist_agreement", version=2, text="Version two of the agreement.")
+    refused = client.post(reverse("licensing:become_artist"), form | {"agreement_version": "1"})
+    page = refused.content.decode()
+    assert refused.status_code == 200 and not Artist.objects.exists()
+    assert "The artist agreement changed to version 2" in page and "Version two of the agreement." in page
+    assert 'name="agreement_version" value="2"' in page and 'value="Mio"' in page
+    assert "checked" not in page.split('name="accept_agreement"')[1].split(">")[0]  # to be ticked again
+    unreadable = client.post(reverse("licensing:become_artist"), form | {"agreement_version": "two"})
+    assert "unreadable agreement version" in unreadable.content.decode() and not Artist.objects.exists()
+    client.post(reverse("licensing:become_artist"), form | {"agreement_version": "2"})
+    assert Artist.objects.get().agreement.version == 2
+
+
+def test_the_api_answers_409_when_the_terms_shown_are_no_longer_in_force(api_client_for, artist):
+    work = make_work(artist)
+    client = api_client_for(artist.user)
+    publish_training_terms_v2()
+    for url in (reverse("works-opt-in", args=[work.pk]), reverse("works-opt-in-eligible")):
+        refused = client.post(url, {"terms_version": 1}, format="json")
+        assert refused.status_code == 409, refused.content
+        assert refused.json()["error"]["code"] == "terms_changed"
+        assert "changed to version 2" in refused.json()["error"]["message"]
+    assert not ConsentEvent.objects.exists()
+    unknown = client.post(reverse("works-opt-in", args=[work.pk]), {"terms": 2}, format="json")
+    assert unknown.status_code == 400 and "terms" in str(unknown.json())
+    assert client.post(reverse("works-opt-in", args=[work.pk]), {"terms_version": 0}, format="json").status_code == 400
+    assert not ConsentEvent.objects.exists()
+    granted = client.post(reverse("works-opt-in", args=[work.pk]), {"terms_version": 2}, format="json")
+    assert granted.status_code == 201 and granted.json()["terms_version"] == 2
