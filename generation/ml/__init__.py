@@ -4,8 +4,9 @@ Importing this package is cheap (no torch), so settings can read the path of
 the built-in base model from here.
 """
 
-import os
 import hashlib
+import logging
+import os
 from pathlib import Path
 
 # Read by OpenMP when torch is first imported, so it is set here, before any
@@ -13,6 +14,19 @@ from pathlib import Path
 # policy, one other busy process on a 2-core machine made training steps about
 # four times and the ML tests ten times slower (184 s -> 18 s with PASSIVE).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+class _DropTorchvisionFallbackNotes(logging.Filter):
+    """Importing diffusers, transformers says its CLIP and SigLIP image processors fall back from torchvision to PIL:
+    two lines at the start of every command and worker. No pipeline here uses an image processor (the bases carry
+    no safety checker), and torchvision is left out on purpose (PyPI's does not import beside this torch)."""
+
+    def filter(self, record):
+        return "requires torchvision (not installed)" not in record.getMessage()
+
+
+# Set before transformers exists: its get_logger returns this same logger object.
+logging.getLogger("transformers.utils.import_utils").addFilter(_DropTorchvisionFallbackNotes())
 
 
 def default_threads() -> int:

@@ -742,6 +742,9 @@ def _previews(pipe, config: LoraTrainingConfig, device, resolution: int,
     seeds = [s for _ in config.preview_prompts for s in config.preview_seeds]
     if not prompts:
         return []
+    from .pipeline import quiet_prompt_truncation  # diffusers' import is paid only by a run that draws
+
+    quiet_prompt_truncation(pipe)  # a long preview prompt is said once, at the start (train_lora)
     generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
 
     def stop_between_sampling_steps(_pipe, _index, _timestep, tensors):
@@ -833,6 +836,8 @@ def train_lora(*, base_path, examples: list[TrainingExample], out_dir, config: L
     cpu_threads = f", {torch.get_num_threads()} CPU thread(s)" if device.type == "cpu" else ""
     log(f"base {base_path} on {device} ({str(dtype).replace('torch.', '')}{cpu_threads}), {len(examples)} works, "
         f"{resolution} px, rank {config.rank}, alpha {config.alpha}, {config.steps} steps at batch {config.batch_size}")
+    if config.preview_every and (report := caption_report(pipe.tokenizer, list(config.preview_prompts))):
+        log(f"preview prompts: {report}")
 
     # 1. The cache: every work and caption encoded once.
     base_fp = base_fingerprint(base_path)
@@ -1081,20 +1086,28 @@ def _diffusers_load_errors_muted():
     """diffusers logs an error as long as the exception it then raises (a line per mismatched tensor, hundreds for
     an adapter of another base): the AdapterError says it in one line. Its warnings still show.
     transformers, loading a text-encoder LoRA, reports every base weight as "MISSING ... newly initialized" (a
-    line each, about 200 for SD's CLIP) though none is: its warnings are muted meanwhile."""
+    line each, about 200 for SD's CLIP) though none is: its warnings are muted meanwhile.
+    diffusers also warns, loading any adapter without a text-encoder LoRA (most of this project's), that the text
+    encoder has no LoRA keys: what was asked for, so that warning is dropped too."""
     logger = logging.getLogger("diffusers.loaders.peft")
+    lora_base_logger = logging.getLogger("diffusers.loaders.lora_base")
     transformers_logger = logging.getLogger("transformers")
     transformers_level = transformers_logger.level
 
     def below_error(record: logging.LogRecord) -> bool:
         return record.levelno < logging.ERROR
 
+    def not_the_missing_text_encoder_lora(record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("No LoRA keys associated to")
+
     logger.addFilter(below_error)
+    lora_base_logger.addFilter(not_the_missing_text_encoder_lora)
     transformers_logger.setLevel(logging.ERROR)
     try:
         yield
     finally:
         logger.removeFilter(below_error)
+        lora_base_logger.removeFilter(not_the_missing_text_encoder_lora)
         transformers_logger.setLevel(transformers_level)
 
 

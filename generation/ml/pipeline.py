@@ -69,7 +69,7 @@ class _DropPromptTruncationNotes(logging.Filter):
         return not record.getMessage().startswith("The following part of your input was truncated")
 
 
-def _quiet_prompt_truncation(pipe) -> None:
+def quiet_prompt_truncation(pipe) -> None:
     pipeline_logger = logging.getLogger(type(pipe).__module__)  # the logger of the pipeline class's own module
     if not any(isinstance(existing, _DropPromptTruncationNotes) for existing in pipeline_logger.filters):
         pipeline_logger.addFilter(_DropPromptTruncationNotes())
@@ -94,7 +94,7 @@ def generate(
     negatives = None
     if negative_prompt is not None:
         negatives = [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) else list(negative_prompt)
-    _quiet_prompt_truncation(pipe)
+    quiet_prompt_truncation(pipe)
     arrays = pipe(
         prompt=prompts,
         negative_prompt=negatives,

@@ -692,6 +692,41 @@ def killed_pid(name: str) -> int:
     return int(re.findall(r"\d+", name)[-2])
 
 
+def test_a_long_preview_prompt_is_said_once_not_logged_with_every_preview_grid(tiny_base, works, tmp_path, capfd):
+    logs = []
+
+    class Recorder(TrainingCallbacks):
+        def on_log(self, line):
+            logs.append(line)
+
+    long_prompt = "a red circle" + " and a blue star" * 300
+    train_lora(base_path=tiny_base, examples=works, out_dir=tmp_path / "adapter", work_dir=tmp_path / "work",
+               config=config(steps=2, preview_every=1, preview_inference_steps=1, preview_prompts=(long_prompt,)),
+               callbacks=Recorder())
+    err = capfd.readouterr().err  # diffusers' log handler holds the stderr of its import: read the descriptor
+    assert "truncated" not in err and "blue star" not in err
+    notes = [line for line in logs if line.startswith("preview prompts: ")]
+    assert len(notes) == 1 and "1 of 1 captions are longer than the text encoder's" in notes[0]
+
+
+def test_loading_an_adapter_without_a_text_encoder_lora_warns_of_nothing(tiny_base, works, tmp_path):
+    """diffusers warned at every load that the text encoder had no LoRA keys: none was trained, as asked."""
+    result = train_lora(base_path=tiny_base, examples=works, out_dir=tmp_path / "adapter", config=config(steps=2),
+                        work_dir=tmp_path / "work")
+    pipe = load_base_pipeline(tiny_base)
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    diffusers_logger = logging.getLogger("diffusers")
+    diffusers_logger.addHandler(handler)
+    try:
+        apply_adapters(pipe, [("style", result.weights_path, 1.0)])
+    finally:
+        diffusers_logger.removeHandler(handler)
+    assert list(lt.loaded_adapters(pipe)) == ["style"]
+    assert [record.getMessage()[:60] for record in records if record.levelno >= logging.WARNING] == []
+
+
 def test_mixing_adapters_and_reloading_by_name(tiny_base, works, tmp_path):
     a = train_lora(base_path=tiny_base, examples=works, out_dir=tmp_path / "a", config=config(seed=1, steps=8),
                    work_dir=tmp_path / "wa")
@@ -799,6 +834,13 @@ def test_the_training_settings_load_without_torch():
     # Every process checks TRAINING_PRESET_OVERRIDES with them as its settings load, the web's included.
     code = "import sys, generation.ml.training_config; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[2]).returncode == 0
+
+
+def test_importing_the_pipeline_code_prints_nothing():
+    """transformers printed two lines about torchvision at diffusers' import, ahead of every command's own output."""
+    done = subprocess.run([sys.executable, "-c", "import generation.ml.pipeline"], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[2], timeout=300)
+    assert done.returncode == 0 and done.stderr == ""
 
 
 # ---------------------------------------------------------------- CLI
