@@ -37,18 +37,20 @@ class ArtistAdmin(SavesOnlyItsFields):
 
 @admin.register(ConsentTerms)
 class ConsentTermsAdmin(admin.ModelAdmin):
-    """New terms are a new version; the words of a version someone has accepted never change."""
+    """New terms are a new version; the words of a version someone has accepted, or that is active (shown to
+    artists, who accept it by its number), never change. A draft is written inactive and made active when ready."""
 
     list_display = ["kind", "version", "title", "is_active", "published_at"]
     list_filter = ["kind", "is_active"]
 
     def get_readonly_fields(self, request, obj=None):
-        if obj is not None and self._accepted(obj):
+        if obj is not None and (obj.is_active or self._accepted(obj)):
             return ["kind", "version", "title", "text"]
         return []
 
     def has_delete_permission(self, request, obj=None):
-        return super().has_delete_permission(request, obj) and (obj is None or not self._accepted(obj))
+        return super().has_delete_permission(request, obj) and (
+            obj is None or not (obj.is_active or self._accepted(obj)))
 
     @staticmethod
     def _accepted(terms):

@@ -63,8 +63,8 @@ def artist_become(*, user, display_name, slug, bio="", links="", payout_contact=
         raise LicensingError(_("You must accept the artist agreement to become an artist."))
     if agreement_version is not None and agreement_version != agreement.version:
         raise LicensingError(_(
-            "The artist agreement changed to version %(version)s after this page showed you another version. Read "
-            "version %(version)s, then accept it; nothing was changed."
+            "The artist agreement in force is now version %(version)s, not the version you were shown. Read version "
+            "%(version)s, then accept it; nothing was changed."
         ) % {"version": agreement.version}, code="terms_changed")
     with transaction.atomic():
         if Artist.objects.filter(slug=slug).exclude(user=user).exists():
@@ -424,8 +424,8 @@ def _current_training_terms(shown_version=None):
         raise LicensingError(_("No consent terms have been published yet, so works cannot be opted in."), code="no_terms")
     if shown_version is not None and shown_version != terms.version:
         raise LicensingError(_(
-            "The consent terms changed to version %(version)s after this page showed you another version. Read "
-            "version %(version)s, then opt in again; nothing was opted in."
+            "The consent terms in force are now version %(version)s, not the version you were shown. Read version "
+            "%(version)s, then opt in again; nothing was opted in."
         ) % {"version": terms.version}, code="terms_changed")
     return terms
 
@@ -442,9 +442,15 @@ def work_opt_in(*, work, actor, terms_version=None):
             raise LicensingError(str(reason), code="not_eligible")
         if work.is_opted_in and work.current_consent.terms_id == terms.pk:
             return work.current_consent
-        event = ConsentEvent.objects.create(work=work, kind=ConsentEvent.Kind.GRANTED, terms=terms, actor=actor)
-        Work.objects.filter(pk=work.pk).update(current_consent=event)
-        work.current_consent = event
+        return _grant(work, terms, actor)
+
+
+def _grant(work, terms, actor):
+    """Record consent for a locked, eligible work under `terms` (one object for a whole batch: terms published
+    meanwhile cannot split it)."""
+    event = ConsentEvent.objects.create(work=work, kind=ConsentEvent.Kind.GRANTED, terms=terms, actor=actor)
+    Work.objects.filter(pk=work.pk).update(current_consent=event)
+    work.current_consent = event
     return event
 
 
@@ -458,7 +464,7 @@ def works_opt_in_eligible(*, artist, actor, terms_version=None):
         ):
             if not work.is_eligible or (work.is_opted_in and work.current_consent.terms_id == terms.pk):
                 continue
-            events.append(work_opt_in(work=work, actor=actor, terms_version=terms_version))
+            events.append(_grant(work, terms, actor))
     return events
 
 

@@ -204,17 +204,25 @@ def become_artist(request):
     if artist is not None and not artist.has_left:
         return redirect("licensing:studio")
     agreement = ConsentTerms.current(ConsentTerms.Kind.ARTIST_AGREEMENT)
-    form = BecomeArtistForm(request.POST or None, initial={"display_name": request.user.display_name})
-    if request.method == "POST" and form.is_valid():
-        try:
-            services.artist_become(user=request.user, **form.cleaned_data)
-            messages.success(request, _("Welcome, artist! Upload your first works."))
-            return redirect("licensing:upload")
-        except services.LicensingError as error:
-            if error.code == "terms_changed":  # the box ticked for the old version must be ticked again for the new
-                form = BecomeArtistForm({key: value for key, value in request.POST.items() if key != "accept_agreement"})
-                form.is_valid()
-            form.add_error("slug" if error.code == "slug_taken" else None, error.message)
+    initial = {"display_name": request.user.display_name, "agreement_version": agreement and agreement.version}
+    form = BecomeArtistForm(request.POST or None, initial=initial)
+    if request.method == "POST":
+        refusal = form.errors.get("agreement_version")
+        if form.is_valid():
+            try:
+                services.artist_become(user=request.user, **form.cleaned_data)
+                messages.success(request, _("Welcome, artist! Upload your first works."))
+                return redirect("licensing:upload")
+            except services.LicensingError as error:
+                if error.code == "terms_changed":
+                    refusal = [error.message]
+                else:
+                    form.add_error("slug" if error.code == "slug_taken" else None, error.message)
+        if refusal:
+            # The box was ticked for another version: the page shows the one in force, unticked, the rest kept.
+            kept = {name: request.POST.get(name, "") for name in ("display_name", "slug", "bio", "links", "payout_contact")}
+            form = BecomeArtistForm(initial=initial | kept)
+            messages.error(request, refusal[0])
     return render(request, "licensing/become_artist.html", {"form": form, "agreement": agreement})
 
 

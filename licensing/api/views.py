@@ -31,7 +31,7 @@ def _refuse(error):
 
 
 def _terms_version_shown(request):
-    form = s.OptInSerializer(data=request.data)
+    form = s.OptInSerializer(data=request.data or {})  # these calls took no body before: a JSON null is none
     form.is_valid(raise_exception=True)
     return form.validated_data.get("terms_version")
 

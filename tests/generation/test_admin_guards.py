@@ -117,7 +117,15 @@ def test_the_words_of_accepted_consent_terms_cannot_change(staff_client):
         "kind": draft.kind, "version": draft.version, "title": "Draft, corrected", "text": "Draft.",
     })
     draft.refresh_from_db()
-    assert draft.title == "Draft, corrected"  # nobody has accepted it yet
+    assert draft.title == "Draft, corrected"  # nobody has accepted it yet, nor seen it
+    # Active, it is shown to artists, who accept it by its number: its words are fixed though nobody accepted it yet.
+    shown = ConsentTerms.objects.create(kind=accepted.kind, version=accepted.version + 2, title="Shown", text="Shown.")
+    staff_client.post(reverse("admin:licensing_consentterms_change", args=[shown.pk]), {
+        "kind": shown.kind, "version": shown.version, "title": "Shown, softened", "text": "Anything goes.", "is_active": "on",
+    })
+    shown.refresh_from_db()
+    assert (shown.title, shown.text) == ("Shown", "Shown.")
+    assert staff_client.post(reverse("admin:licensing_consentterms_delete", args=[shown.pk]), {"post": "yes"}).status_code == 403
 
 
 def test_staff_cannot_undo_an_artists_departure_or_forge_an_acceptance(staff_client):

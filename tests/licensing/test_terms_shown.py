@@ -18,10 +18,10 @@ def publish_training_terms_v2():
 def test_an_opt_in_under_terms_no_longer_in_force_is_refused_and_records_nothing(artist):
     work = make_work(artist)
     publish_training_terms_v2()
-    with pytest.raises(services.LicensingError, match="changed to version 2") as refused:
+    with pytest.raises(services.LicensingError, match="now version 2, not the version you were shown") as refused:
         services.work_opt_in(work=work, actor=artist.user, terms_version=1)
     assert refused.value.code == "terms_changed"
-    with pytest.raises(services.LicensingError, match="changed to version 2"):
+    with pytest.raises(services.LicensingError, match="now version 2, not the version you were shown"):
         services.works_opt_in_eligible(artist=artist, actor=artist.user, terms_version=1)
     assert not ConsentEvent.objects.exists()
     assert services.work_opt_in(work=work, actor=artist.user, terms_version=2).terms.version == 2
@@ -45,7 +45,7 @@ def test_a_studio_opened_before_new_terms_opts_nothing_in_and_shows_the_new_term
         "licensing:opt_in_eligible")
     publish_training_terms_v2()
     page = client.post(url, {"terms_version": "1"}, follow=True).content.decode()
-    assert "The consent terms changed to version 2" in page and "nothing was opted in" in page
+    assert "The consent terms in force are now version 2" in page and "nothing was opted in" in page
     assert not ConsentEvent.objects.exists()
     assert "Version two: adapters may also be sold" in page and 'name="terms_version" value="2"' in page
     client.post(url, {"terms_version": "2"})
@@ -67,11 +67,13 @@ def test_becoming_an_artist_under_an_agreement_no_longer_shown_is_refused(client
     refused = client.post(reverse("licensing:become_artist"), form | {"agreement_version": "1"})
     page = refused.content.decode()
     assert refused.status_code == 200 and not Artist.objects.exists()
-    assert "The artist agreement changed to version 2" in page and "Version two of the agreement." in page
+    assert "The artist agreement in force is now version 2" in page and "Version two of the agreement." in page
     assert 'name="agreement_version" value="2"' in page and 'value="Mio"' in page
-    assert "checked" not in page.split('name="accept_agreement"')[1].split(">")[0]  # to be ticked again
-    unreadable = client.post(reverse("licensing:become_artist"), form | {"agreement_version": "two"})
-    assert "unreadable agreement version" in unreadable.content.decode() and not Artist.objects.exists()
+    checkbox = page.split('name="accept_agreement"')[1].split(">")[0]
+    assert "checked" not in checkbox and "aria-invalid" not in checkbox  # to be ticked again, not an error
+    unreadable = client.post(reverse("licensing:become_artist"), form | {"agreement_version": "two"}).content.decode()
+    assert "unreadable agreement version" in unreadable and not Artist.objects.exists()
+    assert "checked" not in unreadable.split('name="accept_agreement"')[1].split(">")[0]
     client.post(reverse("licensing:become_artist"), form | {"agreement_version": "2"})
     assert Artist.objects.get().agreement.version == 2
 
@@ -84,7 +86,7 @@ def test_the_api_answers_409_when_the_terms_shown_are_no_longer_in_force(api_cli
         refused = client.post(url, {"terms_version": 1}, format="json")
         assert refused.status_code == 409, refused.content
         assert refused.json()["error"]["code"] == "terms_changed"
-        assert "changed to version 2" in refused.json()["error"]["message"]
+        assert "now version 2, not the version you were shown" in refused.json()["error"]["message"]
     assert not ConsentEvent.objects.exists()
     unknown = client.post(reverse("works-opt-in", args=[work.pk]), {"terms": 2}, format="json")
     assert unknown.status_code == 400 and "terms" in str(unknown.json())
@@ -92,3 +94,28 @@ def test_the_api_answers_409_when_the_terms_shown_are_no_longer_in_force(api_cli
     assert not ConsentEvent.objects.exists()
     granted = client.post(reverse("works-opt-in", args=[work.pk]), {"terms_version": 2}, format="json")
     assert granted.status_code == 201 and granted.json()["terms_version"] == 2
+
+
+@pytest.mark.parametrize("body", [None, "null", {"csrfmiddlewaretoken": "token"}])
+def test_the_api_opt_in_still_takes_the_bodies_it_took_before_the_version(api_client_for, artist, body):
+    work = make_work(artist)
+    client = api_client_for(artist.user)
+    if body == "null":
+        answer = client.post(reverse("works-opt-in", args=[work.pk]), "null", content_type="application/json")
+    elif body is None:
+        answer = client.post(reverse("works-opt-in", args=[work.pk]))
+    else:
+        answer = client.post(reverse("works-opt-in", args=[work.pk]), body)  # a form body
+    assert answer.status_code == 201, answer.content
+    assert ConsentEvent.objects.get().terms.version == 1
+
+
+def test_a_studio_shown_before_any_terms_refuses_terms_published_before_the_click(client_for, artist, consent_terms):
+    work = make_work(artist)
+    consent_terms.delete()
+    client = client_for(artist.user)
+    page = client.get(reverse("licensing:studio")).content.decode()
+    assert '<input type="hidden" name="terms_version" value="0">' in page
+    publish_training_terms_v2()
+    answer = client.post(reverse("licensing:work_consent", args=[work.pk, "opt-in"]), {"terms_version": "0"}, follow=True)
+    assert "now version 2" in answer.content.decode() and not ConsentEvent.objects.exists()
