@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import imagehash
 from django.conf import settings
+from django.template.defaultfilters import filesizeformat
 from django.utils.translation import gettext as _
 from PIL import Image, ImageFile, ImageOps
 
@@ -100,9 +101,14 @@ def _check_no_hidden_payload(data, kind):
 
 def refuse_if_too_large(size):
     """ImageRefused for a file over WORK_MAX_BYTES; the API calls it on the declared size, before reading."""
-    if size > settings.WORK_MAX_BYTES:
-        raise ImageRefused(_("The file is %(size)s bytes; the limit is %(limit)s bytes.")
-                           % {"size": size, "limit": settings.WORK_MAX_BYTES})
+    limit = settings.WORK_MAX_BYTES
+    if size > limit:
+        # Plain spaces: the message also goes to the API's JSON and the import command's lines.
+        shown_size, shown_limit = (filesizeformat(n).replace("\xa0", " ") for n in (size, limit))
+        if shown_size == shown_limit:  # just over: "20.0 MB; the limit is 20.0 MB" would say nothing
+            shown_size = _("%(rounded)s (%(bytes)s bytes)") % {"rounded": shown_size, "bytes": size}
+            shown_limit = _("%(rounded)s (%(bytes)s bytes)") % {"rounded": shown_limit, "bytes": limit}
+        raise ImageRefused(_("The file is %(size)s; the limit is %(limit)s.") % {"size": shown_size, "limit": shown_limit})
 
 
 def validate_image(data, *, filename=""):

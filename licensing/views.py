@@ -168,7 +168,8 @@ def work_delete(request, pk):
 @role_required(Role.ARTIST)
 def upload(request):
     artist = _artist(request) or _gone()
-    return render(request, "licensing/upload.html", {"artist": artist, "min_side": settings.WORK_MIN_SIDE_PX})
+    return render(request, "licensing/upload.html",
+                  {"artist": artist, "min_side": settings.WORK_MIN_SIDE_PX, "max_bytes": settings.WORK_MAX_BYTES})
 
 
 @role_required(Role.ARTIST)

@@ -103,7 +103,8 @@ def test_become_an_artist_page(client_for, subscriber):
     assert refused.status_code == 200 and not Artist.objects.exists()
     done = client.post(reverse("licensing:become_artist"), {"display_name": "Mio", "slug": "mio", "accept_agreement": "on"})
     assert done.status_code == 302 and Artist.objects.get().slug == "mio"
-    assert client.get(reverse("licensing:upload")).status_code == 200
+    upload_page = client.get(reverse("licensing:upload")).content.decode()
+    assert "PNG, JPEG or WebP, at most 20.0\xa0MB each, each side at least 256 pixels." in upload_page
 
 
 def test_leaving_withdraws_everything(client_for, artist, withdrawal_receiver):

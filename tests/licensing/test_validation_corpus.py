@@ -87,8 +87,22 @@ def test_import_command_byte_limit(tmp_path, artist, media_root, settings):
     out = io.StringIO()
     call_command("import_works", str(tmp_path), artist=artist.user.email, stdout=out)
     line = json_lines(out.getvalue())[0]
-    assert line["status"] == "rejected" and line["reason"].endswith("bytes; the limit is 1000 bytes.")
+    assert line["status"] == "rejected" and line["reason"].endswith("; the limit is 1000 bytes.")
     assert media_files(media_root) == []
+
+
+@pytest.mark.parametrize("size, limit, message", [
+    (23_530_664, 20 * 1024 * 1024, "The file is 22.4 MB; the limit is 20.0 MB."),
+    (20 * 1024 * 1024 + 1, 20 * 1024 * 1024,
+     "The file is 20.0 MB (20971521 bytes); the limit is 20.0 MB (20971520 bytes)."),  # rounded alike: exact too
+])
+def test_a_file_over_the_limit_is_told_in_units_a_person_reads(size, limit, message, settings):
+    from licensing.validation import ImageRefused, refuse_if_too_large
+
+    settings.WORK_MAX_BYTES = limit
+    with pytest.raises(ImageRefused) as refused:
+        refuse_if_too_large(size)
+    assert str(refused.value) == message
 
 
 def test_import_command_reads_utf8_captions_and_refuses_others(tmp_path, artist, media_root):
