@@ -291,8 +291,10 @@ class ConsentEvent(AppendOnlyModel):
         return translated_reason(self.reason)
 
     def __str__(self):
-        return gettext("%(kind)s %(work)s (%(time)s)") % {
-            "kind": self.get_kind_display(), "work": self.work_id, "time": f"{self.created_at:%Y-%m-%d %H:%M}",
+        # Numbered as the artist's consent history numbers it: a bare work id beside the kind read as the event's.
+        return gettext("Event #%(id)s: %(kind)s, work #%(work)s (%(time)s)") % {
+            "id": self.pk, "kind": self.get_kind_display(), "work": self.work_id,
+            "time": f"{self.created_at:%Y-%m-%d %H:%M}",
         }
 
 

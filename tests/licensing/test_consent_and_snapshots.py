@@ -36,6 +36,8 @@ def test_opt_in_is_idempotent_and_history_records_every_change(artist, withdrawa
     work.refresh_from_db()
     assert work.current_consent.kind == "granted" and work.is_opted_in
     assert len(withdrawal_receiver.calls) == 1
+    # As the admin names it: numbered as the consent history numbers it, the work named as a work.
+    assert str(work.current_consent).startswith(f"Event #{work.current_consent.pk}: Granted, work #{work.pk} (")
 
 
 def test_consent_events_cannot_be_edited_or_deleted(artist):
