@@ -1,5 +1,9 @@
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
@@ -67,10 +71,48 @@ def delete_works(modeladmin, request, queryset):
     messages.success(request, ngettext("Deleted %(count)d work.", "Deleted %(count)d works.", len(deleted)) % {"count": len(deleted)})
 
 
+def _work_figure(heading, work, side=240):
+    """A work's picture with who uploaded it and when, for staff comparing a held work with its match."""
+    if work.is_deleted:
+        return format_html('<figure class="work-figure"><strong>{}</strong><p>{}</p></figure>', heading,
+                           _("Work #%(id)s has been deleted.") % {"id": work.pk})
+    return format_html(
+        '<figure class="work-figure"><strong>{}</strong>'
+        '<a href="{}"><img src="{}" alt="{}" width="{}" height="{}" loading="lazy"></a>'
+        '<figcaption>{}<br>{}<br>{}×{} {} · sha256 {}</figcaption></figure>',
+        heading,
+        reverse("admin:licensing_work_change", args=[work.pk]), reverse("licensing:work_file", args=[work.pk, "original"]),
+        _("Work #%(id)s") % {"id": work.pk}, side, side,
+        _("Work #%(id)s of %(artist)s (%(slug)s)") % {"id": work.pk, "artist": work.artist.display_name,
+                                                     "slug": work.artist.slug},
+        _("uploaded %(time)s UTC") % {"time": f"{work.created_at:%Y-%m-%d %H:%M}"},
+        work.width, work.height, work.original_format, work.sha256[:12],
+    )
+
+
+def _held_comparison(work):
+    matched = work.same_image_as
+    if matched is None:
+        return "—"
+    same_file = _("The same file (sha256).") if matched.sha256 == work.sha256 else _(
+        "Not the same file: the same picture re-encoded or resized (perceptual hash, confirmed by the pixels).")
+    return format_html('<div class="held-comparison">{}{}</div><p>{}</p>',
+                       _work_figure(_("Held upload"), work), _work_figure(_("The work it matches"), matched), same_file)
+
+
 @admin.action(description=_("Confirm that the artist made the selected works held for review (they can be opted in)"),
               permissions=["change"])
 def confirm_ownership(modeladmin, request, queryset):
-    released = services.works_ownership_confirm(works=list(queryset), actor=request.user)
+    held = list(queryset.held_for_review().select_related("artist", "same_image_as__artist").order_by("pk"))
+    if held and request.POST.get("post") != "yes":
+        # Released, a copy can be opted in to another artist's style: staff see both pictures before they decide.
+        return TemplateResponse(request, "admin/licensing/work/confirm_ownership.html", {
+            **modeladmin.admin_site.each_context(request),
+            "title": _("Release the works held for review?"), "opts": modeladmin.model._meta,
+            "comparisons": [_held_comparison(work) for work in held], "held": held, "media": modeladmin.media,
+            "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+        })
+    released = services.works_ownership_confirm(works=held, actor=request.user)
     if not released:
         messages.warning(request, _("None of the selected works was held for review; nothing changed."))
         return
@@ -108,7 +150,8 @@ class WorkAdmin(admin.ModelAdmin):
     a status or do-not-train flag edited here would skip the consent event and the adapters' retirement."""
 
     form = WorkAdminForm
-    list_display = ["id", "artist", "original_name", "status", "do_not_train", "shown_on_profile", "current_consent", "created_at"]
+    list_display = ["id", "thumbnail", "artist", "original_name", "status", "do_not_train", "shown_on_profile",
+                    "current_consent", "created_at"]
     list_select_related = ["artist", "current_consent"]
     list_filter = ["status", "do_not_train", HeldForReviewFilter, "shown_on_profile"]
     search_fields = ["artist__display_name", "original_name", "caption", "sha256"]
@@ -116,13 +159,28 @@ class WorkAdmin(admin.ModelAdmin):
         "artist", "original", "training_image", "status", "do_not_train", "do_not_train_reason_shown", "sha256", "phash", "width",
         "height", "original_format", "current_consent", "deleted_at", "near_duplicate_of", "same_image_as",
         "ownership_confirmed_at", "ownership_confirmed_by", "staff_told_of_hold_at", "copied_artist_told_at",
+        "held_comparison",
     ]
     exclude = ["do_not_train_reason", "do_not_train_params"]  # shown as one sentence, in the reader's language
     actions = [confirm_ownership, delete_works]
 
+    class Media:
+        css = {"all": ["licensing/admin.css"]}  # a stylesheet: the site's CSP refuses inline styles
+
     @admin.display(description=_("do-not-train reason"))
     def do_not_train_reason_shown(self, work):
         return work.do_not_train_reason_shown
+
+    @admin.display(description=_("picture"))
+    def thumbnail(self, work):
+        if work.is_deleted:
+            return "—"
+        return format_html('<img src="{}" alt="" width="48" height="48" loading="lazy" class="work-thumbnail">',
+                           reverse("licensing:work_file", args=[work.pk, "original"]))
+
+    @admin.display(description=_("this work and the other artist's work it matches"))
+    def held_comparison(self, work):
+        return _held_comparison(work)
 
     def save_model(self, request, obj, form, change):
         # The service locks the row and refuses a deleted work: the form's copy would write back a consent or status

@@ -49,6 +49,10 @@ def test_a_re_encoded_copy_with_the_same_perceptual_hash_is_held(artist, other_a
     copy = upload(other_artist, jpeg, name="copy.jpg").work
     assert copy.sha256 != original.sha256 and copy.phash == original.phash
     assert copy.same_image_as == original and copy.ownership_held
+    # Staff comparing the two are told it is the picture, not the file, that matched.
+    from licensing.admin import WorkAdmin
+
+    assert "Not the same file: the same picture re-encoded or resized" in WorkAdmin.held_comparison(None, copy)
 
 
 def drawing_png(seed, style):
@@ -115,16 +119,33 @@ def test_a_held_work_never_enters_training_even_if_its_consent_row_says_granted(
     assert training_works(other_artist) == []
 
 
-def test_the_admin_lists_held_works_and_releases_them(client, artist, other_artist):
-    make_work(artist, seed=15)
+def picture_of(work):
+    return reverse("licensing:work_file", args=[work.pk, "original"])
+
+
+def test_the_admin_lists_held_works_and_releases_them_after_showing_both_pictures(client, artist, other_artist):
+    original = make_work(artist, seed=15)
     copy = upload(other_artist, images.good_png(15)).work
     free = make_work(other_artist, seed=16)
     client.force_login(StaffFactory())
     listing = reverse("admin:licensing_work_changelist")
     held_page = client.get(listing, {"held": "yes"}).content.decode()
-    assert f'href="/admin/licensing/work/{copy.pk}/change/' in held_page
+    assert f'href="/admin/licensing/work/{copy.pk}/change/' in held_page and picture_of(copy) in held_page
     assert f'href="/admin/licensing/work/{free.pk}/change/' not in held_page
-    response = client.post(listing, {"action": "confirm_ownership", "_selected_action": [copy.pk, free.pk]}, follow=True)
+    change_page = client.get(reverse("admin:licensing_work_change", args=[copy.pk])).content.decode()
+    assert picture_of(copy) in change_page and picture_of(original) in change_page
+    assert client.get(picture_of(original)).status_code == 200  # staff see another artist's file
+    # The action first shows each held work beside the work it matches; nothing is released yet.
+    asked = client.post(listing, {"action": "confirm_ownership", "_selected_action": [copy.pk, free.pk]})
+    page = asked.content.decode()
+    assert asked.status_code == 200 and "Release the works held for review?" in page
+    assert "licensing/admin.css" in page  # side by side (the CSP refuses inline styles)
+    assert picture_of(copy) in page and picture_of(original) in page and picture_of(free) not in page
+    assert artist.display_name in page and other_artist.display_name in page and "The same file (sha256)." in page
+    assert f'name="_selected_action" value="{copy.pk}"' in page and f'value="{free.pk}"' not in page
+    assert Work.objects.get(pk=copy.pk).ownership_held
+    response = client.post(listing, {"action": "confirm_ownership", "_selected_action": [copy.pk], "post": "yes"},
+                           follow=True)
     assert "Released 1 work held for review." in response.content.decode()
     assert not Work.objects.get(pk=copy.pk).ownership_held
     again = client.post(listing, {"action": "confirm_ownership", "_selected_action": [copy.pk]}, follow=True)
@@ -184,7 +205,8 @@ def test_staff_who_may_only_view_works_cannot_release_one(client, artist, other_
     viewer = StaffFactory(is_superuser=False)
     viewer.user_permissions.add(Permission.objects.get(codename="view_work"))
     client.force_login(viewer)
-    client.post(reverse("admin:licensing_work_changelist"), {"action": "confirm_ownership", "_selected_action": [copy.pk]})
+    client.post(reverse("admin:licensing_work_changelist"),
+                {"action": "confirm_ownership", "_selected_action": [copy.pk], "post": "yes"})
     assert Work.objects.get(pk=copy.pk).ownership_held
 
 
