@@ -48,7 +48,7 @@ def exception_handler(exc, context):
     return response
 
 
-def _is_api(request):
+def is_api_request(request):
     return request.path.startswith("/api/")
 
 
@@ -59,7 +59,7 @@ def api_not_found_as_json(get_response):
 
     def middleware(request):
         response = get_response(request)
-        if response.status_code == 404 and _is_api(request) and not response.get("Content-Type", "").startswith("application/json"):
+        if response.status_code == 404 and is_api_request(request) and not response.get("Content-Type", "").startswith("application/json"):
             # DRF's own sentence, so DRF's catalogue translates it as it does for its 404s.
             return JsonResponse({"error": {"code": "not_found", "message": gettext("Not found.")}}, status=404)
         return response
@@ -69,7 +69,7 @@ def api_not_found_as_json(get_response):
 
 def server_error(request):
     """handler500: the API's clients get JSON here too (the traceback goes to the log, never to them)."""
-    if _is_api(request):
+    if is_api_request(request):
         return JsonResponse({"error": {"code": "error", "message": gettext("A server error occurred.")}}, status=500)
     return defaults.server_error(request)
 

@@ -4,6 +4,7 @@ The embedded default (no variables set) runs on one machine with no servers to i
 SQLite under the data directory, a file-system Celery broker and the built-in base model.
 """
 
+from datetime import timedelta
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -46,6 +47,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_celery_results",
     "django_htmx",
+    "axes",
     "illustration_platform.accounts",
     "illustration_platform.site",
     "licensing",
@@ -66,6 +68,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: it turns a locked-out log-in into the lockout answer
 ]
 
 ROOT_URLCONF = "illustration_platform.urls"
@@ -95,6 +98,19 @@ AUTH_USER_MODEL = "accounts.User"
 LOGIN_URL = "accounts:login"
 LOGIN_REDIRECT_URL = "site:home"
 LOGOUT_REDIRECT_URL = "site:home"
+# Failed log-ins (site, admin and API token alike) are counted per account and address by django-axes: after
+# LOGIN_FAILURE_LIMIT in a row, that account cannot log in from that address for LOGIN_LOCKOUT_MINUTES, so a
+# password cannot be guessed without limit, and nobody can lock an artist out from everywhere by guessing wrong.
+AUTHENTICATION_BACKENDS = ["axes.backends.AxesStandaloneBackend", "django.contrib.auth.backends.ModelBackend"]
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_LOCKOUT_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_DISABLE_ACCESS_LOG = True  # failures only: no record of every artist's log-ins and addresses
+AXES_LOCKOUT_CALLABLE = "illustration_platform.accounts.lockout.locked_out"
+AXES_USERNAME_CALLABLE = "illustration_platform.accounts.lockout.folded_username"
+AXES_USERNAME_FORM_FIELD = "username"  # the log-in form's and the token endpoint's name for the address
+AXES_VERBOSE = False  # no banner at every start of every process
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

@@ -1,9 +1,13 @@
 import re
 
 import pytest
+from datetime import timedelta
+
 from django.contrib.auth import get_user_model
 from django.core import mail
+from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from tests.factories import PASSWORD, UserFactory
 
@@ -59,6 +63,50 @@ def test_log_in_with_a_wrong_password_says_so(client):
     response = client.post(reverse("accounts:login"), {"username": user.email, "password": "wrong"})
     assert response.status_code == 200
     assert "Please enter a correct email address and password" in response.content.decode()
+
+
+def log_in(client, email, password, address="10.0.0.1"):
+    return client.post(reverse("accounts:login"), {"username": email, "password": password}, REMOTE_ADDR=address)
+
+
+def test_failed_log_ins_lock_the_account_out_from_that_address_for_a_while(client, settings):
+    from axes.models import AccessAttempt
+
+    user = UserFactory(email="guessed@example.test")
+    for attempt in range(settings.AXES_FAILURE_LIMIT - 1):
+        assert log_in(client, user.email, f"guess {attempt}").status_code == 200
+    # The last allowed failure is typed with capitals: it still counts against the same account.
+    locked = log_in(client, "Guessed@Example.TEST", "one more guess")
+    assert locked.status_code == 429 and int(locked["Retry-After"]) == 15 * 60
+    assert "Too many failed log-ins for this account from your address. Try again in 15 minutes" in locked.content.decode()
+    # Even the right password is refused from there until the lockout ends...
+    assert log_in(client, user.email, PASSWORD).status_code == 429
+    assert client.get(reverse("accounts:account")).status_code == 302
+    # ...but not from another address, nor for another account from the same one.
+    assert log_in(Client(), user.email, PASSWORD, address="10.0.0.2").status_code == 302
+    assert log_in(Client(), UserFactory().email, PASSWORD).status_code == 302
+    AccessAttempt.objects.update(attempt_time=timezone.now() - settings.AXES_COOLOFF_TIME - timedelta(seconds=1))
+    assert log_in(client, user.email, PASSWORD).status_code == 302
+
+
+def test_a_successful_log_in_starts_the_count_again(client, settings):
+    user = UserFactory()
+    for round_ in range(2):
+        for attempt in range(settings.AXES_FAILURE_LIMIT - 1):
+            assert log_in(client, user.email, f"guess {round_}.{attempt}").status_code == 200
+        assert log_in(client, user.email, PASSWORD).status_code == 302
+        client.post(reverse("accounts:logout"))
+
+
+def test_the_api_token_is_locked_out_alike_in_the_apis_error_shape(api_client, settings):
+    user = UserFactory()
+    for attempt in range(settings.AXES_FAILURE_LIMIT - 1):
+        answer = api_client.post(reverse("api-token"), {"username": user.email, "password": f"guess {attempt}"})
+        assert answer.status_code == 400
+    locked = api_client.post(reverse("api-token"), {"username": user.email, "password": "one more guess"})
+    assert locked.status_code == 429 and locked["Retry-After"] == str(15 * 60)
+    assert locked.json()["error"]["code"] == "locked_out"
+    assert api_client.post(reverse("api-token"), {"username": user.email, "password": PASSWORD}).status_code == 429
 
 
 def test_password_reset_mails_a_link_that_sets_a_new_password(client):

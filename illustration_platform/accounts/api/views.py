@@ -1,8 +1,13 @@
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers
+from rest_framework.authtoken.serializers import AuthTokenSerializer
+from rest_framework.authtoken.views import ObtainAuthToken
+from rest_framework.exceptions import ValidationError
+from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from ..lockout import locked_out
 from ..roles import roles_of
 
 
@@ -26,3 +31,22 @@ class MeView(APIView):
             "roles": sorted(role.value for role in roles_of(user)),
         }
         return Response(MeSerializer(data).data)
+
+
+class TokenView(ObtainAuthToken):
+    """An API token for an email address (`username`) and password. Failures count as on the log-in page: after
+    too many in a row for one account from one client address, it answers 429 until the lockout ends."""
+
+    permission_classes = [AllowAny]  # said outright (it is open either way) so the schema shows it needs no sign-in
+
+    @extend_schema(responses={200: AuthTokenSerializer, 429: OpenApiResponse(
+        description="Too many failed attempts for this address from this client; see Retry-After.")})
+    def post(self, request, *args, **kwargs):
+        try:
+            return super().post(request, *args, **kwargs)
+        except ValidationError:
+            # django-axes marks a locked-out attempt on the request authenticate() was given, here DRF's, which
+            # its middleware does not see.
+            if getattr(request, "axes_locked_out", False):
+                return locked_out(request)
+            raise
