@@ -98,6 +98,14 @@ def loss_curve_points(losses, width=LOSS_CURVE_SIZE[0], height=LOSS_CURVE_SIZE[1
     )
 
 
+def loss_curve_axes(losses):
+    """What the curve's edges stand for: the highest and lowest loss drawn, and the first and last step."""
+    if len(losses) < 2:
+        return None
+    values = [loss for _step, loss in losses]
+    return {"high": max(values), "low": min(values), "first_step": losses[0][0], "last_step": losses[-1][0]}
+
+
 def job_state(version, *, current_base_sha256=None):
     """A dict of everything a person (or API client) needs to follow one version's training."""
     job = version.job
@@ -117,6 +125,7 @@ def job_state(version, *, current_base_sha256=None):
         "waiting_for_worker": False,
         "losses": job.losses,
         "loss_curve": loss_curve_points(job.losses),
+        "loss_axes": loss_curve_axes(job.losses),
         "final_loss": version.metrics.get("final_loss"),
         "previews": [
             {**preview, "url": reverse("api-adapter-version-preview", args=[version.pk, preview["file"]])} for preview in job.previews

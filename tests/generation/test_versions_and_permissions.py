@@ -238,6 +238,17 @@ def test_the_api_gives_the_loss_curve_as_whole_steps_and_float_losses(api_client
     assert [type(value) for point in state["losses"] for value in point] == [int, float, int, float]
 
 
+def test_the_loss_curve_says_what_its_edges_stand_for(client_for, owned):
+    from generation.models import TrainingJob
+
+    artist, _first, second = owned
+    TrainingJob.objects.filter(adapter_version=second).update(losses=[[1, 0.9], [50, 0.2], [100, 0.25]])
+    page = client_for(artist.user).get(reverse("generation:style")).content.decode()
+    assert '<div class="loss-y" aria-hidden="true"><span>0.900</span><span>0.200</span></div>' in page
+    assert '<span>step 1</span><span>step 100</span>' in page
+    assert 'aria-label="Training loss from step 1 to step 100, between 0.200 and 0.900"' in page
+
+
 def test_the_polled_panel_reloads_the_page_once_the_training_ends(client_for, owned):
     artist, _first, second = owned
     client = client_for(artist.user)

@@ -61,6 +61,12 @@ def run_flow(live_server, page, tmp_path):
     one = Work.objects.get(caption="drawing number 7")
     # Each row's buttons sit in a real table cell, so the row's borders line up; a phone does not scroll sideways.
     assert page.locator(f"#work-{one.pk} td.actions").evaluate("cell => getComputedStyle(cell).display") == "table-cell"
+    # A caption box grows to show a long caption whole, rather than a two-line window onto it.
+    box = page.locator(f"#caption-{one.pk}")
+    short_height = box.evaluate("box => box.clientHeight")
+    box.fill("a long caption that goes on " * 12)
+    assert box.evaluate("box => box.clientHeight") > 2 * short_height
+    assert box.evaluate("box => box.scrollHeight <= box.clientHeight + 1")
     page.set_viewport_size({"width": 390, "height": 844})
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
     page.set_viewport_size({"width": 1280, "height": 800})
