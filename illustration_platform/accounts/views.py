@@ -1,11 +1,13 @@
 from django.contrib import messages
 from django.contrib.auth import login
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
 from django.utils.translation import pgettext_lazy
 
 from .forms import SignUpForm
+from .lockout import forget_failures
 from .roles import roles_of
 from .services import user_create
 
@@ -37,3 +39,12 @@ def sign_up(request):
 def account(request):
     names = sorted(role.value for role in roles_of(request.user))
     return render(request, "accounts/account.html", {"roles": [ROLE_NAMES.get(name, name) for name in names]})
+
+
+class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):
+    """Setting a new password from the mailed link also ends a log-in lockout, as the lockout page promises."""
+
+    def form_valid(self, form):
+        response = super().form_valid(form)
+        forget_failures(form.user)
+        return response

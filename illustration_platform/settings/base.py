@@ -108,7 +108,12 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_DISABLE_ACCESS_LOG = True  # failures only: no record of every artist's log-ins and addresses
 AXES_LOCKOUT_CALLABLE = "illustration_platform.accounts.lockout.locked_out"
-AXES_USERNAME_CALLABLE = "illustration_platform.accounts.lockout.folded_username"
+AXES_USERNAME_CALLABLE = "illustration_platform.accounts.lockout.account_key"
+AXES_CLIENT_IP_CALLABLE = "illustration_platform.accounts.lockout.client_address"
+# Reverse proxies in front of the platform that append to X-Forwarded-For (0: none, clients connect directly).
+TRUSTED_PROXIES = env_int("TRUSTED_PROXIES", 0, minimum=0)
+# Attempts during a lockout do not extend it: else one guess a quarter hour would keep an artist locked out.
+AXES_RESET_COOL_OFF_ON_FAILURE_DURING_LOCKOUT = False
 AXES_USERNAME_FORM_FIELD = "username"  # the log-in form's and the token endpoint's name for the address
 AXES_VERBOSE = False  # no banner at every start of every process
 AUTH_PASSWORD_VALIDATORS = [

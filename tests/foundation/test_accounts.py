@@ -5,7 +5,9 @@ from datetime import timedelta
 
 from django.contrib.auth import get_user_model
 from django.core import mail
-from django.test import Client
+from django.db.models import Value
+from django.db.models.functions import Lower
+from django.test import Client, RequestFactory
 from django.urls import reverse
 from django.utils import timezone
 
@@ -78,7 +80,8 @@ def test_failed_log_ins_lock_the_account_out_from_that_address_for_a_while(clien
     # The last allowed failure is typed with capitals: it still counts against the same account.
     locked = log_in(client, "Guessed@Example.TEST", "one more guess")
     assert locked.status_code == 429 and int(locked["Retry-After"]) == 15 * 60
-    assert "Too many failed log-ins for this account from your address. Try again in 15 minutes" in locked.content.decode()
+    assert ("Too many failed log-ins for this account from your network (IP) address. Try again in 15 minutes"
+            in locked.content.decode())
     # Even the right password is refused from there until the lockout ends...
     assert log_in(client, user.email, PASSWORD).status_code == 429
     assert client.get(reverse("accounts:account")).status_code == 302
@@ -87,6 +90,69 @@ def test_failed_log_ins_lock_the_account_out_from_that_address_for_a_while(clien
     assert log_in(Client(), UserFactory().email, PASSWORD).status_code == 302
     AccessAttempt.objects.update(attempt_time=timezone.now() - settings.AXES_COOLOFF_TIME - timedelta(seconds=1))
     assert log_in(client, user.email, PASSWORD).status_code == 302
+
+
+def lock_out(client, email, settings, **extra):
+    for attempt in range(settings.AXES_FAILURE_LIMIT):
+        client.post(reverse("accounts:login"), {"username": email, "password": f"guess {attempt}"}, **extra)
+
+
+def test_guesses_during_a_lockout_do_not_make_it_longer(client, settings):
+    from axes.models import AccessAttempt
+
+    user = UserFactory()
+    lock_out(client, user.email, settings, REMOTE_ADDR="10.0.0.1")
+    nearly_over = timezone.now() - settings.AXES_COOLOFF_TIME + timedelta(minutes=1)
+    AccessAttempt.objects.update(attempt_time=nearly_over)
+    assert log_in(client, user.email, "yet another guess").status_code == 429
+    assert AccessAttempt.objects.get().attempt_time == nearly_over  # one guess a quarter hour cannot keep it locked
+
+
+def test_a_password_reset_by_its_mailed_link_ends_the_lockout(client, settings):
+    user = UserFactory()
+    lock_out(client, user.email, settings, REMOTE_ADDR="10.0.0.1")
+    client.post(reverse("accounts:password_reset"), {"email": user.email})
+    link = re.search(r"https?://[^/]+(/\S+)", mail.outbox[0].body).group(1)
+    form_page = client.get(link, follow=True)
+    new_password = "another-long-password-77"
+    client.post(form_page.redirect_chain[-1][0], {"new_password1": new_password, "new_password2": new_password})
+    assert log_in(client, user.email, new_password).status_code == 302
+
+
+def test_behind_a_proxy_each_client_has_its_own_count(client, settings):
+    from illustration_platform.accounts.lockout import client_address
+
+    settings.TRUSTED_PROXIES = 1
+    behind = {"REMOTE_ADDR": "127.0.0.1"}  # every request arrives from the proxy
+    # The proxy appends the address it was reached from; what a client wrote itself further left does not count.
+    request = RequestFactory().post("/", HTTP_X_FORWARDED_FOR="6.6.6.6, 203.0.113.5", **behind)
+    assert client_address(request) == "203.0.113.5"
+    assert client_address(RequestFactory().post("/", **behind)) == "127.0.0.1"  # not through the proxy
+    user = UserFactory()
+    lock_out(client, user.email, settings, HTTP_X_FORWARDED_FOR="203.0.113.5", **behind)
+    again = client.post(reverse("accounts:login"), {"username": user.email, "password": PASSWORD},
+                        HTTP_X_FORWARDED_FOR="203.0.113.5", **behind)
+    assert again.status_code == 429
+    other_client = Client().post(reverse("accounts:login"), {"username": user.email, "password": PASSWORD},
+                                 HTTP_X_FORWARDED_FOR="198.51.100.9", **behind)
+    assert other_client.status_code == 302  # one guesser does not lock the artist out for everyone
+
+
+def test_every_spelling_the_log_in_accepts_counts_against_one_account(client, settings):
+    """Python's lower() and the database's fold some letters apart (the dotted capital I); the count follows the
+    database, as log-in does: an attempt counts against the account exactly when log-in would find it by it."""
+    from illustration_platform.accounts.lockout import account_key
+
+    user = UserFactory(email="mio@example.test")
+    variant = "mİo@example.test"
+    found_by_variant = get_user_model().objects.filter(pk=user.pk).filter(
+        pk__in=get_user_model().objects.alias(folded=Lower("email")).filter(folded=Lower(Value(variant)))).exists()
+    assert (account_key(None, {"username": variant}) == user.email) == found_by_variant
+    assert account_key(None, {"username": " MIO@Example.test "}) == user.email
+    for attempt in range(settings.AXES_FAILURE_LIMIT - 1):
+        log_in(client, user.email, f"guess {attempt}")
+    log_in(client, variant, "one more guess")
+    assert log_in(client, user.email, PASSWORD).status_code == (429 if found_by_variant else 302)
 
 
 def test_a_successful_log_in_starts_the_count_again(client, settings):
