@@ -9,7 +9,7 @@ from django.utils.translation import ngettext
 
 from . import services
 
-from .models import Artist, ConsentEvent, ConsentTerms, DatasetSnapshot, Work
+from .models import Artist, ConsentEvent, ConsentTerms, ConsentTermsTranslation, DatasetSnapshot, Work
 
 
 class SavesOnlyItsFields(admin.ModelAdmin):
@@ -39,30 +39,46 @@ class ArtistAdmin(SavesOnlyItsFields):
         return self.readonly_fields + (["user"] if obj is not None else [])
 
 
+def _words_open(terms):
+    """Whether a terms version's words may still change: not while artists are shown it, who accept it by its
+    number, nor once anyone accepted it. A draft is written inactive and made active when ready."""
+    return terms is None or not (
+        terms.is_active
+        or ConsentEvent.objects.filter(terms=terms).exists()
+        or Artist.objects.filter(agreement=terms).exists()
+        or DatasetSnapshot.objects.filter(terms=terms).exists()
+    )
+
+
+class ConsentTermsTranslationInline(admin.StackedInline):
+    """A translation is part of the words shown: fixed when the original is."""
+
+    model = ConsentTermsTranslation
+    extra = 0
+
+    def has_add_permission(self, request, obj=None):
+        return super().has_add_permission(request, obj) and _words_open(obj)
+
+    def has_change_permission(self, request, obj=None):
+        return super().has_change_permission(request, obj) and _words_open(obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return super().has_delete_permission(request, obj) and _words_open(obj)
+
+
 @admin.register(ConsentTerms)
 class ConsentTermsAdmin(admin.ModelAdmin):
-    """New terms are a new version; the words of a version someone has accepted, or that is active (shown to
-    artists, who accept it by its number), never change. A draft is written inactive and made active when ready."""
+    """New terms are a new version; see `_words_open` for when a version's words are fixed."""
 
     list_display = ["kind", "version", "title", "is_active", "published_at"]
     list_filter = ["kind", "is_active"]
+    inlines = [ConsentTermsTranslationInline]
 
     def get_readonly_fields(self, request, obj=None):
-        if obj is not None and (obj.is_active or self._accepted(obj)):
-            return ["kind", "version", "title", "text"]
-        return []
+        return [] if _words_open(obj) else ["kind", "version", "title", "text"]
 
     def has_delete_permission(self, request, obj=None):
-        return super().has_delete_permission(request, obj) and (
-            obj is None or not (obj.is_active or self._accepted(obj)))
-
-    @staticmethod
-    def _accepted(terms):
-        return (
-            ConsentEvent.objects.filter(terms=terms).exists()
-            or Artist.objects.filter(agreement=terms).exists()
-            or DatasetSnapshot.objects.filter(terms=terms).exists()
-        )
+        return super().has_delete_permission(request, obj) and _words_open(obj)
 
 
 @admin.action(description=_("Delete the selected works (withdraws their consent, retires their adapters)"), permissions=["change"])
@@ -150,8 +166,8 @@ class WorkAdmin(admin.ModelAdmin):
     a status or do-not-train flag edited here would skip the consent event and the adapters' retirement."""
 
     form = WorkAdminForm
-    list_display = ["id", "thumbnail", "artist", "original_name", "status", "do_not_train", "shown_on_profile",
-                    "current_consent", "created_at"]
+    list_display = ["id", "artist", "original_name", "status", "do_not_train", "shown_on_profile", "current_consent",
+                    "created_at"]
     list_select_related = ["artist", "current_consent"]
     list_filter = ["status", "do_not_train", HeldForReviewFilter, "shown_on_profile"]
     search_fields = ["artist__display_name", "original_name", "caption", "sha256"]
@@ -170,13 +186,6 @@ class WorkAdmin(admin.ModelAdmin):
     @admin.display(description=_("do-not-train reason"))
     def do_not_train_reason_shown(self, work):
         return work.do_not_train_reason_shown
-
-    @admin.display(description=_("picture"))
-    def thumbnail(self, work):
-        if work.is_deleted:
-            return "—"
-        return format_html('<img src="{}" alt="" width="48" height="48" loading="lazy" class="work-thumbnail">',
-                           reverse("licensing:work_file", args=[work.pk, "original"]))
 
     @admin.display(description=_("this work and the other artist's work it matches"))
     def held_comparison(self, work):

@@ -78,6 +78,37 @@ class ConsentTerms(models.Model):
     def current(cls, kind=Kind.TRAINING):
         return cls.objects.filter(kind=kind, is_active=True).order_by("-version").first()
 
+    @property
+    def original_language(self):
+        """Terms are written in the site's LANGUAGE_CODE; translations are stored beside them."""
+        return settings.LANGUAGE_CODE.split("-")[0]
+
+    def translation_for(self, language):
+        """Its translation into `language`, or None: none is stored, or `language` is the original's."""
+        language = (language or "").split("-")[0]
+        if not language or language == self.original_language:
+            return None
+        return self.translations.filter(language=language).first()
+
+
+class ConsentTermsTranslation(models.Model):
+    """A terms version's words in another of the site's languages, shown with the original, so that an artist can
+    read what they accept; where the two differ, the original applies."""
+
+    terms = models.ForeignKey(ConsentTerms, verbose_name=_("consent terms"), on_delete=models.CASCADE,
+                              related_name="translations")
+    language = models.CharField(_("language"), max_length=8, choices=settings.LANGUAGES)
+    title = models.CharField(_("title"), max_length=200)
+    text = models.TextField(_("text"))
+
+    class Meta:
+        verbose_name = _("consent terms translation")
+        verbose_name_plural = _("consent terms translations")
+        constraints = [models.UniqueConstraint(fields=["terms", "language"], name="consent_terms_translation_unique")]
+
+    def __str__(self):
+        return f"{self.terms} ({self.language})"
+
 
 def avatar_path(instance, filename):
     return f"artists/{instance.pk or 'new'}/avatar-{uuid.uuid4().hex}{_suffix(filename)}"

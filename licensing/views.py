@@ -6,6 +6,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import FileResponse, Http404
 from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
+from django.utils import translation
 from django.utils.translation import ngettext
 from django.views.decorators.http import require_POST
 
@@ -37,7 +38,8 @@ def studio(request):
     # The terms are shown open while there is a work to opt in: consent is given to a text the artist can see.
     consent_to_give = any(work.is_eligible and (not work.is_opted_in or work.needs_new_consent) for work in works)
     context = {"artist": artist, "works": works, "summary": summary, "terms": terms, "copies_held": copies_held,
-               "consent_to_give": consent_to_give}
+               "consent_to_give": consent_to_give,
+               "terms_translation": terms and terms.translation_for(translation.get_language())}
     return render(request, "licensing/studio.html", context)
 
 
@@ -224,7 +226,10 @@ def become_artist(request):
             kept = {name: request.POST.get(name, "") for name in ("display_name", "slug", "bio", "links", "payout_contact")}
             form = BecomeArtistForm(initial=initial | kept)
             messages.error(request, refusal[0])
-    return render(request, "licensing/become_artist.html", {"form": form, "agreement": agreement})
+    return render(request, "licensing/become_artist.html", {
+        "form": form, "agreement": agreement,
+        "agreement_translation": agreement and agreement.translation_for(translation.get_language()),
+    })
 
 
 @role_required(Role.ARTIST)

@@ -3,13 +3,23 @@ from rest_framework import serializers
 
 from illustration_platform.api.serializers import RefusesUnknownFields
 
-from ..models import Artist, ConsentEvent, ConsentTerms, DatasetSnapshot, Work
+from ..models import Artist, ConsentEvent, ConsentTerms, ConsentTermsTranslation, DatasetSnapshot, Work
+
+
+class ConsentTermsTranslationSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = ConsentTermsTranslation
+        fields = ["language", "title", "text"]
 
 
 class ConsentTermsSerializer(serializers.ModelSerializer):
+    translations = ConsentTermsTranslationSerializer(
+        many=True, read_only=True,
+        help_text="The same words in other languages, for reading; where one differs, title and text apply.")
+
     class Meta:
         model = ConsentTerms
-        fields = ["id", "kind", "version", "title", "text", "published_at"]
+        fields = ["id", "kind", "version", "title", "text", "published_at", "translations"]
 
 
 class ConsentEventSerializer(serializers.ModelSerializer):

@@ -143,22 +143,33 @@ def test_every_translate_tag_in_the_templates_is_in_the_catalogue():
 
 
 class ReadableText(HTMLParser):
-    """Text nodes and read-aloud attribute values of a page, without scripts and styles."""
+    """Text nodes and read-aloud attribute values of a page, without scripts and styles, nor elements marked as
+    in English on purpose (lang="en": the original of a translated text, shown beside it)."""
 
     def __init__(self):
         super().__init__()
-        self.pieces, self._skip = [], 0
+        self.pieces, self._skip, self._open = [], 0, []
 
     def handle_starttag(self, tag, attrs):
-        if tag in ("script", "style"):
-            self._skip += 1
+        skipped = tag in ("script", "style") or dict(attrs).get("lang") == "en"
+        self._open.append((tag, skipped))
+        self._skip += skipped
+        if self._skip:
+            return
         for name, value in attrs:
             if value and (name in READ_ATTRIBUTES or name.startswith("data-msg-")):
                 self.pieces.append(value.strip())
 
+    def handle_startendtag(self, tag, attrs):
+        self.handle_starttag(tag, attrs)
+        self.handle_endtag(tag)
+
     def handle_endtag(self, tag):
-        if tag in ("script", "style"):
-            self._skip -= 1
+        while self._open:  # HTML may leave elements unclosed (<p>, <li>): close up to this one
+            opened, skipped = self._open.pop()
+            self._skip -= skipped
+            if opened == tag:
+                break
 
     def handle_data(self, data):
         if not self._skip and data.strip():

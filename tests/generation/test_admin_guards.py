@@ -115,9 +115,21 @@ def test_the_words_of_accepted_consent_terms_cannot_change(staff_client):
     draft = ConsentTerms.objects.create(kind=accepted.kind, version=accepted.version + 1, title="Draft", text="Draft.", is_active=False)
     staff_client.post(reverse("admin:licensing_consentterms_change", args=[draft.pk]), {
         "kind": draft.kind, "version": draft.version, "title": "Draft, corrected", "text": "Draft.",
+        "translations-TOTAL_FORMS": "1", "translations-INITIAL_FORMS": "0",
+        "translations-0-language": "ja", "translations-0-title": "下書き", "translations-0-text": "下書き。",
     })
     draft.refresh_from_db()
     assert draft.title == "Draft, corrected"  # nobody has accepted it yet, nor seen it
+    assert draft.translation_for("ja").title == "下書き"
+    # Its translation is part of the words shown: fixed once the version is active, as the original is.
+    ConsentTerms.objects.filter(pk=draft.pk).update(is_active=True)
+    translation = draft.translation_for("ja")
+    staff_client.post(reverse("admin:licensing_consentterms_change", args=[draft.pk]), {
+        "is_active": "on", "translations-TOTAL_FORMS": "1", "translations-INITIAL_FORMS": "1",
+        "translations-0-id": translation.pk, "translations-0-terms": draft.pk, "translations-0-language": "ja",
+        "translations-0-title": "和らげた下書き", "translations-0-text": "何でもあり。",
+    })
+    assert draft.translation_for("ja").title == "下書き"
     # Active, it is shown to artists, who accept it by its number: its words are fixed though nobody accepted it yet.
     shown = ConsentTerms.objects.create(kind=accepted.kind, version=accepted.version + 2, title="Shown", text="Shown.")
     staff_client.post(reverse("admin:licensing_consentterms_change", args=[shown.pk]), {

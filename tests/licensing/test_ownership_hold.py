@@ -130,7 +130,7 @@ def test_the_admin_lists_held_works_and_releases_them_after_showing_both_picture
     client.force_login(StaffFactory())
     listing = reverse("admin:licensing_work_changelist")
     held_page = client.get(listing, {"held": "yes"}).content.decode()
-    assert f'href="/admin/licensing/work/{copy.pk}/change/' in held_page and picture_of(copy) in held_page
+    assert f'href="/admin/licensing/work/{copy.pk}/change/' in held_page
     assert f'href="/admin/licensing/work/{free.pk}/change/' not in held_page
     change_page = client.get(reverse("admin:licensing_work_change", args=[copy.pk])).content.decode()
     assert picture_of(copy) in change_page and picture_of(original) in change_page

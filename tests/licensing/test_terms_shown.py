@@ -119,3 +119,31 @@ def test_a_studio_shown_before_any_terms_refuses_terms_published_before_the_clic
     publish_training_terms_v2()
     answer = client.post(reverse("licensing:work_consent", args=[work.pk, "opt-in"]), {"terms_version": "0"}, follow=True)
     assert "now version 2" in answer.content.decode() and not ConsentEvent.objects.exists()
+
+
+def test_the_shipped_terms_read_in_japanese_with_the_original_beside(client_for, artist, subscriber):
+    """The first terms ship with their Japanese (migration 0008): an artist reading the site in Japanese can read
+    what they accept, and the original, which applies, is one click away."""
+    from licensing.models import ConsentTerms
+
+    terms = ConsentTerms.current(ConsentTerms.Kind.TRAINING)
+    agreement = ConsentTerms.current(ConsentTerms.Kind.ARTIST_AGREEMENT)
+    assert terms.translation_for("ja").title == "スタイルアダプターの学習への同意"
+    assert terms.translation_for("en") is None and terms.translation_for("ja-JP") == terms.translation_for("ja")
+    make_work(artist)
+    for user, url, words in ((artist.user, reverse("licensing:studio"), terms),
+                             (subscriber, reverse("licensing:become_artist"), agreement)):
+        client = client_for(user)
+        english = client.get(url).content.decode()
+        assert f'<h2 class="terms-title">{words.title}</h2>' in english and "translation" not in english
+        client.post(reverse("set_language"), {"language": "ja", "next": "/"})
+        page = client.get(url).content.decode()
+        translation = words.translation_for("ja")
+        assert f'<h2 class="terms-title" lang="ja">{translation.title}</h2>' in page
+        assert translation.text[:40] in page and "原文" in page
+        assert f'<h3 class="terms-title" lang="en">{words.title}</h3>' in page and words.text[:40] in page
+
+
+def test_the_api_gives_the_terms_translations(api_client):
+    body = api_client.get(reverse("consent-terms-current")).json()
+    assert [(t["language"], t["title"]) for t in body["translations"]] == [("ja", "スタイルアダプターの学習への同意")]
