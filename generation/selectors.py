@@ -55,6 +55,14 @@ def usable_adapter_versions(*, style_ids=None):
     return AdapterVersion.objects.filter(pk__in=usable).select_related("style", "style__artist", "base_model")
 
 
+def styles_in_use():
+    """One usable version per artist, by artist name: who a visitor can make images with now."""
+    by_artist = {}
+    for version in usable_adapter_versions().order_by("style__artist__display_name", "style__name"):
+        by_artist.setdefault(version.style.artist_id, version)
+    return list(by_artist.values())
+
+
 def usable_versions_of_artist(*, artist):
     """The versions of the artist's styles that generation uses now, each with the snapshot it was trained on."""
     style_ids = Style.objects.filter(artist=artist).values("pk")

@@ -74,3 +74,22 @@ def test_a_withdrawal_takes_the_version_off_the_public_page_at_once(client):
     assert NOT_AVAILABLE not in public_page(client, artist)
     work_withdraw(work=works[0], actor=artist.user, reason="")
     assert NOT_AVAILABLE in public_page(client, artist)
+
+
+def test_the_home_page_lists_the_artists_whose_styles_can_be_used_now(client, django_assert_max_num_queries):
+    in_use, works = opted_in_artist(5)
+    version = ready_version(in_use)
+    Style.objects.filter(pk=version.style_id).update(description="soft pastel shapes with a dark outline")
+    unpublished, _ = opted_in_artist(5)
+    ready_version(unpublished, publish=False)
+    never_trained, _ = opted_in_artist(5)
+    with django_assert_max_num_queries(8):  # the same few queries however many artists
+        page = client.get("/").content.decode()
+    assert f'<a href="{reverse("licensing:artist_page", args=[in_use.slug])}">{in_use.display_name}</a>' in page
+    assert "soft pastel shapes with a dark outline" in page
+    for hidden in (unpublished, never_trained):
+        assert hidden.slug not in page and hidden.display_name not in page
+    work_withdraw(work=works[0], actor=in_use.user, reason="")
+    page = client.get("/").content.decode()
+    assert f'href="{reverse("licensing:artist_page", args=[in_use.slug])}"' not in page
+    assert "No artist's style can be used yet." in page
