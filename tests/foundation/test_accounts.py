@@ -128,6 +128,13 @@ def test_behind_a_proxy_each_client_has_its_own_count(client, settings):
     request = RequestFactory().post("/", HTTP_X_FORWARDED_FOR="6.6.6.6, 203.0.113.5", **behind)
     assert client_address(request) == "203.0.113.5"
     assert client_address(RequestFactory().post("/", **behind)) == "127.0.0.1"  # not through the proxy
+    # A port, brackets or anything not an address in the proxy's entry: the proxy's own address, never an error.
+    for entry, seen in [("203.0.113.5:4711", "203.0.113.5"), ("[2001:db8:1:2::7]:443", "2001:db8:1:2::"),
+                        ("unknown", "127.0.0.1"), ("x" * 300, "127.0.0.1")]:
+        assert client_address(RequestFactory().post("/", HTTP_X_FORWARDED_FOR=entry, **behind)) == seen
+    # One IPv6 line holds a whole /64: its addresses share a count.
+    assert client_address(RequestFactory().post("/", HTTP_X_FORWARDED_FOR="2001:db8:1:2:aaaa::1", **behind)) == \
+        client_address(RequestFactory().post("/", HTTP_X_FORWARDED_FOR="2001:db8:1:2:bbbb::9", **behind))
     user = UserFactory()
     lock_out(client, user.email, settings, HTTP_X_FORWARDED_FOR="203.0.113.5", **behind)
     again = client.post(reverse("accounts:login"), {"username": user.email, "password": PASSWORD},
@@ -153,6 +160,17 @@ def test_every_spelling_the_log_in_accepts_counts_against_one_account(client, se
         log_in(client, user.email, f"guess {attempt}")
     log_in(client, variant, "one more guess")
     assert log_in(client, user.email, PASSWORD).status_code == (429 if found_by_variant else 302)
+
+
+def test_an_address_too_long_for_the_count_is_refused_as_any_wrong_log_in(client, api_client,
+                                                                          django_assert_max_num_queries):
+    """The key axes stores is at most 255 characters: 'İ' lowered is two, so 130 of them made 267 and a 500."""
+    long_address = "İ" * 130 + "@x.test"
+    assert log_in(client, long_address, "guess").status_code == 200
+    assert api_client.post(reverse("api-token"), {"username": "İ" * 5000, "password": "guess"}).status_code == 400
+    user = UserFactory()
+    with django_assert_max_num_queries(12):  # the account is looked up once per attempt, not once per question
+        log_in(client, user.email, "guess")
 
 
 def test_a_successful_log_in_starts_the_count_again(client, settings):
