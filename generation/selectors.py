@@ -58,7 +58,8 @@ def usable_adapter_versions(*, style_ids=None):
 def styles_in_use():
     """One usable version per artist, by artist name: who a visitor can make images with now."""
     by_artist = {}
-    for version in usable_adapter_versions().order_by("style__artist__display_name", "style__name"):
+    for version in usable_adapter_versions().order_by("style__artist__display_name", "style__artist_id", "style__name",
+                                                      "style_id"):
         by_artist.setdefault(version.style.artist_id, version)
     return list(by_artist.values())
 

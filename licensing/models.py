@@ -97,7 +97,9 @@ class ConsentTermsTranslation(models.Model):
 
     terms = models.ForeignKey(ConsentTerms, verbose_name=_("consent terms"), on_delete=models.CASCADE,
                               related_name="translations")
-    language = models.CharField(_("language"), max_length=8, choices=settings.LANGUAGES)
+    # The site's other languages: terms are written in LANGUAGE_CODE.
+    language = models.CharField(_("language"), max_length=8, choices=[
+        (code, name) for code, name in settings.LANGUAGES if code != settings.LANGUAGE_CODE])
     title = models.CharField(_("title"), max_length=200)
     text = models.TextField(_("text"))
 

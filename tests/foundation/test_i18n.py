@@ -146,33 +146,40 @@ class ReadableText(HTMLParser):
     """Text nodes and read-aloud attribute values of a page, without scripts and styles, nor elements marked as
     in English on purpose (lang="en": the original of a translated text, shown beside it)."""
 
+    VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+    CLOSED_BY_THEIR_LIKE = {"p", "li", "option"}  # <p>a<p>b: the second <p> closes the first
+
     def __init__(self):
         super().__init__()
-        self.pieces, self._skip, self._open = [], 0, []
+        self.pieces, self._open = [], []  # _open: (tag, skipped) of the elements open now
 
     def handle_starttag(self, tag, attrs):
+        if tag in self.CLOSED_BY_THEIR_LIKE and self._open and self._open[-1][0] == tag:
+            self._open.pop()
         skipped = tag in ("script", "style") or dict(attrs).get("lang") == "en"
-        self._open.append((tag, skipped))
-        self._skip += skipped
-        if self._skip:
-            return
-        for name, value in attrs:
-            if value and (name in READ_ATTRIBUTES or name.startswith("data-msg-")):
-                self.pieces.append(value.strip())
+        if not (skipped or self._skipping):
+            for name, value in attrs:
+                if value and (name in READ_ATTRIBUTES or name.startswith("data-msg-")):
+                    self.pieces.append(value.strip())
+        if tag not in self.VOID:
+            self._open.append((tag, skipped))
 
     def handle_startendtag(self, tag, attrs):
         self.handle_starttag(tag, attrs)
-        self.handle_endtag(tag)
+        if tag not in self.VOID:
+            self.handle_endtag(tag)
 
     def handle_endtag(self, tag):
-        while self._open:  # HTML may leave elements unclosed (<p>, <li>): close up to this one
-            opened, skipped = self._open.pop()
-            self._skip -= skipped
-            if opened == tag:
-                break
+        if any(opened == tag for opened, _ in self._open):  # close up to it: HTML may leave <p> or <li> unclosed
+            while self._open.pop()[0] != tag:
+                pass
+
+    @property
+    def _skipping(self):
+        return any(skipped for _, skipped in self._open)
 
     def handle_data(self, data):
-        if not self._skip and data.strip():
+        if not self._skipping and data.strip():
             self.pieces.append(data.strip())
 
 

@@ -135,7 +135,7 @@ def test_the_shipped_terms_read_in_japanese_with_the_original_beside(client_for,
                              (subscriber, reverse("licensing:become_artist"), agreement)):
         client = client_for(user)
         english = client.get(url).content.decode()
-        assert f'<h2 class="terms-title">{words.title}</h2>' in english and "translation" not in english
+        assert f'<h2 class="terms-title" lang="en">{words.title}</h2>' in english and "translation" not in english
         client.post(reverse("set_language"), {"language": "ja", "next": "/"})
         page = client.get(url).content.decode()
         translation = words.translation_for("ja")
@@ -144,6 +144,39 @@ def test_the_shipped_terms_read_in_japanese_with_the_original_beside(client_for,
         assert f'<h3 class="terms-title" lang="en">{words.title}</h3>' in page and words.text[:40] in page
 
 
+def test_terms_without_a_translation_say_so_to_a_reader_of_another_language(client_for, artist):
+    from licensing.models import ConsentTerms
+
+    ConsentTerms.current(ConsentTerms.Kind.TRAINING).translations.all().delete()
+    make_work(artist)
+    client = client_for(artist.user)
+    assert "no translation into your language" not in client.get(reverse("licensing:studio")).content.decode()
+    client.post(reverse("set_language"), {"language": "ja", "next": "/"})
+    page = client.get(reverse("licensing:studio")).content.decode()
+    assert "この条件にはまだお使いの言語への翻訳がありません。以下は原文です。" in page
+    assert '<h2 class="terms-title" lang="en">' in page
+
+
 def test_the_api_gives_the_terms_translations(api_client):
     body = api_client.get(reverse("consent-terms-current")).json()
     assert [(t["language"], t["title"]) for t in body["translations"]] == [("ja", "スタイルアダプターの学習への同意")]
+
+
+def test_the_shipped_japanese_is_added_only_to_the_shipped_words():
+    """A version 1 whose words a deployment changed must not get a translation of other words."""
+    import importlib
+
+    from django.apps import apps
+
+    from licensing.models import ConsentTerms, ConsentTermsTranslation
+
+    migration = importlib.import_module("licensing.migrations.0008_consent_terms_translations")
+    ConsentTermsTranslation.objects.all().delete()
+    terms = ConsentTerms.current(ConsentTerms.Kind.TRAINING)
+    shipped = terms.text
+    ConsentTerms.objects.filter(pk=terms.pk).update(text=shipped.replace("I am paid a share", "I am not paid"))
+    migration.add_first_translations(apps, None)
+    assert terms.translation_for("ja") is None
+    ConsentTerms.objects.filter(pk=terms.pk).update(text=shipped)
+    migration.add_first_translations(apps, None)
+    assert terms.translation_for("ja").title == "スタイルアダプターの学習への同意"
