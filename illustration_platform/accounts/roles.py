@@ -5,7 +5,8 @@ from functools import wraps
 from urllib.parse import urlsplit
 
 from django.contrib.auth.views import redirect_to_login
-from django.http import Http404, HttpResponse
+from django.http import HttpResponse
+from django.shortcuts import render
 from rest_framework.exceptions import NotFound
 from rest_framework.permissions import BasePermission
 
@@ -33,7 +34,8 @@ def has_role(user, role):
 
 
 def role_required(role):
-    """View decorator: anonymous users go to the log-in page; signed-in users without the role get a 404."""
+    """View decorator: anonymous users go to the log-in page; signed-in users without the role get a 404 (one that
+    tells a subscriber at a studio page that the studio is for artists)."""
 
     def decorator(view):
         @wraps(view)
@@ -46,7 +48,8 @@ def role_required(role):
                     return HttpResponse(status=204, headers={"HX-Redirect": redirect_to_login(page).url})
                 return redirect_to_login(request.get_full_path())
             if not has_role(request.user, role):
-                raise Http404
+                # Still a 404 (nothing here is theirs), but a subscriber who followed a studio link is told why.
+                return render(request, "404.html", {"needs_artist_profile": role == Role.ARTIST}, status=404)
             return view(request, *args, **kwargs)
 
         return wrapped

@@ -38,6 +38,16 @@ def test_pages(client_for, audience, url_name, expected):
         assert "log" in response["Location"] or "login" in response["Location"]
 
 
+def test_a_subscriber_at_a_studio_page_is_told_the_studio_is_for_artists(client_for):
+    for url in (reverse("licensing:studio"), reverse("generation:style"), reverse("licensing:upload")):
+        response = client_for(UserFactory()).get(url)
+        page = response.content.decode()
+        assert response.status_code == 404 and "The studio is for artists" in page
+        assert f'href="{reverse("licensing:become_artist")}"' in page
+    other = client_for(UserFactory()).get("/no-such-page/").content.decode()
+    assert "The studio is for artists" not in other  # only where the page needs an artist profile
+
+
 @pytest.mark.parametrize("audience", AUDIENCES)
 def test_api_me(api_client_for, audience):
     user = make_user(audience)
