@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import imagehash
 from django.conf import settings
-from django.template.defaultfilters import filesizeformat
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 from PIL import Image, ImageFile, ImageOps
 
 from generation.ml.images import to_rgb
@@ -99,13 +99,22 @@ def _check_no_hidden_payload(data, kind):
         raise ImageRefused(_("The file contains a ZIP archive, so it may also be another kind of file."))
 
 
+def human_size(size):
+    """A file size as people read one, in decimal units as file managers and browsers show them (Django's
+    filesizeformat counts in 1024s but writes "MB", so a 21.9 MB file read "20.9 MB")."""
+    if size < 1000:
+        return ngettext("%(size)s byte", "%(size)s bytes", size) % {"size": size}
+    for unit, scale in (("kB", 10**3), ("MB", 10**6), ("GB", 10**9)):
+        if size < scale * 1000 or unit == "GB":
+            return f"{size / scale:.1f} {unit}"
+
+
 def refuse_if_too_large(size):
     """ImageRefused for a file over WORK_MAX_BYTES; the API calls it on the declared size, before reading."""
     limit = settings.WORK_MAX_BYTES
     if size > limit:
-        # Plain spaces: the message also goes to the API's JSON and the import command's lines.
-        shown_size, shown_limit = (filesizeformat(n).replace("\xa0", " ") for n in (size, limit))
-        if shown_size == shown_limit:  # just over: "20.0 MB; the limit is 20.0 MB" would say nothing
+        shown_size, shown_limit = human_size(size), human_size(limit)
+        if shown_size == shown_limit:  # just over: "21.0 MB; the limit is 21.0 MB" would say nothing
             shown_size = _("%(rounded)s (%(bytes)s bytes)") % {"rounded": shown_size, "bytes": size}
             shown_limit = _("%(rounded)s (%(bytes)s bytes)") % {"rounded": shown_limit, "bytes": limit}
         raise ImageRefused(_("The file is %(size)s; the limit is %(limit)s.") % {"size": shown_size, "limit": shown_limit})

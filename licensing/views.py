@@ -15,6 +15,7 @@ from illustration_platform.accounts.roles import Role, has_role, role_required
 from . import selectors, services
 from .forms import ArtistProfileForm, BecomeArtistForm, CaptionsForm
 from .models import ConsentTerms, DatasetSnapshot, Work
+from .validation import human_size
 
 
 def _artist(request):
@@ -35,8 +36,12 @@ def studio(request):
     for work in works:
         work.needs_new_consent = work.needs_reconsent(terms)
     copies_held = [work.pk for work in works if work.copy_held_for_review]
-    # The terms are shown open while there is a work to opt in: consent is given to a text the artist can see.
-    consent_to_give = any(work.is_eligible and (not work.is_opted_in or work.needs_new_consent) for work in works)
+    # The terms are shown open while any work may yet be opted in (one without a caption too: a caption typed on
+    # this page is saved by the opt-in button itself): consent is given to a text the artist can see.
+    consent_to_give = any(
+        not (work.do_not_train or work.ownership_held) and (not work.is_opted_in or work.needs_new_consent)
+        for work in works
+    )
     context = {"artist": artist, "works": works, "summary": summary, "terms": terms, "copies_held": copies_held,
                "consent_to_give": consent_to_give,
                "terms_translation": terms and terms.translation_for(translation.get_language())}
@@ -55,23 +60,26 @@ def captions_save(request):
         return redirect("licensing:studio")
     operation = request.POST.get("operation", "save")
     selected = form.cleaned_data["selected"]
+    saved = _save_edited_captions(request, works)  # first, whichever button: a bulk edit applies to what is shown
     if operation == "apply":
         if not selected:
             messages.error(request, _("Select at least one work first."))
         else:
             changed = services.work_captions_apply(artist=artist, work_ids=selected, caption=form.cleaned_data["bulk_caption"])
-            messages.success(request, _("Caption applied to %(n)s works.") % {"n": changed})
+            messages.success(request, ngettext(
+                "Caption applied to %(n)s work.", "Caption applied to %(n)s works.", changed) % {"n": changed})
     elif operation == "replace":
         try:
             changed = services.work_captions_replace(
                 artist=artist, find=form.cleaned_data["find"], replace=form.cleaned_data["replace"],
                 work_ids=selected or None,
             )
-            messages.success(request, _("Replaced in %(n)s captions.") % {"n": changed})
+            messages.success(request, ngettext(
+                "Replaced in %(n)s caption.", "Replaced in %(n)s captions.", changed) % {"n": changed})
         except services.LicensingError as error:
             messages.error(request, error.message)
     else:
-        messages.success(request, _("Saved %(n)s works.") % {"n": _save_edited_captions(request, works)})
+        messages.success(request, ngettext("Saved %(n)s work.", "Saved %(n)s works.", saved) % {"n": saved})
     return redirect("licensing:studio")
 
 
@@ -141,7 +149,7 @@ def opt_in_eligible(request):
     try:
         events = services.works_opt_in_eligible(
             artist=artist, actor=request.user, terms_version=_terms_version_shown(request))
-        messages.success(request, _("%(n)s works opted in.") % {"n": len(events)})
+        messages.success(request, ngettext("%(n)s work opted in.", "%(n)s works opted in.", len(events)) % {"n": len(events)})
         held_back = sum(not work.is_eligible for work in selectors.works_of_artist(artist=artist))
         if held_back:
             messages.warning(request, ngettext(
@@ -171,7 +179,7 @@ def work_delete(request, pk):
 def upload(request):
     artist = _artist(request) or _gone()
     return render(request, "licensing/upload.html",
-                  {"artist": artist, "min_side": settings.WORK_MIN_SIDE_PX, "max_bytes": settings.WORK_MAX_BYTES})
+                  {"artist": artist, "min_side": settings.WORK_MIN_SIDE_PX, "max_size": human_size(settings.WORK_MAX_BYTES)})
 
 
 @role_required(Role.ARTIST)

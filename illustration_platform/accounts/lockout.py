@@ -1,11 +1,13 @@
 """Counting failed log-ins (django-axes): whose they are, and the answer once an account is locked out."""
 
 import ipaddress
+import math
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.http import JsonResponse
 from django.shortcuts import render
+from django.utils import timezone
 from django.utils.translation import ngettext
 
 from illustration_platform.api.errors import is_api_request
@@ -74,8 +76,10 @@ def forget_failures(user):
 
 
 def locked_out(request, original_response=None, credentials=None):
-    """AXES_LOCKOUT_CALLABLE: the API's error shape under /api/, a page elsewhere; 429 with Retry-After."""
-    minutes = int(settings.AXES_COOLOFF_TIME.total_seconds() // 60)
+    """AXES_LOCKOUT_CALLABLE: the API's error shape under /api/, a page elsewhere; 429 with Retry-After, both
+    saying how long the lockout has left."""
+    seconds = _seconds_left(request, credentials)
+    minutes = math.ceil(seconds / 60)
     message = ngettext(
         "Too many failed log-ins for this account from your network (IP) address. Try again in %(minutes)s minute, "
         "or reset your password.",
@@ -87,5 +91,17 @@ def locked_out(request, original_response=None, credentials=None):
         response = JsonResponse({"error": {"code": "locked_out", "message": message}}, status=429)
     else:
         response = render(request, "accounts/locked_out.html", {"message": message}, status=429)
-    response["Retry-After"] = str(minutes * 60)
+    response["Retry-After"] = str(seconds)
     return response
+
+
+def _seconds_left(request, credentials):
+    """Until the lockout ends: it runs from the failure that started it (later guesses do not extend it)."""
+    from axes.models import AccessAttempt
+
+    started = (
+        AccessAttempt.objects.filter(username=account_key(request, credentials), ip_address=client_address(request))
+        .order_by("-attempt_time").values_list("attempt_time", flat=True).first()
+    )
+    left = settings.AXES_COOLOFF_TIME - (timezone.now() - started) if started else settings.AXES_COOLOFF_TIME
+    return max(1, math.ceil(left.total_seconds()))

@@ -256,6 +256,9 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env_choice("LOG_LEVEL", "INFO", {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"})},
+    # django-axes says at INFO every failure it counts and every count a log-in clears ("Deleted 0 failed login
+    # attempts"); its warnings (a repeated failure, a lockout) are the ones worth reading.
+    "loggers": {"axes": {"level": "WARNING"}},
 }
 
 # Licensing: limits for uploaded works (one validation module applies them to pages, API and import).

@@ -192,7 +192,7 @@ def bad_corpus():
         ("bomb.png", real_decompression_bomb(), "The image is 7000×7000 pixels; the limit is 40000000 pixels in all.", {}),
         ("tiny.png", good_png(12, (100, 100)), "The image is 100×100 pixels; each side must be at least 256 pixels.", {}),
         ("strip.jpg", good_jpeg(13, (2000, 40)), "The image is 2000×40 pixels; each side must be at least 256 pixels.", {}),
-        ("big.png", good_png(14), "; the limit is 1000 bytes.", {"WORK_MAX_BYTES": 1000}),
+        ("big.png", good_png(14), "; the limit is 1.0 kB.", {"WORK_MAX_BYTES": 1000}),
         ("animated.webp", animated("WEBP"), "Animated images are not accepted; upload a single still frame as PNG, JPEG or WebP.", {}),
         ("animated.png", animated("PNG"), "Animated images are not accepted; upload a single still frame as PNG, JPEG or WebP.", {}),
         ("zip-polyglot.png", png + zip_bytes(), "The file has extra data after the end of the PNG image, so it may also be another kind of file.", {}),

@@ -104,7 +104,7 @@ def test_become_an_artist_page(client_for, subscriber):
     done = client.post(reverse("licensing:become_artist"), {"display_name": "Mio", "slug": "mio", "accept_agreement": "on"})
     assert done.status_code == 302 and Artist.objects.get().slug == "mio"
     upload_page = client.get(reverse("licensing:upload")).content.decode()
-    assert "PNG, JPEG or WebP, at most 20.0\xa0MB each, each side at least 256 pixels." in upload_page
+    assert "PNG, JPEG or WebP, at most 21.0 MB each, each side at least 256 pixels." in upload_page
 
 
 def test_leaving_withdraws_everything(client_for, artist, withdrawal_receiver):
@@ -120,6 +120,32 @@ def test_leaving_withdraws_everything(client_for, artist, withdrawal_receiver):
     assert ConsentEvent.objects.filter(kind="withdrawn").count() == 1 and len(withdrawal_receiver.calls) == 1
     assert "You have left the platform" in client.get(reverse("licensing:studio")).content.decode()
     assert client_for(None).get(reverse("licensing:artist_page", args=[artist.slug])).status_code == 404
+
+
+def test_the_bulk_caption_buttons_save_the_captions_typed_first(client_for, artist):
+    """They sit in the caption editor's form too: a caption typed and then a bulk button pressed, even one that
+    refuses (nothing selected), must not be lost."""
+    typed, other = make_work(artist, seed=1, caption="old"), make_work(artist, seed=2, caption="a red hen")
+    client = client_for(artist.user)
+    refused = client.post(reverse("licensing:captions"), {
+        "operation": "apply", "bulk_caption": "x", f"caption-{typed.pk}": "a red fox, typed",
+        f"caption-{other.pk}": "a red hen"}, follow=True)
+    assert "Select at least one work first." in refused.content.decode()
+    assert Work.objects.get(pk=typed.pk).caption == "a red fox, typed"
+    replaced = client.post(reverse("licensing:captions"), {
+        "operation": "replace", "find": "red", "replace": "blue", f"caption-{typed.pk}": "a red fox, typed again",
+        f"caption-{other.pk}": "a red hen"}, follow=True)
+    assert "Replaced in 2 captions." in replaced.content.decode()  # the replacement reads what was typed
+    assert [Work.objects.get(pk=w.pk).caption for w in (typed, other)] == ["a blue fox, typed again", "a blue hen"]
+    one = client.post(reverse("licensing:captions"), {"operation": "apply", "selected": [typed.pk],
+                                                     "bulk_caption": "a fox"}, follow=True)
+    assert "Caption applied to 1 work." in one.content.decode()
+
+
+def test_the_terms_are_open_while_a_work_without_its_caption_yet_waits(client_for, artist):
+    """Its caption can be typed on the page and the work opted in with the same click: the terms must be in view."""
+    make_work(artist, seed=1, caption="")
+    assert '<details id="consent-terms" open>' in client_for(artist.user).get(reverse("licensing:studio")).content.decode()
 
 
 def test_every_button_of_the_caption_form_saves_the_captions_it_sends(client_for, artist):
@@ -162,5 +188,5 @@ def test_opt_in_all_names_the_works_it_could_not_opt_in(client_for, artist):
     make_work(artist, seed=2, caption="")
     make_work(artist, seed=3, caption="")
     page = client_for(artist.user).post(reverse("licensing:opt_in_eligible"), follow=True).content.decode()
-    assert "1 works opted in." in page
+    assert "1 work opted in." in page
     assert "2 works cannot be opted in: each row says why (a caption to write, a do-not-train signal, or a review of who made it)." in page

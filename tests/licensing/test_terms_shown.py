@@ -153,7 +153,7 @@ def test_terms_without_a_translation_say_so_to_a_reader_of_another_language(clie
     assert "no translation into your language" not in client.get(reverse("licensing:studio")).content.decode()
     client.post(reverse("set_language"), {"language": "ja", "next": "/"})
     page = client.get(reverse("licensing:studio")).content.decode()
-    assert "この条件にはまだお使いの言語への翻訳がありません。以下は原文です。" in page
+    assert "この条件にはまだお使いの言語への翻訳がありません。上の文が原文です。" in page
     assert '<h2 class="terms-title" lang="en">' in page
 
 

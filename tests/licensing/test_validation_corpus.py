@@ -87,14 +87,17 @@ def test_import_command_byte_limit(tmp_path, artist, media_root, settings):
     out = io.StringIO()
     call_command("import_works", str(tmp_path), artist=artist.user.email, stdout=out)
     line = json_lines(out.getvalue())[0]
-    assert line["status"] == "rejected" and line["reason"].endswith("; the limit is 1000 bytes.")
+    assert line["status"] == "rejected" and line["reason"] == "The file is 1.4 kB; the limit is 1.0 kB."
     assert media_files(media_root) == []
 
 
 @pytest.mark.parametrize("size, limit, message", [
-    (23_530_664, 20 * 1024 * 1024, "The file is 22.4 MB; the limit is 20.0 MB."),
+    (23_530_664, 20 * 1024 * 1024, "The file is 23.5 MB; the limit is 21.0 MB."),  # decimal, as file managers
+    (21_879_574, 20 * 1024 * 1024, "The file is 21.9 MB; the limit is 21.0 MB."),  # 1024s would say "20.9 MB"
+    (1_001, 1_000, "The file is 1.0 kB (1001 bytes); the limit is 1.0 kB (1000 bytes)."),
+    (999, 998, "The file is 999 bytes; the limit is 998 bytes."),
     (20 * 1024 * 1024 + 1, 20 * 1024 * 1024,
-     "The file is 20.0 MB (20971521 bytes); the limit is 20.0 MB (20971520 bytes)."),  # rounded alike: exact too
+     "The file is 21.0 MB (20971521 bytes); the limit is 21.0 MB (20971520 bytes)."),  # rounded alike: exact too
 ])
 def test_a_file_over_the_limit_is_told_in_units_a_person_reads(size, limit, message, settings):
     from licensing.validation import ImageRefused, refuse_if_too_large

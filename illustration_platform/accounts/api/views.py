@@ -48,5 +48,5 @@ class TokenView(ObtainAuthToken):
             # django-axes marks a locked-out attempt on the request authenticate() was given, here DRF's, which
             # its middleware does not see.
             if getattr(request, "axes_locked_out", False):
-                return locked_out(request)
+                return locked_out(request, credentials={"username": request.data.get("username")})
             raise
