@@ -11,6 +11,7 @@ urlpatterns = [
     path("log-in/", auth_views.LoginView.as_view(authentication_form=EmailAuthenticationForm, template_name="accounts/log_in.html"), name="login"),
     path("log-out/", auth_views.LogoutView.as_view(), name="logout"),
     path("", views.account, name="account"),
+    path("password/", views.PasswordChangeView.as_view(), name="password_change"),
     path(
         "password-reset/",
         auth_views.PasswordResetView.as_view(

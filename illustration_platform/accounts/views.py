@@ -3,6 +3,7 @@ from django.contrib.auth import login
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
+from django.urls import reverse_lazy
 from django.utils.translation import gettext as _
 from django.utils.translation import pgettext_lazy
 
@@ -39,6 +40,17 @@ def sign_up(request):
 def account(request):
     names = sorted(role.value for role in roles_of(request.user))
     return render(request, "accounts/account.html", {"roles": [ROLE_NAMES.get(name, name) for name in names]})
+
+
+class PasswordChangeView(auth_views.PasswordChangeView):
+    """A signed-in user changes their password (the old one asked first); the session stays signed in."""
+
+    template_name = "accounts/password_change.html"
+    success_url = reverse_lazy("accounts:account")
+
+    def form_valid(self, form):
+        messages.success(self.request, _("Your password is changed."))
+        return super().form_valid(form)
 
 
 class PasswordResetConfirmView(auth_views.PasswordResetConfirmView):

@@ -264,3 +264,21 @@ def test_the_migration_lowers_every_address_and_names_those_that_would_clash():
         executor.loader.build_graph()
         executor.migrate(executor.loader.graph.leaf_nodes())
     assert sorted(get_user_model().objects.values_list("email", flat=True)) == ["mixed.case@example.test", "taken@example.test"]
+
+
+def test_a_signed_in_user_changes_their_password_from_the_account_page(client):
+    user = UserFactory()
+    client.force_login(user)
+    assert reverse("accounts:password_change") in client.get(reverse("accounts:account")).content.decode()
+    new_password = "a-brand-new-password-91"
+    wrong = client.post(reverse("accounts:password_change"), {
+        "old_password": "not it", "new_password1": new_password, "new_password2": new_password})
+    assert wrong.status_code == 200 and "Your old password was entered incorrectly" in wrong.content.decode()
+    done = client.post(reverse("accounts:password_change"), {
+        "old_password": PASSWORD, "new_password1": new_password, "new_password2": new_password}, follow=True)
+    assert "Your password is changed." in done.content.decode()
+    user.refresh_from_db()
+    assert user.check_password(new_password)
+    assert client.get(reverse("accounts:account")).status_code == 200  # still signed in
+    client.logout()
+    assert client.get(reverse("accounts:password_change")).status_code == 302  # to log in
