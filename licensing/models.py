@@ -11,7 +11,7 @@ import uuid
 from django.conf import settings
 from django.db import models
 from django.utils.functional import cached_property
-from django.utils.translation import gettext, ngettext
+from django.utils.translation import get_language, gettext, ngettext
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import pgettext_lazy
 
@@ -83,9 +83,10 @@ class ConsentTerms(models.Model):
         """Terms are written in the site's LANGUAGE_CODE; translations are stored beside them."""
         return settings.LANGUAGE_CODE.split("-")[0]
 
-    def translation_for(self, language):
-        """Its translation into `language`, or None: none is stored, or `language` is the original's."""
-        language = (language or "").split("-")[0]
+    def translation_for(self, language=None):
+        """Its translation into `language` (the active language when none is given, as a template calls it), or
+        None: none is stored, or `language` is the original's."""
+        language = (language or get_language() or "").split("-")[0]
         if not language or language == self.original_language:
             return None
         return self.translations.filter(language=language).first()

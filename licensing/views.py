@@ -5,7 +5,6 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import FileResponse, Http404
 from django.shortcuts import redirect, render
-from django.utils import translation
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 from django.views.decorators.http import require_POST
@@ -43,8 +42,7 @@ def studio(request):
         for work in works
     )
     context = {"artist": artist, "works": works, "summary": summary, "terms": terms, "copies_held": copies_held,
-               "consent_to_give": consent_to_give,
-               "terms_translation": terms and terms.translation_for(translation.get_language())}
+               "consent_to_give": consent_to_give}
     return render(request, "licensing/studio.html", context)
 
 
@@ -234,10 +232,7 @@ def become_artist(request):
             kept = {name: request.POST.get(name, "") for name in ("display_name", "slug", "bio", "links", "payout_contact")}
             form = BecomeArtistForm(initial=initial | kept)
             messages.error(request, refusal[0])
-    return render(request, "licensing/become_artist.html", {
-        "form": form, "agreement": agreement,
-        "agreement_translation": agreement and agreement.translation_for(translation.get_language()),
-    })
+    return render(request, "licensing/become_artist.html", {"form": form, "agreement": agreement})
 
 
 @role_required(Role.ARTIST)

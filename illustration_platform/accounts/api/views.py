@@ -2,12 +2,10 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.authtoken.serializers import AuthTokenSerializer
 from rest_framework.authtoken.views import ObtainAuthToken
-from rest_framework.exceptions import ValidationError
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from ..lockout import locked_out
 from ..roles import roles_of
 
 
@@ -39,14 +37,12 @@ class TokenView(ObtainAuthToken):
 
     permission_classes = [AllowAny]  # said outright (it is open either way) so the schema shows it needs no sign-in
 
+    def get_serializer_context(self):
+        # authenticate() is given Django's request, not DRF's wrapper of it: django-axes marks a locked-out attempt
+        # on the request it is given, and its middleware, which answers with the lockout, reads Django's.
+        return {**super().get_serializer_context(), "request": self.request._request}
+
     @extend_schema(responses={200: AuthTokenSerializer, 429: OpenApiResponse(
         description="Too many failed attempts for this address from this client; see Retry-After.")})
     def post(self, request, *args, **kwargs):
-        try:
-            return super().post(request, *args, **kwargs)
-        except ValidationError:
-            # django-axes marks a locked-out attempt on the request authenticate() was given, here DRF's, which
-            # its middleware does not see.
-            if getattr(request, "axes_locked_out", False):
-                return locked_out(request, credentials={"username": request.data.get("username")})
-            raise
+        return super().post(request, *args, **kwargs)
