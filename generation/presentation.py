@@ -84,26 +84,25 @@ def one_sentence(error):
     return text if text.endswith(".") else text + "."
 
 
-def loss_curve_points(losses, width=LOSS_CURVE_SIZE[0], height=LOSS_CURVE_SIZE[1]):
-    """SVG polyline points for [step, loss] pairs, scaled into the box (no chart library needed)."""
-    if len(losses) < 2:
-        return ""
-    steps = [step for step, _loss in losses]
-    values = [loss for _step, loss in losses]
-    low, high = min(values), max(values)
-    span_x = (steps[-1] - steps[0]) or 1
-    span_y = (high - low) or 1
-    return " ".join(
-        f"{(step - steps[0]) / span_x * width:.1f},{height - (loss - low) / span_y * height:.1f}" for step, loss in losses
-    )
-
-
 def loss_curve_axes(losses):
     """What the curve's edges stand for: the highest and lowest loss drawn, and the first and last step."""
     if len(losses) < 2:
         return None
     values = [loss for _step, loss in losses]
     return {"high": max(values), "low": min(values), "first_step": losses[0][0], "last_step": losses[-1][0]}
+
+
+def loss_curve_points(losses, width=LOSS_CURVE_SIZE[0], height=LOSS_CURVE_SIZE[1]):
+    """SVG polyline points for [step, loss] pairs, scaled into the box its axes name (no chart library needed)."""
+    axes = loss_curve_axes(losses)
+    if axes is None:
+        return ""
+    first, low = axes["first_step"], axes["low"]
+    span_x = (axes["last_step"] - first) or 1
+    span_y = (axes["high"] - low) or 1
+    return " ".join(
+        f"{(step - first) / span_x * width:.1f},{height - (loss - low) / span_y * height:.1f}" for step, loss in losses
+    )
 
 
 def job_state(version, *, current_base_sha256=None):
