@@ -32,7 +32,7 @@ class ArtistAdmin(SavesOnlyItsFields):
     raw_id_fields = ["user"]
     # Accepting the agreement and leaving are the artist's own acts, recorded by the services with their
     # consent events; staff editing them would forge an acceptance or undo a departure.
-    readonly_fields = ["agreement", "agreement_accepted_at", "left_at"]
+    readonly_fields = ["agreement", "agreement_accepted_at", "agreement_language", "left_at"]
 
     def get_readonly_fields(self, request, obj=None):
         # Moved to another account, the profile's works, consents and styles would become that person's.
@@ -216,7 +216,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(ConsentEvent)
 class ConsentEventAdmin(ReadOnlyAdmin):
-    list_display = ["id", "work", "kind", "terms", "actor", "reason_shown", "created_at"]
+    list_display = ["id", "work", "kind", "terms", "terms_language", "actor", "reason_shown", "created_at"]
     list_select_related = ["work", "terms", "actor"]
     list_filter = ["kind", "terms"]
     search_fields = ["work__artist__display_name", "actor__email"]

@@ -17,6 +17,11 @@ class BecomeArtistForm(forms.Form):
         "invalid": _("The page sent an unreadable agreement version; reload it and accept the agreement again."),
         "min_value": _("The page sent an unreadable agreement version; reload it and accept the agreement again."),
     })
+    # The language it was shown in, recorded with the acceptance.
+    agreement_language = forms.CharField(widget=forms.HiddenInput, required=False, max_length=8)
+
+    def clean_agreement_language(self):
+        return self.cleaned_data["agreement_language"] or None
 
 
 class ArtistProfileForm(forms.ModelForm):

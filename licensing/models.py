@@ -91,6 +91,16 @@ class ConsentTerms(models.Model):
             return None
         return self.translations.filter(language=language).first()
 
+    def language_shown(self, language=None):
+        """The language its words are shown in to a reader of `language` (the active language when none is given):
+        a translation's where one is stored, else the original's. Pages send it back with a consent."""
+        translation = self.translation_for(language)
+        return translation.language if translation else self.original_language
+
+    def languages(self):
+        """The languages its words can be read in: the original's and each translation's."""
+        return {self.original_language, *self.translations.values_list("language", flat=True)}
+
 
 class ConsentTermsTranslation(models.Model):
     """A terms version's words in another of the site's languages, shown with the original, so that an artist can
@@ -139,6 +149,8 @@ class Artist(models.Model):
         on_delete=models.PROTECT, related_name="+",
     )
     agreement_accepted_at = models.DateTimeField(_("agreement accepted at"), null=True, blank=True)
+    # The language the agreement was read in (see ConsentEvent.terms_language).
+    agreement_language = models.CharField(_("agreement read in"), max_length=8, null=True, blank=True)
     left_at = models.DateTimeField(_("left at"), null=True, blank=True)
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
 
@@ -310,6 +322,11 @@ class ConsentEvent(AppendOnlyModel):
         ConsentTerms, verbose_name=_("consent terms"), on_delete=models.PROTECT, null=True, blank=True,
         related_name="events",
     )
+    # The language the terms were read in: the original's, or that of the translation shown in its place, so that
+    # a dispute can be settled on the words the artist saw. Null where it is not known: events recorded before it
+    # was, withdrawals, and opt-ins whose client did not say. Nullable, too, so that adding it altered the table in
+    # place: SQLite rebuilds a table for a column with a default, dropping its append-only trigger.
+    terms_language = models.CharField(_("terms read in"), max_length=8, null=True, blank=True)
     actor = models.ForeignKey(settings.AUTH_USER_MODEL, verbose_name=_("actor"), on_delete=models.PROTECT, related_name="+")
     # The artist's own words, or one of the platform's sentences in the catalogue's English (see reason_shown).
     reason = models.CharField(_("reason"), max_length=300, blank=True)

@@ -52,10 +52,11 @@ class UploadResult:
 
 
 def artist_become(*, user, display_name, slug, bio="", links="", payout_contact="", accept_agreement,
-                  agreement_version=None):
+                  agreement_version=None, agreement_language=None):
     """Make `user` an artist (or bring back one who left), accepting the current artist agreement.
 
-    `agreement_version` is the version the person was shown; when given, a different current version is refused."""
+    `agreement_version` is the version the person was shown; when given, a different current version is refused.
+    `agreement_language` is the language it was shown in (see `_language_read`)."""
     agreement = ConsentTerms.current(ConsentTerms.Kind.ARTIST_AGREEMENT)
     if agreement is None:
         raise LicensingError(_("No artist agreement has been published yet; please try again later."))
@@ -66,6 +67,7 @@ def artist_become(*, user, display_name, slug, bio="", links="", payout_contact=
             "The artist agreement in force is now version %(version)s, not the version you were shown. Read version "
             "%(version)s, then accept it; nothing was changed."
         ) % {"version": agreement.version}, code="terms_changed")
+    agreement_language = _language_read(agreement, agreement_language)
     with transaction.atomic():
         if Artist.objects.filter(slug=slug).exclude(user=user).exists():
             raise LicensingError(_("That address is taken; choose another slug."), code="slug_taken")
@@ -81,6 +83,7 @@ def artist_become(*, user, display_name, slug, bio="", links="", payout_contact=
         artist.payout_contact = payout_contact
         artist.agreement = agreement
         artist.agreement_accepted_at = timezone.now()
+        artist.agreement_language = agreement_language
         artist.left_at = None
         artist.save()
     return artist
@@ -430,41 +433,58 @@ def _current_training_terms(shown_version=None):
     return terms
 
 
-def work_opt_in(*, work, actor, terms_version=None):
+def _language_read(terms, language):
+    """The language `terms` were shown in, as the page or client says (None when it does not say). A language
+    the terms have no words in is refused: no consent is recorded as read in a text that does not exist."""
+    if language is None:
+        return None
+    if language not in terms.languages():
+        raise LicensingError(_(
+            "Version %(version)s of these terms has no text in the language given (%(language)s); nothing was "
+            "recorded. Reload the page to read the terms, then try again."
+        ) % {"version": terms.version, "language": language}, code="unknown_language")
+    return language
+
+
+def work_opt_in(*, work, actor, terms_version=None, terms_language=None):
     """Grant consent for one eligible work under the current terms; idempotent when already granted under them.
 
-    `terms_version` is the version the artist was shown, if the caller knows it; see `_current_training_terms`."""
+    `terms_version` is the version the artist was shown, if the caller knows it; see `_current_training_terms`.
+    `terms_language` is the language they were shown in (see `_language_read`)."""
     with transaction.atomic():
         terms = _current_training_terms(terms_version)
+        terms_language = _language_read(terms, terms_language)
         work = Work.objects.select_for_update(of=("self",)).select_related("current_consent").get(pk=work.pk)
         reason = work.ineligible_reason
         if reason:
             raise LicensingError(str(reason), code="not_eligible")
         if work.is_opted_in and work.current_consent.terms_id == terms.pk:
             return work.current_consent
-        return _grant(work, terms, actor)
+        return _grant(work, terms, terms_language, actor)
 
 
-def _grant(work, terms, actor):
+def _grant(work, terms, terms_language, actor):
     """Record consent for a locked, eligible work under `terms` (one object for a whole batch: terms published
-    meanwhile cannot split it)."""
-    event = ConsentEvent.objects.create(work=work, kind=ConsentEvent.Kind.GRANTED, terms=terms, actor=actor)
+    meanwhile cannot split it), read in `terms_language`."""
+    event = ConsentEvent.objects.create(
+        work=work, kind=ConsentEvent.Kind.GRANTED, terms=terms, terms_language=terms_language, actor=actor)
     Work.objects.filter(pk=work.pk).update(current_consent=event)
     work.current_consent = event
     return event
 
 
-def works_opt_in_eligible(*, artist, actor, terms_version=None):
+def works_opt_in_eligible(*, artist, actor, terms_version=None, terms_language=None):
     """Opt in every eligible work of the artist not yet granted under the current terms; returns the new events."""
     events = []
     with transaction.atomic():
         terms = _current_training_terms(terms_version)
+        terms_language = _language_read(terms, terms_language)
         for work in Work.objects.select_for_update(of=("self",)).select_related("current_consent").filter(
             artist=artist, status=Work.Status.ACTIVE
         ):
             if not work.is_eligible or (work.is_opted_in and work.current_consent.terms_id == terms.pk):
                 continue
-            events.append(_grant(work, terms, actor))
+            events.append(_grant(work, terms, terms_language, actor))
     return events
 
 

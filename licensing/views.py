@@ -100,15 +100,16 @@ def _gone():
     raise Http404
 
 
-def _terms_version_shown(request):
-    """The consent terms version the studio page showed beside its opt-in buttons (None when the form sent none)."""
-    shown = request.POST.get("terms_version")
-    if shown is None:
-        return None
-    try:
-        return int(shown)
-    except ValueError:
-        return 0  # no version is 0: an unreadable version is refused as not the one in force
+def _terms_shown(request):
+    """The consent terms version the studio page showed beside its opt-in buttons, and the language it showed them
+    in (each None when the form sent none), as keyword arguments of the opt-in services."""
+    version, language = request.POST.get("terms_version"), request.POST.get("terms_language") or None
+    if version is not None:
+        try:
+            version = int(version)
+        except ValueError:
+            version = 0  # no version is 0: an unreadable version is refused as not the one in force
+    return {"terms_version": version, "terms_language": language}
 
 
 @role_required(Role.ARTIST)
@@ -119,7 +120,7 @@ def work_consent(request, pk, decision):
     work = selectors.work_for_user(user=request.user, pk=pk)
     if decision == "opt-in":
         try:
-            services.work_opt_in(work=work, actor=request.user, terms_version=_terms_version_shown(request))
+            services.work_opt_in(work=work, actor=request.user, **_terms_shown(request))
             messages.success(request, _("Work #%(id)s is opted in.") % {"id": work.pk})
         except services.LicensingError as error:
             messages.error(request, error.message)
@@ -146,7 +147,7 @@ def opt_in_eligible(request):
     _save_edited_captions(request, selectors.works_of_artist(artist=artist))
     try:
         events = services.works_opt_in_eligible(
-            artist=artist, actor=request.user, terms_version=_terms_version_shown(request))
+            artist=artist, actor=request.user, **_terms_shown(request))
         messages.success(request, ngettext("%(n)s work opted in.", "%(n)s works opted in.", len(events)) % {"n": len(events)})
         held_back = sum(not work.is_eligible for work in selectors.works_of_artist(artist=artist))
         if held_back:
@@ -213,7 +214,10 @@ def become_artist(request):
     if artist is not None and not artist.has_left:
         return redirect("licensing:studio")
     agreement = ConsentTerms.current(ConsentTerms.Kind.ARTIST_AGREEMENT)
-    initial = {"display_name": request.user.display_name, "agreement_version": agreement and agreement.version}
+    initial = {
+        "display_name": request.user.display_name, "agreement_version": agreement and agreement.version,
+        "agreement_language": agreement and agreement.language_shown(),
+    }
     form = BecomeArtistForm(request.POST or None, initial=initial)
     if request.method == "POST":
         refusal = form.errors.get("agreement_version")
@@ -223,7 +227,7 @@ def become_artist(request):
                 messages.success(request, _("Welcome, artist! Upload your first works."))
                 return redirect("licensing:upload")
             except services.LicensingError as error:
-                if error.code == "terms_changed":
+                if error.code in ("terms_changed", "unknown_language"):
                     refusal = [error.message]
                 else:
                     form.add_error("slug" if error.code == "slug_taken" else None, error.message)

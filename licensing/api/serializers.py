@@ -16,10 +16,11 @@ class ConsentTermsSerializer(serializers.ModelSerializer):
     translations = ConsentTermsTranslationSerializer(
         many=True, read_only=True,
         help_text="The same words in other languages, for reading; where one differs, title and text apply.")
+    original_language = serializers.CharField(read_only=True, help_text="The language of title and text.")
 
     class Meta:
         model = ConsentTerms
-        fields = ["id", "kind", "version", "title", "text", "published_at", "translations"]
+        fields = ["id", "kind", "version", "title", "text", "original_language", "published_at", "translations"]
 
 
 class ConsentEventSerializer(serializers.ModelSerializer):
@@ -29,7 +30,7 @@ class ConsentEventSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = ConsentEvent
-        fields = ["id", "work", "kind", "terms_version", "actor", "reason", "created_at"]
+        fields = ["id", "work", "kind", "terms_version", "terms_language", "actor", "reason", "created_at"]
 
 
 class WorkSerializer(RefusesUnknownFields, serializers.ModelSerializer):
@@ -97,6 +98,11 @@ class OptInSerializer(RefusesUnknownFields, serializers.Serializer):
         help_text="The consent terms version shown to the artist (GET /api/consent-terms/current/). When given and "
                   "another version is now in force, nothing is opted in and the answer is 409 with code "
                   "terms_changed. Without it, consent is recorded under the version in force.",
+    )
+    terms_language = serializers.CharField(
+        required=False, max_length=8,
+        help_text="The language the terms were shown in: the original's (`original_language` of the terms) or one of "
+                  "their `translations`. Recorded with the consent; one the terms have no text in is refused (400). Without it, the language is recorded as not known.",
     )
 
 

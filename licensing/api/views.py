@@ -30,10 +30,12 @@ def _refuse(error):
     raise ValidationError({"non_field_errors": [error.message]}, code=code)
 
 
-def _terms_version_shown(request):
+def _terms_shown(request):
+    """The terms version and language the client showed, as keyword arguments of the opt-in services."""
     form = s.OptInSerializer(data=request.data or {})  # these calls took no body before: a JSON null is none
     form.is_valid(raise_exception=True)
-    return form.validated_data.get("terms_version")
+    return {"terms_version": form.validated_data.get("terms_version"),
+            "terms_language": form.validated_data.get("terms_language")}
 
 
 class WorkViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.UpdateModelMixin,
@@ -100,9 +102,9 @@ class WorkViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Updat
     @action(detail=True, methods=["post"], url_path="opt-in")
     def opt_in(self, request, pk=None):
         work = self.get_object()
-        terms_version = _terms_version_shown(request)
+        shown = _terms_shown(request)
         try:
-            event = services.work_opt_in(work=work, actor=request.user, terms_version=terms_version)
+            event = services.work_opt_in(work=work, actor=request.user, **shown)
         except services.LicensingError as error:
             _refuse(error)
         return Response(s.ConsentEventSerializer(event).data, status=status.HTTP_201_CREATED)
@@ -127,10 +129,9 @@ class WorkViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Updat
         description="The consent terms in force are not the terms_version given.")})
     @action(detail=False, methods=["post"], url_path="opt-in-eligible")
     def opt_in_eligible(self, request):
-        terms_version = _terms_version_shown(request)
+        shown = _terms_shown(request)
         try:
-            events = services.works_opt_in_eligible(
-                artist=request.user.artist, actor=request.user, terms_version=terms_version)
+            events = services.works_opt_in_eligible(artist=request.user.artist, actor=request.user, **shown)
         except services.LicensingError as error:
             _refuse(error)
         return Response({"opted_in": [e.work_id for e in events], "events": s.ConsentEventSerializer(events, many=True).data})

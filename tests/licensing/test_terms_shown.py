@@ -180,3 +180,59 @@ def test_the_shipped_japanese_is_added_only_to_the_shipped_words():
     ConsentTerms.objects.filter(pk=terms.pk).update(text=shipped)
     migration.add_first_translations(apps, None)
     assert terms.translation_for("ja").title == "スタイルアダプターの学習への同意"
+
+
+def test_the_language_the_terms_were_read_in_is_recorded_with_each_consent(client_for, artist):
+    """A dispute is settled on the words the artist saw: the original, or the translation shown in its place."""
+    first, second = make_work(artist), make_work(artist)
+    client = client_for(artist.user)
+    assert '<input type="hidden" name="terms_language" value="en">' in client.get(reverse("licensing:studio")).content.decode()
+    client.post(reverse("licensing:work_consent", args=[first.pk, "opt-in"]), {"terms_version": "1", "terms_language": "en"})
+    client.post(reverse("set_language"), {"language": "ja", "next": "/"})
+    assert '<input type="hidden" name="terms_language" value="ja">' in client.get(reverse("licensing:studio")).content.decode()
+    client.post(reverse("licensing:opt_in_eligible"), {"terms_version": "1", "terms_language": "ja"})
+    assert {event.work_id: event.terms_language for event in ConsentEvent.objects.all()} == {
+        first.pk: "en", second.pk: "ja"}
+    services.work_withdraw(work=first, actor=artist.user)
+    client.post(reverse("set_language"), {"language": "en", "next": "/"})
+    history = client.get(reverse("licensing:history")).content.decode()
+    assert history.count("1, read in English") == 1 and history.count("1, read in Japanese") == 1
+    # A withdrawal reads no terms, and an opt-in whose client did not say records the language as not known.
+    assert ConsentEvent.objects.filter(kind="withdrawn").get().terms_language is None
+    assert services.work_opt_in(work=first, actor=artist.user).terms_language is None
+
+
+def test_a_language_the_terms_have_no_text_in_is_refused_and_records_nothing(client_for, api_client_for, artist):
+    from licensing.models import ConsentTerms
+
+    work = make_work(artist)
+    for language in ("fr", "ja-JP", ""):
+        with pytest.raises(services.LicensingError, match="has no text in the language given") as refused:
+            services.work_opt_in(work=work, actor=artist.user, terms_language=language)
+        assert refused.value.code == "unknown_language"
+    page = client_for(artist.user).post(reverse("licensing:opt_in_eligible"),
+                                        {"terms_version": "1", "terms_language": "xx"}, follow=True).content.decode()
+    assert "no text in the language given (xx); nothing was recorded" in page
+    api = api_client_for(artist.user)
+    for url in (reverse("works-opt-in", args=[work.pk]), reverse("works-opt-in-eligible")):
+        answer = api.post(url, {"terms_version": 1, "terms_language": "de"}, format="json")
+        assert answer.status_code == 400 and "no text in the language given (de)" in answer.json()["error"]["message"]
+    assert not ConsentEvent.objects.exists()
+    ConsentTerms.current(ConsentTerms.Kind.TRAINING).translations.all().delete()
+    with pytest.raises(services.LicensingError, match="no text in the language given"):
+        services.work_opt_in(work=work, actor=artist.user, terms_language="ja")  # its translation is gone
+    granted = api.post(reverse("works-opt-in", args=[work.pk]), {"terms_version": 1, "terms_language": "en"}, format="json")
+    assert granted.status_code == 201 and granted.json()["terms_language"] == "en"
+    assert api.get(reverse("consent-terms-current")).json()["original_language"] == "en"
+
+
+def test_becoming_an_artist_records_the_language_the_agreement_was_read_in(client_for, subscriber):
+    client = client_for(subscriber)
+    client.post(reverse("set_language"), {"language": "ja", "next": "/"})
+    assert 'name="agreement_language" value="ja"' in client.get(reverse("licensing:become_artist")).content.decode()
+    form = {"display_name": "Mio", "slug": "mio", "accept_agreement": "on", "agreement_version": "1"}
+    refused = client.post(reverse("licensing:become_artist"), form | {"agreement_language": "xx"}).content.decode()
+    assert not Artist.objects.exists() and "指定された言語（xx）の文がありません" in refused
+    assert "checked" not in refused.split('name="accept_agreement"')[1].split(">")[0]  # to be ticked again
+    client.post(reverse("licensing:become_artist"), form | {"agreement_language": "ja"})
+    assert Artist.objects.get().agreement_language == "ja"
