@@ -249,9 +249,10 @@ def run_training_job(*, adapter_version_id, worker):
             if celery_worker_state.should_terminate:
                 # A cold shutdown (a second Ctrl-C, SIGQUIT): Celery cancels the task by raising from its signal
                 # handler, here with the solo pool's "does not implement kill_job". Not the training's failure:
-                # it stays `training` and resumes from its checkpoint, as after a kill -9.
+                # it stays `training` and resumes from its checkpoint, as after a kill -9. Not raised on either,
+                # which Celery would log as the task's error with a traceback through the whole UNet.
                 logger.warning("training of adapter version %s stopped by the worker's shutdown; it resumes later", version.pk)
-                raise
+                return None
             logger.exception("training of adapter version %s failed", version.pk)
             reason, params = failure_reason(error)
             reporter.on_log(f"failed: {presentation.one_sentence(error)}")

@@ -13,15 +13,18 @@ export OMP_WAIT_POLICY=PASSIVE
 
 training_worker=""
 stop_all() {
-  trap - EXIT INT TERM
+  trap - EXIT INT TERM HUP
   # The training worker stops at once (a cold shutdown) instead of holding Ctrl-C up until its training ends:
   # the training stays under way and resumes from its checkpoint at the next start.
   [ -z "$training_worker" ] || kill -QUIT "$training_worker" 2>/dev/null || true
   kill $(jobs -p) 2>/dev/null || true
   wait 2>/dev/null || true
 }
-trap stop_all EXIT INT TERM
-.venv/bin/celery -A illustration_platform worker -Q training --pool solo -n "training@%h" -l info &
+# A closed terminal (SIGHUP) stops everything too. The workers run in sessions of their own (setsid), so that only
+# stop_all signals them: a worker whose output is not a terminal takes SIGHUP as "restart", and would come back
+# training with no web server and no script left to stop it.
+trap stop_all EXIT INT TERM HUP
+setsid .venv/bin/celery -A illustration_platform worker -Q training --pool solo -n "training@%h" -l info &
 training_worker=$!
-.venv/bin/celery -A illustration_platform worker -Q default,generation --pool solo -n "general@%h" -l info &
+setsid .venv/bin/celery -A illustration_platform worker -Q default,generation --pool solo -n "general@%h" -l info &
 .venv/bin/python manage.py runserver --noreload "${HOST:-127.0.0.1}:${PORT:-8000}"
