@@ -22,8 +22,6 @@ from .services import NOT_QUEUED_REASON
 TRAINING_QUEUED_MESSAGE = gettext_lazy("Training queued. Progress and previews appear below as it runs.")
 CANCEL_MESSAGE = gettext_lazy("Cancelling: the training stops within a few seconds.")
 CANCELLED_MESSAGE = gettext_lazy("Cancelled.")
-PUBLISHED_MESSAGE = gettext_lazy("Published: subscribers now generate with this version.")
-UNPUBLISHED_MESSAGE = gettext_lazy("Unpublished: subscribers can no longer use this style.")
 PRESET_CHOICES = [
     ("quick", gettext_lazy("Quick: a first look in about a minute")),
     ("standard", gettext_lazy("Standard: a good style in a few minutes")),
@@ -35,6 +33,26 @@ LOG_LINES_SHOWN = 30
 
 # An absolute path on the server: its folders are nobody's business but the operator's.
 SERVER_PATH = re.compile(r"(?<![\w.:/~])/(?:[^\s/'\"]+/)+(?=[^\s/'\"])")
+
+
+def published_message(version, went_live_instead):
+    """What publishing `version` did, naming it, and the trainings that will no longer go live when ready."""
+    sentence = gettext("Version %(number)s is published: subscribers now generate with it.") % {"number": version.number}
+    return messages.SUCCESS, sentence + _no_longer_going_live(went_live_instead)
+
+
+def unpublished_message(version, went_live_instead):
+    """What unpublishing did: `version` is the one taken offline (None when none was published)."""
+    sentence = gettext("Unpublished: subscribers can no longer use this style.") if version is None else gettext(
+        "Version %(number)s is unpublished: subscribers can no longer use this style.") % {"number": version.number}
+    return messages.SUCCESS, sentence + _no_longer_going_live(went_live_instead)
+
+
+def _no_longer_going_live(numbers):
+    if not numbers:
+        return ""
+    return " " + gettext("The training of version %(numbers)s will no longer go live when it is ready.") % {
+        "numbers": ", ".join(str(number) for number in numbers)}
 
 
 def queue_refusal(version):

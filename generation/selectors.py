@@ -139,6 +139,13 @@ def _head_waited_too_long(head, now):
     return (now - since).total_seconds() > 2 * settings.TRAINING_STALE_SECONDS
 
 
+def versions_to_go_live(*, style):
+    """The numbers of the style's trainings under way that are to be published when ready."""
+    return list(AdapterVersion.objects.filter(
+        style=style, status__in=AdapterVersion.ACTIVE_STATUSES, publish_when_ready=True,
+    ).order_by("number").values_list("number", flat=True))
+
+
 def styles_of_artist(*, artist):
     """The artist's styles with every version's training, for the style page."""
     return Style.objects.filter(artist=artist).prefetch_related(

@@ -339,10 +339,22 @@ def adapter_version_publish(*, adapter_version):
 
 
 @transaction.atomic
-def style_unpublish(*, style):
-    """Take the style out of generation, the training under way included (the artist's word)."""
+def style_unpublish(*, style, shown_version=None):
+    """Take the style out of generation, the training under way included (the artist's word).
+
+    `shown_version` is the version a page offered to unpublish, if the caller knows it: when another is published by
+    then, or none, nothing changes, so that a click on a stale page takes down neither a version published since
+    from elsewhere nor a retrain that is to go live."""
     under_way = _lock_versions_before_style(style.pk)
-    style = Style.objects.select_for_update().get(pk=style.pk)
+    style = Style.objects.select_for_update().select_related("published_version").get(pk=style.pk)
+    if shown_version is not None and style.published_version_id != shown_version.pk:
+        if style.published_version is None:
+            raise ValidationError(_("Version %(number)s is no longer published: the style is already offline. Nothing "
+                                    "was changed.") % {"number": shown_version.number})
+        raise ValidationError(_(
+            "Version %(number)s is no longer the published version: version %(current)s is, published since this "
+            "page was opened. Nothing was changed; unpublish again to take version %(current)s offline."
+        ) % {"number": shown_version.number, "current": style.published_version.number})
     style.published_version = None
     style.save(update_fields=["published_version"])
     under_way.update(publish_when_ready=False)

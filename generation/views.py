@@ -10,7 +10,7 @@ from illustration_platform.accounts.roles import Role, role_required
 
 from . import presentation, services
 from .models import AdapterVersion, Style
-from .selectors import styles_of_artist
+from .selectors import styles_of_artist, versions_to_go_live
 
 
 def _own_version(request, version_id):
@@ -80,11 +80,18 @@ def cancel(request, version_id):
 @require_POST
 def publish(request, version_id):
     version = _own_version(request, version_id)
-    return _run(request, lambda: services.adapter_version_publish(adapter_version=version), presentation.PUBLISHED_MESSAGE)
+    going_live = [n for n in versions_to_go_live(style=version.style) if n != version.number]
+    return _run(request, lambda: services.adapter_version_publish(adapter_version=version),
+                lambda _style: presentation.published_message(version, going_live))
 
 
 @role_required(Role.ARTIST)
 @require_POST
 def unpublish(request, style_id):
     style = get_object_or_404(Style, pk=style_id, artist__user=request.user)
-    return _run(request, lambda: services.style_unpublish(style=style), presentation.UNPUBLISHED_MESSAGE)
+    # The version the page showed as published (a form from before it was sent unpublishes whatever is).
+    shown = request.POST.get("version")
+    shown = get_object_or_404(AdapterVersion, pk=shown, style=style) if shown and shown.isdigit() else None
+    published, going_live = shown or style.published_version, versions_to_go_live(style=style)
+    return _run(request, lambda: services.style_unpublish(style=style, shown_version=shown),
+                lambda _style: presentation.unpublished_message(published, going_live))

@@ -430,3 +430,36 @@ def test_the_schema_names_the_training_states_and_presets_and_describes_the_trai
     assert enum_of("TrainingState", "preset") == set(AdapterVersion.Preset.values)
     assert "Mixed into" not in schemas["TrainRequest"].get("description", "")
     assert "preset" in schemas["TrainRequest"]["description"]
+
+
+def test_a_stale_unpublish_changes_nothing_and_each_message_names_the_version(
+        client_for, owned, django_capture_on_commit_callbacks):
+    """Unpublish acts on the version its page showed as published: a click on a page opened before a rollback, or
+    before a withdrawal took that version offline, takes down neither the version published since nor a retrain
+    that is to go live."""
+    artist, first, second = owned
+    stale, current = client_for(artist.user), client_for(artist.user)
+    page = stale.get(reverse("generation:style")).content.decode()
+    assert f'name="version" value="{second.pk}"' in page
+    rolled_back = current.post(reverse("generation:publish", args=[first.pk]), follow=True).content.decode()
+    assert "Version 1 is published: subscribers now generate with it." in rolled_back
+    refused = stale.post(reverse("generation:unpublish", args=[second.style_id]), {"version": second.pk}, follow=True)
+    assert "Version 2 is no longer the published version: version 1 is" in refused.content.decode()
+    assert list(usable_adapter_versions()) == [first]
+
+    with django_capture_on_commit_callbacks(execute=False):  # a training to go live, left queued
+        current.post(reverse("generation:train"), {"preset": "quick", "publish_when_ready": "on"})
+    training = AdapterVersion.objects.get(number=3)
+    assert training.publish_when_ready
+    gone = current.post(reverse("generation:unpublish", args=[first.style_id]), {"version": first.pk}, follow=True)
+    assert ("Version 1 is unpublished: subscribers can no longer use this style. The training of version 3 will no "
+            "longer go live when it is ready.") in gone.content.decode()
+    AdapterVersion.objects.filter(pk=training.pk).update(publish_when_ready=True)  # as a withdrawal's retrain queues it
+    again = stale.post(reverse("generation:unpublish", args=[first.style_id]), {"version": first.pk}, follow=True)
+    assert "Version 1 is no longer published: the style is already offline." in again.content.decode()
+    assert AdapterVersion.objects.get(pk=training.pk).publish_when_ready  # the retrain still goes live
+    # Publishing by hand says so too; a version of another style is not found.
+    published = current.post(reverse("generation:publish", args=[second.pk]), follow=True).content.decode()
+    assert "Version 2 is published" in published and "version 3 will no longer go live" in published
+    other = ready_version(opted_in_artist(4)[0])
+    assert current.post(reverse("generation:unpublish", args=[first.style_id]), {"version": other.pk}).status_code == 404
