@@ -134,6 +134,7 @@ def job_state(version, *, current_base_sha256=None):
         "status_display": version.get_status_display(),
         "is_active": version.is_active,
         "preset": version.preset,
+        "preset_display": version.get_preset_display(),
         "step": job.step,
         "total_steps": job.total_steps,
         "progress_percent": job.progress_percent,

@@ -276,6 +276,11 @@ def test_style_page_shows_versions_and_the_train_form(client_for, owned):
     assert page.count('class="version-row" data-status="ready"') == 2
     assert 'class="job-panel" data-status="ready"' in page and "Latest training" in page
     assert page.count(" UTC</td>") == 2  # each version's creation time says its zone
+    # Each version says its preset, which sets how long a training takes (a retrain keeps the replaced version's).
+    AdapterVersion.objects.filter(pk=first.pk).update(preset="thorough")
+    page = client_for(artist.user).get(reverse("generation:style")).content.decode()
+    assert page.count("<small>Quick preset</small>") == 1 and page.count("<small>Thorough preset</small>") == 1
+    assert "<strong>v2</strong> · Ready · Quick preset" in page
 
 
 def test_a_refused_training_keeps_the_choices_of_the_form(client_for, settings):
