@@ -50,6 +50,7 @@ import math
 import os
 import random
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -68,7 +69,7 @@ from .lora_training import (
 )
 from .pipeline import SamplesNotFinite, generate
 from .train_lora import (
-    DataFolderError, caption_files, check_image, folder_write_problem, image_files, read_caption, refuse_broken_images,
+    DataFolderError, caption_files, check_image, describe_os_error, folder_write_problem, image_files, read_caption, refuse_broken_images,
     refuse_images_sharing_a_stem, refuse_unpaired_captions, run_cli, seed_argument, unread_subfolders,
     visible_entries,
 )
@@ -171,8 +172,18 @@ def save_grid(path, rows: list[list[Image.Image]], scale: int | None = None) -> 
     for y, row in enumerate(rows):
         for x, image in enumerate(row):
             grid.paste(image.convert("RGB").resize((side, side), Image.Resampling.NEAREST), (x * side, y * side))
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    grid.save(path)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Written beside it and renamed: a full disk must not leave a cut file where an earlier grid was.
+    fd, partial = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            grid.save(handle, format="PNG")
+        os.chmod(partial, 0o644)  # mkstemp's 0600 would hide it from anyone else
+        os.replace(partial, path)
+    except BaseException:
+        Path(partial).unlink(missing_ok=True)
+        raise
 
 
 def evaluate_style(*, base, lora, works, n: int = 48, seed: int = 0, steps: int = DEFAULT_STEPS,
@@ -297,8 +308,11 @@ def evaluate_style(*, base, lora, works, n: int = 48, seed: int = 0, steps: int 
             and base_aware["points"] - lora_aware["points"] <= TARGET_MAX_ADHERENCE_DROP)
     if grid is not None:
         rows = [base_images[:8], lora_images[:8], work_pils[:8]]
-        save_grid(grid, rows)
-        result["grid"] = str(grid)
+        try:
+            save_grid(grid, rows)
+            result["grid"] = str(grid)
+        except OSError as exc:  # the measures took minutes: they are printed all the same
+            result["grid"], result["grid_error"] = None, describe_os_error(exc)
     result["seconds"] = round(time.perf_counter() - started, 1)
     return result
 
@@ -390,6 +404,9 @@ def _main(argv: list[str] | None) -> dict:
     if result["style_prompts_note"]:
         print(f"note: {result['style_prompts_note']}", file=sys.stderr)
     print(json.dumps(result))
+    if result.get("grid_error"):
+        print(f"error: the grid was not written: {result['grid_error']}", file=sys.stderr)
+        raise SystemExit(2)
     return result
 
 

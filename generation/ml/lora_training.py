@@ -46,6 +46,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
+from safetensors import SafetensorError
 
 from . import WEIGHTS_NAME, sha256_file
 from .devices import choose_device_and_dtype
@@ -639,6 +640,16 @@ def remove_leftovers_of_killed_saves(out: Path, *, of_ended_processes_only: bool
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def _failed_write(exc: SafetensorError, path: Path) -> OSError | None:
+    """safetensors' writer reports a failed write (a full disk) as its own error, with the OS's number only in its
+    text ("I/O error: No space left on device (os error 28)"): an OSError naming `path`, as any other failed
+    write is reported. None for its other errors."""
+    number = re.search(r"\(os error (\d+)\)", str(exc))
+    if number is None:
+        return None
+    return OSError(int(number[1]), os.strerror(int(number[1])), str(path))
+
+
 def save_adapter(pipe, config: LoraTrainingConfig, out_dir) -> tuple[str, str]:
     """Saves the LoRA with its metadata into a temporary folder beside
     `out_dir`, fsyncs, and renames it into place; returns (path, sha256)."""
@@ -667,7 +678,13 @@ def save_adapter(pipe, config: LoraTrainingConfig, out_dir) -> tuple[str, str]:
         if broken:  # the last step can blow the weights up after the last loss was checked
             raise TrainingDiverged(f"training diverged: {len(broken)} LoRA tensor(s) not finite, the first "
                                    f"{broken[0]}; {_divergence_advice(config, pipe.unet.dtype)}")
-        type(pipe).save_lora_weights(str(tmp), safe_serialization=True, **kwargs)
+        try:
+            type(pipe).save_lora_weights(str(tmp), safe_serialization=True, **kwargs)
+        except SafetensorError as exc:
+            failed_write = _failed_write(exc, out)
+            if failed_write is None:
+                raise
+            raise failed_write from exc
         weights = tmp / WEIGHTS_NAME
         canonicalise_safetensors(weights)  # also fsyncs
         weights.chmod(0o644)  # safetensors writes 0600, which would hide it from a server running as another user

@@ -639,3 +639,35 @@ def test_the_grid_draws_cells_of_about_128_px_never_smaller_than_the_images(side
     with Image.open(tmp_path / "grid.png") as grid:
         assert grid.size == (3 * cell, 2 * cell)
         assert grid.getpixel((cell - 1, cell - 1)) == (255, 0, 0) and grid.getpixel((cell, cell)) == (0, 0, 255)
+
+
+def test_a_grid_that_cannot_be_written_keeps_the_earlier_one_and_the_measures_are_printed(
+        tiny_setup, tmp_path, capsys, monkeypatch):
+    rows = [[Image.new("RGB", (32, 32), "red")] * 2]
+    grid = tmp_path / "grids" / "grid.png"
+    evaluate_style_module.save_grid(grid, rows)
+    earlier = grid.read_bytes()
+    real_save = Image.Image.save
+
+    def disk_full(image, fp, *args, **kwargs):
+        real_save(image, fp, *args, **kwargs)  # part of the file is written, then the disk is full
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(Image.Image, "save", disk_full)
+        with pytest.raises(OSError, match="No space left"):
+            evaluate_style_module.save_grid(grid, [[Image.new("RGB", (32, 32), "blue")] * 3])
+    assert grid.read_bytes() == earlier and [p.name for p in grid.parent.iterdir()] == ["grid.png"]
+
+    def grid_refused(path, rows):
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(evaluate_style_module, "save_grid", grid_refused)
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate_main(["--base", str(tiny_setup / "base"), "--lora", str(tiny_setup / "adapter"),
+                       "--works", str(tiny_setup / "works"), "--n", "2", "--steps", "1", "--grid", str(grid)])
+    out, err = capsys.readouterr()
+    assert exit_info.value.code == 2
+    printed = json.loads(out.strip().splitlines()[-1])  # minutes of sampling are not lost with the grid
+    assert printed["grid"] is None and "distance" in json.dumps(printed)
+    assert err.strip().splitlines()[-1] == f"error: the grid was not written: {grid}: No space left on device"

@@ -1711,3 +1711,28 @@ def test_an_unreadable_adapter_is_reported_as_such(tiny_base, own_adapter, monke
     unreadable = rf"^cannot read adapter {re.escape(str(own_adapter))}: Permission denied$"
     with pytest.raises(lt.AdapterError, match=unreadable):
         apply_adapters(pipe, [("own", own_adapter, 1.0)])
+
+
+def test_a_full_disk_while_saving_the_adapter_is_one_line_and_writes_nothing(tiny_base, works, tmp_path, capsys,
+                                                                              monkeypatch):
+    """safetensors reports a failed write as its own error, not an OSError: the CLI still says it in one line."""
+    from diffusers import StableDiffusionPipeline
+    from safetensors import SafetensorError
+
+    def disk_full(*args, **kwargs):
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(StableDiffusionPipeline, "save_lora_weights", disk_full)
+    out = tmp_path / "adapter"
+    last = cli_error(capsys, ["--base", str(tiny_base), "--data", str(Path(works[0].image_path).parent), "--out",
+                              str(out), "--preset", "quick", "--steps", "2", "--rank", "4", "--threads", "1"])
+    assert last == f"error: {out}: No space left on device"
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".adapter.")]
+
+    def other_error(*args, **kwargs):  # not a failed write: a bug keeps its traceback
+        raise SafetensorError("tensor invalid")
+
+    monkeypatch.setattr(StableDiffusionPipeline, "save_lora_weights", other_error)
+    with pytest.raises(SafetensorError, match="tensor invalid"):
+        cli_main(["--base", str(tiny_base), "--data", str(Path(works[0].image_path).parent), "--out", str(out),
+                  "--preset", "quick", "--steps", "2", "--rank", "4", "--threads", "1"])
