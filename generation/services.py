@@ -253,8 +253,13 @@ def training_job_stop(*, job):
     version, current, holds = _claimed(job)
     if holds and version.status == AdapterVersion.Status.TRAINING:
         _end_unfinished(version, current, AdapterVersion.Status.CANCELLED)
-    else:
-        _discard_ended_run_files(version)
+        return version
+    if holds and version.status == AdapterVersion.Status.RETIRED:
+        # The loop's last line says where its checkpoint is: say what became of it, and why the run stopped.
+        current.log = current.log_with("retired: a work it was training on was withdrawn; its checkpoint is removed, "
+                                       "as a retired training never resumes")
+        current.save(update_fields=["log"])
+    _discard_ended_run_files(version)
     return version
 
 

@@ -1029,7 +1029,7 @@ def train_lora(*, base_path, examples: list[TrainingExample], out_dir, config: L
     except TrainingCancelled as cancelled:
         if step > last_saved or not checkpoint_path.is_file():
             save_checkpoint()
-        log(f"cancelled at step {step}; checkpoint kept in {work}")
+        log(f"stopped at step {step}; checkpoint kept in {work}")  # a cancel, Ctrl-C, or (on the platform) a retirement
         cancelled.checkpoint_step = step
         raise
 

@@ -121,6 +121,32 @@ def test_withdrawal_during_training_finishes_retired_never_published(django_capt
     assert finished.style.published_version_id is None
 
 
+def test_a_run_stopped_by_a_withdrawal_logs_its_retirement_not_a_cancel_or_a_kept_checkpoint(
+        django_capture_on_commit_callbacks, settings):
+    from generation.services import training_job_stop
+    from generation.training import JobReporter
+
+    artist, works = opted_in_artist(5)
+    version = ready_version(artist, publish=False)
+    AdapterVersion.objects.filter(pk=version.pk).update(status=AdapterVersion.Status.QUEUED, weights_sha256="", weights_path="")
+    job = training_job_claim(adapter_version_id=version.pk, worker="test")
+    checkpoint = training_work_dir(version) / "state" / "checkpoint.pt"
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(b"checkpoint")
+    with django_capture_on_commit_callbacks(execute=False):
+        work_withdraw(work=works[3], actor=artist.user)
+    reporter = JobReporter(job)
+    assert reporter.should_cancel()  # the loop stops at its next step, logging where its checkpoint is
+    reporter.on_log(f"stopped at step 7; checkpoint kept in {checkpoint.parent}")
+    with django_capture_on_commit_callbacks(execute=True):
+        stopped = training_job_stop(job=job)
+    assert stopped.status == AdapterVersion.Status.RETIRED and not checkpoint.exists()
+    log = stopped.job.log.splitlines()
+    assert log[-1].endswith("retired: a work it was training on was withdrawn; its checkpoint is removed, as a "
+                            "retired training never resumes")
+    assert "cancel" not in "\n".join(log[-2:])
+
+
 def test_retired_weights_are_deleted_when_configured(settings, django_capture_on_commit_callbacks):
     settings.RETIRED_ADAPTER_FILES = "delete"
     artist, works = opted_in_artist(4)
