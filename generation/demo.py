@@ -12,7 +12,6 @@ from pathlib import Path
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
-from django.utils import timezone
 
 from generation.ml import BUILTIN_BASE_MODEL
 
@@ -92,13 +91,16 @@ def demo_artist_install(*, manifest, password):
     version = AdapterVersion(
         style=style, number=style.versions.count() + 1, snapshot=snapshot, base_model=base_model_current(),
         preset=manifest["training"]["preset"], hyperparameters=manifest["training"]["config"],
-        weights_sha256=manifest["adapter"]["sha256"], status=AdapterVersion.Status.READY, finished_at=timezone.now(),
+        weights_sha256=manifest["adapter"]["sha256"], status=AdapterVersion.Status.READY,
         metrics={
             "final_loss": manifest["training"]["final_loss"], "steps": manifest["training"]["steps"],
             "seconds": manifest["training"]["seconds"], "resumed_from_step": 0, "evaluation": manifest.get("evaluation", {}),
         },
     )
     version.save()
+    # Ready as it is created: finished at its creation time, not a moment before it (set before the insert).
+    version.finished_at = version.created_at
+    version.save(update_fields=["finished_at"])
     weights = adapter_dir(version) / Path(manifest["adapter"]["file"]).name
     weights.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(folder / manifest["adapter"]["file"], weights)

@@ -33,6 +33,7 @@ def test_demo_artists_get_published_usable_styles_and_reinstalling_changes_nothi
         style = demo_artist_install(manifest=manifest, password="pw-123456789")
         version = style.published_version
         assert version.status == AdapterVersion.Status.READY
+        assert version.finished_at == version.created_at  # installed ready: never finished before it was created
         assert version.weights_sha256 == manifest["adapter"]["sha256"]
         assert version.snapshot.work_count == 5
         assert version.finished_at is not None  # ready since it was installed, as the API and admin say

@@ -68,9 +68,11 @@ def test_the_page_says_when_the_style_is_offline_and_how_many_works_a_training_n
     page = client.get(reverse("generation:style")).content.decode()
     assert "A training needs at least 5: opt in more of your works first." in page
     assert "No versions yet: opt in your works, then train." in page
+    assert '<button type="submit" data-send-once disabled aria-describedby="too-few-works">Train my style</button>' in page
     settings.STYLE_MIN_WORKS = 4
     page = client.get(reverse("generation:style")).content.decode()
     assert "A training needs at least" not in page and "No versions yet: train your style above." in page
+    assert '<button type="submit" data-send-once>Train my style</button>' in page
 
     offline = "No version of your style is published: image generation does not use it."
     version = ready_version(artist)
