@@ -38,6 +38,7 @@ import socket
 import statistics
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -300,9 +301,12 @@ def load_training_image(path, resolution: int) -> Image.Image:
     uploads are (`images.to_rgb`: 16-bit scaled to 8, transparency flattened on
     white), shorter side scaled (area average when shrinking, bicubic when
     enlarging) and centre-cropped."""
-    with Image.open(path) as opened:
-        image = ImageOps.exif_transpose(opened)
-        image.load()
+    with warnings.catch_warnings():
+        # A very large image is read all the same; the CLI's check_image has said so in one line.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with Image.open(path) as opened:
+            image = ImageOps.exif_transpose(opened)
+            image.load()
     image = to_rgb(image)
     width, height = image.size
     scale = resolution / min(width, height)

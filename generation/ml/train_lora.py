@@ -24,6 +24,7 @@ import os
 import re
 import signal
 import sys
+import warnings
 from pathlib import Path
 
 from PIL import Image, ImageFile, UnidentifiedImageError
@@ -152,18 +153,35 @@ def refuse_images_sharing_a_stem(images: list[Path]) -> None:
                               f"{_shown(shared)}; keep one of each")
 
 
+# A centre square keeping less of an image than this is worth a note: the rest of it is never trained on.
+CROP_NOTE_SHARE = 0.5
+
+
 def check_image(path: Path) -> None:
     """Reads the whole image now, not after the base model has loaded (Pillow's verify() reads no JPEG data, so a
-    truncated one would pass it): a DataFolderError naming it when it cannot be read."""
+    truncated one would pass it): a DataFolderError naming it when it cannot be read. A note, in one line, for an
+    image far larger than training needs (Pillow's two-line decompression-bomb warning) or one whose centre square,
+    which training uses, keeps less than CROP_NOTE_SHARE of it."""
     try:
-        with Image.open(path) as image:
-            image.load()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                image.load()
+                width, height = image.size
     except UnidentifiedImageError:  # its message holds the whole path
         raise DataFolderError(f"cannot read image {path.name}: empty, damaged or not an image") from None
     except OSError as exc:
         raise DataFolderError(f"cannot read image {path.name}: {exc.strerror or exc}") from None
     except Exception as exc:  # Pillow's decoders raise what they meet (SyntaxError, ValueError, ...)
         raise DataFolderError(f"cannot read image {path.name}: {exc or exc.__class__.__name__}") from None
+    if any(issubclass(warning.category, Image.DecompressionBombWarning) for warning in caught):
+        print(f"note: {path.name} is {width}x{height} px, far more than training uses: it is read whole and scaled "
+              "down; a copy of a few megapixels trains the same, faster", file=sys.stderr)
+    kept = min(width, height) / max(width, height)
+    if kept < CROP_NOTE_SHARE:
+        share = f"{kept:.0%}" if kept >= 0.01 else f"{kept:.1%}"  # 5000x20 keeps 0.4%, not "0%"
+        print(f"note: {path.name} is {width}x{height} px: training uses its centre square, {share} of it",
+              file=sys.stderr)
 
 
 def refuse_unpaired_captions(entries: list[Path], images: list[Path], captions: dict[str, Path]) -> None:

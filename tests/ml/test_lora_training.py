@@ -1736,3 +1736,28 @@ def test_a_full_disk_while_saving_the_adapter_is_one_line_and_writes_nothing(tin
     with pytest.raises(SafetensorError, match="tensor invalid"):
         cli_main(["--base", str(tiny_base), "--data", str(Path(works[0].image_path).parent), "--out", str(out),
                   "--preset", "quick", "--steps", "2", "--rank", "4", "--threads", "1"])
+
+
+def test_images_far_larger_or_wider_than_training_uses_get_a_one_line_note(tmp_path, capsys, monkeypatch, recwarn):
+    from PIL import Image
+
+    data = tmp_path / "data"
+    data.mkdir()
+    Image.new("RGB", (40, 40), "red").save(data / "large.png")
+    Image.new("RGB", (60, 6), "blue").save(data / "banner.png")
+    Image.new("RGB", (30, 24), "green").save(data / "plain.png")
+    Image.new("RGB", (2, 500), "green").save(data / "thread.png")
+    for name in ("large", "banner", "plain", "thread"):
+        (data / f"{name}.txt").write_text(f"a {name} picture")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1100)  # 40x40 is past it, as 10000x10000 is past Pillow's own
+    examples = read_data_folder(data)
+    notes = capsys.readouterr().err.strip().splitlines()
+    assert notes == [
+        "note: banner.png is 60x6 px: training uses its centre square, 10% of it",
+        "note: large.png is 40x40 px, far more than training uses: it is read whole and scaled down; a copy of a few "
+        "megapixels trains the same, faster",
+        "note: thread.png is 2x500 px: training uses its centre square, 0.4% of it",
+    ]
+    images = lt.load_training_images([example.image_path for example in examples], 32)
+    assert [image.size for image in images] == [(32, 32)] * 4
+    assert not [str(w.message) for w in recwarn if issubclass(w.category, Image.DecompressionBombWarning)]  # said once, above
