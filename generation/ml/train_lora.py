@@ -259,6 +259,7 @@ class PrintingCallbacks:
     def __init__(self, stream=None):
         self.stream = stream
         self.stopped_by: int | None = None  # the signal that asked the loop to stop
+        self.all_steps_done = False  # then a stop asked for comes too late: the run only finishes and saves
 
     @contextlib.contextmanager
     def cancel_on_ctrl_c(self):
@@ -272,7 +273,10 @@ class PrintingCallbacks:
                 signal.signal(number, handler)
             again = b"Ctrl-C" if signum == signal.SIGINT else b"SIGTERM"
             # os.write, not print: a handler that prints while the loop prints raises "reentrant call".
-            os.write(2, b"stopping at the next step, keeping a checkpoint (" + again + b" again stops at once)\n")
+            if self.all_steps_done:
+                os.write(2, b"all steps are done: finishing and saving the adapter (" + again + b" again stops at once)\n")
+            else:
+                os.write(2, b"stopping at the next step, keeping a checkpoint (" + again + b" again stops at once)\n")
 
         previous = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)
                     if signal.getsignal(number) is not signal.SIG_IGN}
@@ -288,6 +292,7 @@ class PrintingCallbacks:
         print(line, file=self.stream or sys.stderr, flush=True)
 
     def on_progress(self, step, total, loss, eta_seconds):
+        self.all_steps_done = step == total
         every = max(1, total // 20)
         if step % every == 0 or step == total or step == 1:
             eta = f"{eta_seconds:.0f} s" if eta_seconds is not None else "?"
@@ -306,7 +311,8 @@ class PrintingCallbacks:
         pass
 
     def should_cancel(self):
-        return self.stopped_by is not None
+        # Once every step is done the run finishes, its last previews included, as Ctrl-C then said it would.
+        return self.stopped_by is not None and not self.all_steps_done
 
     def on_log(self, line):
         self._print(line)

@@ -1539,6 +1539,25 @@ def test_ctrl_c_or_sigterm_stops_like_a_cancel_and_the_same_command_resumes(
     assert resumed["resumed_from_step"] == 2 and resumed["steps"] == 4
 
 
+@pytest.mark.parametrize("step, said, stops", [
+    (2, "stopping at the next step, keeping a checkpoint (Ctrl-C again stops at once)", True),
+    (3, "all steps are done: finishing and saving the adapter (Ctrl-C again stops at once)", False),
+])
+def test_ctrl_c_says_what_the_run_will_do(step, said, stops, capfd):
+    """After the last step the run finishes (its last previews, the save), and says so; before, it stops."""
+    import os
+    import signal
+
+    from generation.ml.train_lora import PrintingCallbacks
+
+    callbacks = PrintingCallbacks()
+    with callbacks.cancel_on_ctrl_c():
+        callbacks.on_progress(step, 3, 0.5, 1.0)
+        os.kill(os.getpid(), signal.SIGINT)
+    assert callbacks.should_cancel() is stops
+    assert capfd.readouterr().err.strip().splitlines()[-1] == said
+
+
 def test_a_run_started_with_ctrl_c_ignored_keeps_it_ignored():
     import signal
 
