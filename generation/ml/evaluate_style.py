@@ -369,14 +369,17 @@ def _main(argv: list[str] | None) -> dict:
         checked_adapter_file(args.lora)
     except AdapterError as exc:
         parser.error(f"--lora: {exc}")
-    if args.n < 2 or args.steps < 1 or args.threads < 1:
-        parser.error("--n must be at least 2, --steps and --threads at least 1")
+    for option, value, least in (("--n", args.n, 2), ("--steps", args.steps, 1), ("--threads", args.threads, 1)):
+        if value < least:  # each named alone: one message for three options left the reader to guess which
+            parser.error(f"{option} must be at least {least} (got {value})")
     if args.steps > SAMPLING_STEPS_MAX:  # not an "out of memory" once the base has loaded
         parser.error(f"--steps must be at most {SAMPLING_STEPS_MAX} (got {args.steps})")
     if args.n > held_out_caption_count():
         parser.error(f"--n: only {held_out_caption_count()} held-out captions exist")
-    if not (math.isfinite(args.guidance) and args.guidance >= 0 and math.isfinite(args.scale)):
-        parser.error("--guidance must be a number of at least 0, --scale a finite number")
+    if not (math.isfinite(args.guidance) and args.guidance >= 0):
+        parser.error(f"--guidance must be a number of at least 0 (got {args.guidance:g})")
+    if not math.isfinite(args.scale):
+        parser.error(f"--scale must be a finite number (got {args.scale:g})")
     if args.grid is not None and args.grid.suffix.lower() != ".png":
         parser.error(f"--grid {args.grid}: give a .png file path")  # checked now, not after minutes of sampling
     if args.grid is not None and args.grid.is_dir():

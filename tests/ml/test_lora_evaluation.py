@@ -175,11 +175,16 @@ def test_evaluate_style_cli_errors(tiny_setup, tmp_path, capsys):
         evaluate_main(["--base", str(root / "base"), "--lora", str(root / "adapter"), "--works", str(root / "works"),
                        "--n", "100000"])
     assert "--n: only" in capsys.readouterr().err.strip().splitlines()[-1]
-    for bad in (["--guidance", "nan"], ["--guidance", "-1"], ["--scale", "inf"]):
+    for bad, said in ((["--guidance", "nan"], "--guidance must be a number of at least 0 (got nan)"),
+                      (["--guidance", "-1"], "--guidance must be a number of at least 0 (got -1)"),
+                      (["--scale", "inf"], "--scale must be a finite number (got inf)"),
+                      (["--n", "1"], "--n must be at least 2 (got 1)"),
+                      (["--steps", "0"], "--steps must be at least 1 (got 0)"),
+                      (["--threads", "-2"], "--threads must be at least 1 (got -2)")):
         with pytest.raises(SystemExit):
             evaluate_main(["--base", str(root / "base"), "--lora", str(root / "adapter"), "--works", str(root / "works"),
                            *bad])
-        assert "--guidance must be a number of at least 0" in capsys.readouterr().err.strip().splitlines()[-1]
+        assert capsys.readouterr().err.strip().splitlines()[-1].endswith(said)
     for grid in (tmp_path / "grid", tmp_path / "grid.jpg", tmp_path / "folder.png"):
         with pytest.raises(SystemExit):
             evaluate_main(["--base", str(root / "base"), "--lora", str(root / "adapter"), "--works", str(root / "works"),
