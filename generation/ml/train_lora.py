@@ -187,9 +187,19 @@ def check_image(path: Path) -> None:
 def refuse_unpaired_captions(entries: list[Path], images: list[Path], captions: dict[str, Path]) -> None:
     """An image without a caption, or a caption without an image (`5.txt` beside `05.png`), is a DataFolderError
     naming them: the work would be trained (or evaluated) under no caption or another one."""
-    # `name.png.txt` is a common way to name a caption; this tool reads `name.txt`.
-    missing = [p.name + (f" (found {captions[p.name].name}: name it {p.stem}.txt)" if p.name in captions else "")
-               for p in images if p.stem not in captions]
+    # `name.png.txt` is a common way to name a caption; this tool reads `name.txt`, its case as the image's.
+    by_folded_stem = {stem.casefold(): caption for stem, caption in captions.items()}
+    missing = []
+    for image in images:
+        if image.stem in captions:
+            continue
+        if image.name in captions:
+            missing.append(f"{image.name} (found {captions[image.name].name}: name it {image.stem}.txt)")
+        elif image.stem.casefold() in by_folded_stem:
+            missing.append(f"{image.name} (found {by_folded_stem[image.stem.casefold()].name}: the names differ in "
+                           f"case; name it {image.stem}.txt)")
+        else:
+            missing.append(image.name)
     if missing:
         raise DataFolderError(f"{len(missing)} image(s) without a .txt caption: {_shown(missing)}")
     stems = {p.stem for p in images}

@@ -1262,6 +1262,11 @@ def test_a_caption_whose_image_is_not_read_or_named_image_png_txt_says_why(tmp_p
     with pytest.raises(DataFolderError, match=r"^1 image\(s\) without a .txt caption: a.png \(found a.png.txt: name it "
                                               r"a.txt\)$"):
         read_data_folder(tmp_path)
+    (tmp_path / "a.png.txt").rename(tmp_path / "A.txt")  # a file system that keeps case tells these apart
+    with pytest.raises(DataFolderError, match=r"^1 image\(s\) without a .txt caption: a.png \(found A.txt: the names "
+                                              r"differ in case; name it a.txt\)$"):
+        read_data_folder(tmp_path)
+    (tmp_path / "A.txt").rename(tmp_path / "a.png.txt")
     (tmp_path / "a.txt").write_text("a red star")  # both: which one is meant cannot be told
     with pytest.raises(DataFolderError, match=r"^1 caption\(s\) without an image: a.png.txt \(a.png already has a.txt; "
                                               r"keep one\)$"):
