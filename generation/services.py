@@ -351,7 +351,7 @@ def style_unpublish(*, style, shown_version=None):
     then, or none, nothing changes, so that a click on a stale page takes down neither a version published since
     from elsewhere nor a retrain that is to go live."""
     under_way = _lock_versions_before_style(style.pk)
-    style = Style.objects.select_for_update().select_related("published_version").get(pk=style.pk)
+    style = Style.objects.select_for_update(of=("self",)).select_related("published_version").get(pk=style.pk)
     if shown_version is not None and style.published_version_id != shown_version.pk:
         if style.published_version is None:
             raise ValidationError(_("Version %(number)s is no longer published: the style is already offline. Nothing "

@@ -1,9 +1,11 @@
+import re
 from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
+from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
 from illustration_platform.accounts.roles import Role, role_required
@@ -91,7 +93,11 @@ def unpublish(request, style_id):
     style = get_object_or_404(Style, pk=style_id, artist__user=request.user)
     # The version the page showed as published (a form from before it was sent unpublishes whatever is).
     shown = request.POST.get("version")
-    shown = get_object_or_404(AdapterVersion, pk=shown, style=style) if shown and shown.isdigit() else None
+    if shown is not None:
+        if not re.fullmatch(r"[0-9]{1,18}", shown):  # not "²", which isdigit() takes and int() refuses
+            messages.error(request, _("The page sent an unreadable version; reload it. Nothing was changed."))
+            return redirect("generation:style")
+        shown = get_object_or_404(AdapterVersion, pk=shown, style=style)
     published, going_live = shown or style.published_version, versions_to_go_live(style=style)
     return _run(request, lambda: services.style_unpublish(style=style, shown_version=shown),
                 lambda _style: presentation.unpublished_message(published, going_live))

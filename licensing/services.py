@@ -442,7 +442,8 @@ def _language_read(terms, language):
         raise LicensingError(_(
             "Version %(version)s of these terms has no text in the language given (%(language)s); nothing was "
             "recorded. Reload the page to read the terms, then try again."
-        ) % {"version": terms.version, "language": language}, code="unknown_language")
+        ) % {"version": terms.version, "language": language if len(language) <= 8 else f"{language[:8]}…"},
+            code="unknown_language")
     return language
 
 

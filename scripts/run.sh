@@ -13,7 +13,9 @@ export OMP_WAIT_POLICY=PASSIVE
 
 training_worker=""
 stop_all() {
-  trap - EXIT INT TERM HUP
+  trap - EXIT
+  # A second Ctrl-C (or SIGTERM, SIGHUP) while they stop: all stop at once. The workers hear only this script.
+  trap 'kill -QUIT $(jobs -p) 2>/dev/null' INT TERM HUP
   # The training worker stops at once (a cold shutdown) instead of holding Ctrl-C up until its training ends:
   # the training stays under way and resumes from its checkpoint at the next start.
   [ -z "$training_worker" ] || kill -QUIT "$training_worker" 2>/dev/null || true
@@ -27,4 +29,7 @@ trap stop_all EXIT INT TERM HUP
 setsid .venv/bin/celery -A illustration_platform worker -Q training --pool solo -n "training@%h" -l info &
 training_worker=$!
 setsid .venv/bin/celery -A illustration_platform worker -Q default,generation --pool solo -n "general@%h" -l info &
-.venv/bin/python manage.py runserver --noreload "${HOST:-127.0.0.1}:${PORT:-8000}"
+# In the background, waited for: bash holds a trap back until a foreground command ends, while `wait` returns at
+# once, so SIGTERM (kill, systemd) stops all as Ctrl-C does.
+.venv/bin/python manage.py runserver --noreload "${HOST:-127.0.0.1}:${PORT:-8000}" &
+wait $!

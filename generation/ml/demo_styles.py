@@ -160,6 +160,8 @@ def build_style(slug: str, *, base: Path, out: Path, preset: str = PRESET, evalu
             figures = evaluate_style(base=base, lora=adapter, works=scratch / "evaluation-works", n=n_evaluation,
                                      style=slug, grid=scratch / "grid.png",
                                      **({"steps": evaluation_steps} if evaluation_steps else {}))
+            if figures.get("grid_error"):  # the shipped style comes with its grid, or not at all
+                raise OSError(f"the evaluation grid was not written: {figures['grid_error']}")
             for key in ("base", "lora", "works", "grid"):
                 figures.pop(key, None)
             figures["works"] = f"{n_evaluation} held-out captions drawn in the style (not shipped)"

@@ -181,6 +181,12 @@ def save_grid(path, rows: list[list[Image.Image]], scale: int | None = None) -> 
             grid.save(handle, format="PNG")
         os.chmod(partial, 0o644)  # mkstemp's 0600 would hide it from anyone else
         os.replace(partial, path)
+    except OSError as exc:
+        Path(partial).unlink(missing_ok=True)
+        if exc.filename not in (None, partial):
+            raise
+        # Pillow writes through the handle, so its error names no file (or the temporary one): the grid's path.
+        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
     except BaseException:
         Path(partial).unlink(missing_ok=True)
         raise

@@ -20,6 +20,7 @@ import argparse
 import contextlib
 import fcntl
 import json
+import math
 import os
 import re
 import signal
@@ -174,13 +175,17 @@ def check_image(path: Path) -> None:
         raise DataFolderError(f"cannot read image {path.name}: {exc.strerror or exc}") from None
     except Exception as exc:  # Pillow's decoders raise what they meet (SyntaxError, ValueError, ...)
         raise DataFolderError(f"cannot read image {path.name}: {exc or exc.__class__.__name__}") from None
+    for warning in caught:
+        if not issubclass(warning.category, Image.DecompressionBombWarning):  # others, as they would have shown
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
     if any(issubclass(warning.category, Image.DecompressionBombWarning) for warning in caught):
-        print(f"note: {path.name} is {width}x{height} px, far more than training uses: it is read whole and scaled "
-              "down; a copy of a few megapixels trains the same, faster", file=sys.stderr)
+        print(f"note: {path.name} is {width}x{height} px, far more than is used: it is read whole and scaled down; a "
+              "copy of a few megapixels works the same, faster", file=sys.stderr)
     kept = min(width, height) / max(width, height)
     if kept < CROP_NOTE_SHARE:
-        share = f"{kept:.0%}" if kept >= 0.01 else f"{kept:.1%}"  # 5000x20 keeps 0.4%, not "0%"
-        print(f"note: {path.name} is {width}x{height} px: training uses its centre square, {share} of it",
+        # Rounded down, so that it never reads "50%" beside "less than half"; 5000x20 keeps 0.4%, not "0%".
+        share = f"{math.floor(kept * 100)}%" if kept >= 0.01 else f"{math.floor(kept * 1000) / 10}%"
+        print(f"note: {path.name} is {width}x{height} px: only its centre square is used, {share} of it",
               file=sys.stderr)
 
 

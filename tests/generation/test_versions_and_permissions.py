@@ -468,3 +468,7 @@ def test_a_stale_unpublish_changes_nothing_and_each_message_names_the_version(
     assert "Version 2 is published" in published and "version 3 will no longer go live" in published
     other = ready_version(opted_in_artist(4)[0])
     assert current.post(reverse("generation:unpublish", args=[first.style_id]), {"version": other.pk}).status_code == 404
+    for unreadable in ("²", "two", ""):
+        answer = current.post(reverse("generation:unpublish", args=[first.style_id]), {"version": unreadable}, follow=True)
+        assert "The page sent an unreadable version; reload it. Nothing was changed." in answer.content.decode()
+    assert AdapterVersion.objects.get(pk=second.pk).style.published_version_id == second.pk

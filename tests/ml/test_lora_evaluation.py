@@ -660,13 +660,17 @@ def test_a_grid_that_cannot_be_written_keeps_the_earlier_one_and_the_measures_ar
 
     with monkeypatch.context() as patched:
         patched.setattr(Image.Image, "save", disk_full)
-        with pytest.raises(OSError, match="No space left"):
+        with pytest.raises(OSError, match="No space left") as refused:
             evaluate_style_module.save_grid(grid, [[Image.new("RGB", (32, 32), "blue")] * 3])
+    assert refused.value.filename == str(grid)  # Pillow's own error names no file
     assert grid.read_bytes() == earlier and [p.name for p in grid.parent.iterdir()] == ["grid.png"]
 
-    def grid_refused(path, rows):
-        raise OSError(28, "No space left on device", str(path))
+    def grid_refused(path, rows):  # as Pillow fails a write: through the handle, naming no file
+        with monkeypatch.context() as patched:
+            patched.setattr(Image.Image, "save", disk_full)
+            real_save_grid(path, rows)
 
+    real_save_grid = evaluate_style_module.save_grid
     monkeypatch.setattr(evaluate_style_module, "save_grid", grid_refused)
     with pytest.raises(SystemExit) as exit_info:
         evaluate_main(["--base", str(tiny_setup / "base"), "--lora", str(tiny_setup / "adapter"),

@@ -379,7 +379,10 @@ class CancelAt(TrainingCallbacks):
     """Asks to stop once step `step` is done (None: never); records the checkpoints and where the run resumed."""
 
     def __init__(self, step=None):
-        self.stop_at, self.seen, self.checkpoints, self.resumed = step, 0, [], []
+        self.stop_at, self.seen, self.checkpoints, self.resumed, self.lines = step, 0, [], [], []
+
+    def on_log(self, line):
+        self.lines.append(line)
 
     def on_resume(self, step):
         self.resumed.append(step)
@@ -401,6 +404,8 @@ def test_cancel_leaves_a_checkpoint_and_resume_matches_an_uninterrupted_run(tiny
         train_lora(base_path=tiny_base, examples=works, out_dir=tmp_path / "adapter", config=cfg,
                    work_dir=tmp_path / "work", callbacks=callbacks)
     assert callbacks.checkpoints == [5, 7] and callbacks.resumed == [0]
+    # "stopped", not "cancelled": on the platform a retirement stops a run too, and the artist cancelled nothing.
+    assert callbacks.lines[-1] == f"stopped at step 7; checkpoint kept in {tmp_path / 'work'}"
     assert not (tmp_path / "adapter").exists()
     checkpoint = torch.load(tmp_path / "work" / lt.CHECKPOINT_NAME, weights_only=True)
     assert checkpoint["step"] == 7 and len(checkpoint["losses"]) == 7
@@ -1777,10 +1782,10 @@ def test_images_far_larger_or_wider_than_training_uses_get_a_one_line_note(tmp_p
     examples = read_data_folder(data)
     notes = capsys.readouterr().err.strip().splitlines()
     assert notes == [
-        "note: banner.png is 60x6 px: training uses its centre square, 10% of it",
-        "note: large.png is 40x40 px, far more than training uses: it is read whole and scaled down; a copy of a few "
-        "megapixels trains the same, faster",
-        "note: thread.png is 2x500 px: training uses its centre square, 0.4% of it",
+        "note: banner.png is 60x6 px: only its centre square is used, 10% of it",
+        "note: large.png is 40x40 px, far more than is used: it is read whole and scaled down; a copy of a few "
+        "megapixels works the same, faster",
+        "note: thread.png is 2x500 px: only its centre square is used, 0.4% of it",
     ]
     images = lt.load_training_images([example.image_path for example in examples], 32)
     assert [image.size for image in images] == [(32, 32)] * 4
