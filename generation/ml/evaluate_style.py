@@ -69,9 +69,9 @@ from .lora_training import (
 )
 from .pipeline import SamplesNotFinite, generate
 from .train_lora import (
-    DataFolderError, caption_files, check_image, describe_os_error, folder_write_problem, image_files, read_caption, refuse_broken_images,
-    refuse_images_sharing_a_stem, refuse_unpaired_captions, run_cli, seed_argument, unread_subfolders,
-    visible_entries,
+    DataFolderError, caption_files, check_image, describe_os_error, folder_write_problem, image_files, read_caption,
+    refuse_broken_images, refuse_images_sharing_a_stem, refuse_unpaired_captions, run_cli, seed_argument,
+    unread_subfolders, visible_entries,
 )
 from .training_config import SAMPLING_STEPS_MAX, SEED_MAX
 

@@ -102,7 +102,8 @@ class OptInSerializer(RefusesUnknownFields, serializers.Serializer):
     terms_language = serializers.CharField(
         required=False, max_length=8,
         help_text="The language the terms were shown in: the original's (`original_language` of the terms) or one of "
-                  "their `translations`. Recorded with the consent; one the terms have no text in is refused (400). Without it, the language is recorded as not known.",
+                  "their `translations`. Recorded with the consent; one the terms have no text in is refused (400). "
+                  "Without it, the language is recorded as not known.",
     )
 
 
