@@ -50,7 +50,6 @@ import math
 import os
 import random
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -63,8 +62,8 @@ from . import style_metrics as sm
 from .classify import classify
 from .evaluate_base import ATTRIBUTES, DEFAULT_GUIDANCE, DEFAULT_STEPS, held_out_caption_count, held_out_scenes
 from .lora_training import (
-    WEIGHTS_NAME, AdapterError, BaseModelError, TrainingDataError, _native_resolution, apply_adapters, caption_report,
-    checked_adapter_file, disable_adapters, load_base_pipeline, load_training_images,
+    WEIGHTS_NAME, AdapterError, BaseModelError, TrainingDataError, _native_resolution, apply_adapters, atomic_write,
+    caption_report, checked_adapter_file, disable_adapters, load_base_pipeline, load_training_images,
     native_resolution_of, vae_batches,
 )
 from .pipeline import SamplesNotFinite, generate
@@ -172,24 +171,8 @@ def save_grid(path, rows: list[list[Image.Image]], scale: int | None = None) -> 
     for y, row in enumerate(rows):
         for x, image in enumerate(row):
             grid.paste(image.convert("RGB").resize((side, side), Image.Resampling.NEAREST), (x * side, y * side))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Written beside it and renamed: a full disk must not leave a cut file where an earlier grid was.
-    fd, partial = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            grid.save(handle, format="PNG")
-        os.chmod(partial, 0o644)  # mkstemp's 0600 would hide it from anyone else
-        os.replace(partial, path)
-    except OSError as exc:
-        Path(partial).unlink(missing_ok=True)
-        if exc.filename not in (None, partial):
-            raise
-        # Pillow writes through the handle, so its error names no file (or the temporary one): the grid's path.
-        raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
-    except BaseException:
-        Path(partial).unlink(missing_ok=True)
-        raise
+    # A full disk must not leave a cut file where an earlier grid was; 0644, for anyone to look at.
+    atomic_write(Path(path), lambda handle: grid.save(handle, format="PNG"), mode=0o644)
 
 
 def evaluate_style(*, base, lora, works, n: int = 48, seed: int = 0, steps: int = DEFAULT_STEPS,

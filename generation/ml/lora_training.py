@@ -235,21 +235,31 @@ def refuse_work_inside_out(work_dir, out_dir) -> None:
                                  "replaces: give them apart")
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    """torch.save to a temporary file beside `path`, fsync, rename."""
+def atomic_write(path: Path, write: Callable[[Any], None], *, mode: int | None = None) -> None:
+    """`write(handle)` to a temporary file beside `path` (`.name.….tmp`), fsync, chmod to `mode` when given
+    (mkstemp's is 0600), rename: never a cut file where an earlier one was. An OSError that names no file (one
+    raised through the handle) or the temporary one is raised again naming `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename in (None, tmp):
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
         raise
     _fsync_dir(path.parent)
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    atomic_write(path, lambda handle: torch.save(obj, handle))
 
 
 def _vae_factor(vae_config: dict) -> int:

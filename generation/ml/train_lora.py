@@ -175,10 +175,13 @@ def check_image(path: Path) -> None:
         raise DataFolderError(f"cannot read image {path.name}: {exc.strerror or exc}") from None
     except Exception as exc:  # Pillow's decoders raise what they meet (SyntaxError, ValueError, ...)
         raise DataFolderError(f"cannot read image {path.name}: {exc or exc.__class__.__name__}") from None
+    too_large = False
     for warning in caught:
-        if not issubclass(warning.category, Image.DecompressionBombWarning):  # others, as they would have shown
+        if issubclass(warning.category, Image.DecompressionBombWarning):
+            too_large = True
+        else:  # others, as they would have shown
             warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
-    if any(issubclass(warning.category, Image.DecompressionBombWarning) for warning in caught):
+    if too_large:
         print(f"note: {path.name} is {width}x{height} px, far more than is used: it is read whole and scaled down; a "
               "copy of a few megapixels works the same, faster", file=sys.stderr)
     kept = min(width, height) / max(width, height)
@@ -288,10 +291,9 @@ class PrintingCallbacks:
                 signal.signal(number, handler)
             again = b"Ctrl-C" if signum == signal.SIGINT else b"SIGTERM"
             # os.write, not print: a handler that prints while the loop prints raises "reentrant call".
-            if self.all_steps_done:
-                os.write(2, b"all steps are done: finishing and saving the adapter (" + again + b" again stops at once)\n")
-            else:
-                os.write(2, b"stopping at the next step, keeping a checkpoint (" + again + b" again stops at once)\n")
+            doing = (b"all steps are done: finishing and saving the adapter" if self.all_steps_done
+                     else b"stopping at the next step, keeping a checkpoint")
+            os.write(2, doing + b" (" + again + b" again stops at once)\n")
 
         previous = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)
                     if signal.getsignal(number) is not signal.SIG_IGN}
